@@ -1,0 +1,157 @@
+"""The `histoflow` command line: one verb per stage, each writing its resolved config.
+
+Verbs stay thin: they parse options, call the library function that does the work, and print.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from histoflow.errors import HistoflowError
+
+app = typer.Typer(help="histoflow: computational pathology from patches and whole slides.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Patch datasets: inspect layouts, download public data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console()
+
+
+def setup_logging(quiet: bool = False) -> None:
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("histoflow")
+    if not logger.handlers:
+        logger.addHandler(RichHandler(console=Console(stderr=True), show_path=False, show_time=False))
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+@app.callback()
+def main(quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors; no progress bars.")) -> None:
+    setup_logging(quiet)
+    import os
+
+    if quiet:
+        os.environ["HISTOFLOW_QUIET"] = "1"
+
+
+def run_verb(fn, *args, **kwargs):
+    """Run a library call; a HistoflowError becomes a one-line message and exit code 2."""
+    try:
+        return fn(*args, **kwargs)
+    except HistoflowError as exc:
+        console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        raise typer.Exit(2) from None
+
+
+def print_summary(summary: dict) -> None:
+    table = Table(title=f"{summary['source']} ({summary['format']}, {summary['n_images']} images)")
+    classes = summary["classes"] or ["(unlabelled)"]
+    table.add_column("split")
+    for c in classes:
+        table.add_column(str(c), justify="right")
+    table.add_column("total", justify="right")
+    for split, counts in summary["counts"].items():
+        values = [counts.get(c, counts.get("", 0)) for c in classes]
+        table.add_row(split, *map(str, values), str(sum(counts.values())))
+    console.print(table)
+    for key in ("patients", "slides", "image_sizes", "converted_to_rgb", "channel_mean", "channel_std",
+                "duplicate_groups", "duplicate_files", "duplicates_across_splits", "skipped"):
+        if key in summary:
+            console.print(f"  {key}: {summary[key]}", highlight=False)
+    for line in summary.get("skipped_files", [])[:10]:
+        console.print(f"    skipped {line}", highlight=False, markup=False)
+
+
+@data_app.command("inspect")
+def data_inspect(
+    path: Path = typer.Argument(..., help="Folder, CSV manifest, Kaggle folder or PCam HDF5."),
+    format: str = typer.Option("auto", help="class_folders, idc, kaggle, pcam_h5, csv, images or auto."),
+    label_column: str = typer.Option("label", help="Label column of a CSV manifest."),
+    label_pattern: Optional[str] = typer.Option(None, help="Regex with one group: label from file name."),
+    on_error: str = typer.Option("raise", help="raise: stop on a bad image; skip: drop, count and list it."),
+    split: bool = typer.Option(False, help="Make a stratified (patient-grouped) split when the data has none."),
+    seed: int = typer.Option(42, help="Seed of the split."),
+    out: Optional[Path] = typer.Option(None, help="Write manifest.csv and summary.json here."),
+) -> None:
+    """Read a patch dataset, check every image and print a summary."""
+    from histoflow.data.manifest import read_manifest
+    from histoflow.data.splits import split_manifest
+    from histoflow.data.summary import summarize
+    from histoflow.data.verify import verify_manifest
+
+    def work():
+        options = {"label_column": label_column}
+        if label_pattern:
+            options["label_pattern"] = label_pattern
+        manifest = read_manifest(path, format=format, **options)
+        console.print(f"format: [bold]{manifest.format}[/]")
+        manifest = verify_manifest(manifest, on_error=on_error)
+        if split and not manifest.splits:
+            manifest = split_manifest(manifest, seed=seed)
+        summary = summarize(manifest)
+        print_summary(summary)
+        if out:
+            out.mkdir(parents=True, exist_ok=True)
+            manifest.to_csv(out / "manifest.csv")
+            (out / "summary.json").write_text(json.dumps(summary, indent=2))
+            console.print(f"wrote {out / 'manifest.csv'} and {out / 'summary.json'}")
+        return summary
+
+    run_verb(work)
+
+
+@data_app.command("download")
+def data_download(
+    name: str = typer.Argument("pcam", help="Dataset name (pcam)."),
+    out: Path = typer.Option(None, help="Destination folder [default: $HISTOFLOW_DATA/<name>_h5]."),
+    split: list[str] = typer.Option(None, help="Only these splits (train, valid, test)."),
+) -> None:
+    """Download a public dataset and verify its checksums (resumable, never half-written)."""
+    from histoflow.data.download import PCAM_MD5, download
+    from histoflow.paths import data_root
+
+    dest = out or data_root() / f"{name}_h5"
+    files = None
+    if split:
+        files = [f for f in PCAM_MD5 if any(f"_split_{s}_" in f for s in split)]
+    paths = run_verb(download, name, dest, files=files)
+    for p in paths:
+        console.print(f"verified {p}")
+
+
+@app.command()
+def doctor() -> None:
+    """Versions of torch, timm, OpenSlide, Java/Spark, and whether a GPU is visible."""
+    from histoflow.doctor import checks
+
+    table = Table(title="histoflow doctor")
+    table.add_column("component")
+    table.add_column("ok")
+    table.add_column("details")
+    for name, ok, details in checks():
+        table.add_row(name, "[green]yes[/]" if ok else "[red]no[/]", details)
+    console.print(table)
+
+
+@app.command()
+def demo(
+    data_root: Optional[Path] = typer.Option(None, help="Folder holding pcam/ [default: $HISTOFLOW_DATA]."),
+    out: Path = typer.Option(Path("runs/demo"), help="Output folder of the demo run."),
+) -> None:
+    """The main job on real PCam patches (what `make demo` runs)."""
+    from histoflow.demo import run_demo
+
+    code = run_verb(run_demo, data_root, out, console)
+    raise typer.Exit(code or 0)
+
+
+def _main() -> None:  # pragma: no cover
+    sys.exit(app())

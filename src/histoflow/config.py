@@ -1,0 +1,262 @@
+"""Run configuration: YAML mapped to pydantic models, with `--set a.b=value` overrides.
+
+Every field has a default, so an empty YAML is a valid (laptop-sized) run. Unknown keys are
+errors that name the closest valid key: a typo must never be silently ignored.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from histoflow.errors import ConfigError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SplitConfig(Strict):
+    """How to split data that has no `split` column (or has only some splits)."""
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    group_by: str | None = "auto"  # auto: patient, then slide, when present; none: ungrouped
+
+
+class BalanceConfig(Strict):
+    sampler: bool = False       # class-balanced WeightedRandomSampler for training batches
+    loss_weights: bool = False  # inverse-frequency class weights in the loss
+
+
+class DataConfig(Strict):
+    path: str = "${HISTOFLOW_DATA}/pcam"
+    format: str = "auto"
+    label_column: str = "label"
+    label_pattern: str | None = None   # regex with one group: label from file name (flat folders)
+    image_px: int = 96
+    size_policy: Literal["resize", "pad", "raise"] = "resize"
+    non_rgb: Literal["convert", "raise"] = "convert"
+    on_error: Literal["raise", "skip"] = "raise"
+    verify: bool = True               # decode every image once before training
+    cache: Literal["none", "memory"] = "none"
+    max_per_split: int | None = None  # stratified subsample of each split (quick runs)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    balance: BalanceConfig = Field(default_factory=BalanceConfig)
+    num_workers: int = 2
+
+
+class ColourJitter(Strict):
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    hue: float = 0.0
+    p: float = 1.0
+
+
+class Affine(Strict):
+    degrees: float = 0.0
+    scale: tuple[float, float] = (1.0, 1.0)   # zoom
+    shear: float = 0.0
+    translate: float = 0.0
+    p: float = 1.0
+
+
+class ResizedCrop(Strict):
+    scale: tuple[float, float] = (0.8, 1.0)
+    ratio: tuple[float, float] = (0.9, 1.1)
+
+
+class Blur(Strict):
+    kernel_px: int = 3
+    sigma: tuple[float, float] = (0.1, 1.0)
+    p: float = 0.2
+
+
+class HedJitter(Strict):
+    """Stain augmentation in haematoxylin-eosin-DAB space (Tellez et al. 2018)."""
+    sigma: float = 0.05   # multiplicative perturbation per stain
+    bias: float = 0.05    # additive perturbation per stain
+    p: float = 1.0
+
+
+class AugmentConfig(Strict):
+    dihedral: bool = False           # random rot90 x flip (the 8 symmetries of a square)
+    hflip: bool = False
+    vflip: bool = False
+    colour_jitter: ColourJitter | None = None
+    affine: Affine | None = None
+    random_resized_crop: ResizedCrop | None = None
+    gaussian_blur: Blur | None = None
+    hed_jitter: HedJitter | None = None
+
+
+class ModelConfig(Strict):
+    name: str = "simple_cnn"
+    params: dict[str, Any] = Field(default_factory=dict)  # passed to the model factory
+    pretrained: bool = False           # timm weights (needs the network or a local hub cache)
+    weights: str | None = None         # local checkpoint: histoflow's own, or a timm/torchvision state dict
+    freeze: Literal["none", "backbone", "head_then_full"] = "none"
+    head_epochs: int = 1               # for head_then_full
+    finetune_lr_factor: float = 0.1    # lr multiplier once the backbone is unfrozen
+    dropout: float = 0.0
+    channels_last: bool = True
+
+
+class OptimizerConfig(Strict):
+    name: Literal["adam", "adamw", "sgd"] = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+
+
+class SchedulerConfig(Strict):
+    name: Literal["none", "step", "cosine", "plateau", "onecycle"] = "onecycle"
+    step_epochs: int = 10
+    gamma: float = 0.1
+    patience: int = 2
+    pct_start: float = 0.25
+    warmup_epochs: int = 0
+
+
+class EarlyStopping(Strict):
+    monitor: str = "val_auc"
+    mode: Literal["min", "max"] = "max"
+    patience: int = 5
+    min_epochs: int = 1
+
+
+class TrainConfig(Strict):
+    epochs: int = 5
+    batch_size: int = 128
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    label_smoothing: float = 0.0
+    early_stopping: EarlyStopping | None = None
+    precision: str = "auto"            # auto: bf16-mixed on a CPU with bf16, 16-mixed on GPU, else 32
+    accelerator: str = "auto"
+    devices: int | str = 1
+    strategy: str = "auto"
+    deterministic: bool = True
+    max_steps_per_epoch: int | None = None  # cap batches per epoch (smoke runs)
+    tta: bool = False                  # 8-view dihedral test-time augmentation in evaluation
+
+    @field_validator("epochs", "batch_size")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be >= 1")
+        return v
+
+
+class NormalizeConfig(Strict):
+    """Per-channel mean/std: imagenet, dataset-computed, or given."""
+    kind: Literal["imagenet", "dataset", "fixed"] = "dataset"
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+
+
+class TrackingConfig(Strict):
+    backend: Literal["none", "mlflow"] = "none"
+    uri: str = "./mlruns"
+    experiment: str = "histoflow"
+
+
+class RunConfig(Strict):
+    name: str = "run"
+    seed: int = 42
+    data: DataConfig = Field(default_factory=DataConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    normalize: NormalizeConfig = Field(default_factory=NormalizeConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    preprocess: dict[str, Any] = Field(default_factory=dict)  # stain normalisation / CLAHE
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    tune: dict[str, Any] = Field(default_factory=dict)        # search space for `histoflow tune`
+
+
+def _parse_value(text: str) -> Any:
+    """`--set` values are YAML scalars/lists: 1e-3, true, [1, 2], null, resnet18."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def field_paths(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[str]:
+    """Every dotted key a config accepts (for error messages with close matches)."""
+    out = []
+    for name, info in model.model_fields.items():
+        key = f"{prefix}{name}"
+        out.append(key)
+        ann = info.annotation
+        for candidate in getattr(ann, "__args__", ()) or (ann,):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                out.extend(field_paths(candidate, key + "."))
+    return out
+
+
+def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
+    """Apply `a.b.c=value` strings to a nested dict."""
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            if node.get(part) is None:
+                node[part] = {}
+            if not isinstance(node[part], dict):
+                raise ConfigError(f"--set {key}: {part!r} is a value, not a section")
+            node = node[part]
+        node[parts[-1]] = _parse_value(value)
+    return raw
+
+
+def _explain(exc: ValidationError, source: str) -> ConfigError:
+    lines = []
+    known = field_paths()
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+            msg = "unknown key" + (f" (did you mean {', '.join(close)}?)" if close else "")
+        lines.append(f"  {key}: {msg}")
+    return ConfigError(f"invalid config {source}:\n" + "\n".join(lines))
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read YAML (or start from defaults), apply overrides, validate."""
+    raw: dict = {}
+    source = "(defaults)"
+    if path is not None:
+        source = str(path)
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{path}: config file not found") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    raw = apply_overrides(raw, overrides)
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise _explain(exc, source) from None
+
+
+def save_config(config: BaseModel, path: str | os.PathLike) -> Path:
+    """Write the resolved config as YAML, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    tmp.replace(path)
+    return path

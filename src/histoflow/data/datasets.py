@@ -1,0 +1,120 @@
+"""A torch Dataset over a Manifest.
+
+Items are `(uint8 CHW tensor, label)`. Scaling to float and mean/std normalisation happen in the
+model (histoflow.models.Preprocess), so a checkpoint carries its normalisation and DataLoader
+workers ship 4x fewer bytes than float tensors would need.
+
+Workers do not duplicate large state: paths live in one numpy bytes array (no per-row Python
+objects whose refcounts would copy-on-write the whole list into every worker), HDF5 files are
+opened lazily inside each worker, and the optional in-memory cache is one contiguous array
+shared by fork.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from histoflow.data.images import read_image
+from histoflow.data.manifest import Manifest
+from histoflow.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+SIZE_POLICIES = ("resize", "pad", "raise")
+
+
+def fit_size(img: np.ndarray, image_px: int | None, policy: str, source: str) -> np.ndarray:
+    """Bring an HxWx3 image to image_px x image_px (resize, or centre-pad/crop with white)."""
+    if image_px is None or img.shape[:2] == (image_px, image_px):
+        return img
+    if policy == "raise":
+        raise DataError(f"{source}: image is {img.shape[1]}x{img.shape[0]}, expected {image_px}x{image_px} (size_policy: raise)")
+    if policy == "resize":
+        import cv2
+
+        interp = cv2.INTER_AREA if max(img.shape[:2]) > image_px else cv2.INTER_LINEAR
+        return cv2.resize(img, (image_px, image_px), interpolation=interp)
+    if policy == "pad":
+        out = np.full((image_px, image_px, 3), 255, dtype=np.uint8)  # white = glass
+        h, w = min(img.shape[0], image_px), min(img.shape[1], image_px)
+        top, left = (image_px - h) // 2, (image_px - w) // 2
+        sy, sx = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
+        out[top:top + h, left:left + w] = img[sy:sy + h, sx:sx + w]
+        return out
+    raise ConfigError(f"size_policy must be one of {SIZE_POLICIES}, got {policy!r}")
+
+
+class PatchDataset(Dataset):
+    """Patches of a Manifest as `(uint8 CHW tensor, label index)`; label is -1 when unlabelled."""
+
+    def __init__(self, manifest: Manifest, image_px: int | None = None, transform: Callable | None = None,
+                 size_policy: str = "resize", non_rgb: str = "convert", cache: str = "none",
+                 class_names: list[str] | None = None):
+        if size_policy not in SIZE_POLICIES:
+            raise ConfigError(f"size_policy must be one of {SIZE_POLICIES}, got {size_policy!r}")
+        self.class_names = list(class_names or manifest.class_names)
+        unknown = sorted(set(manifest.frame["label"]) - set(self.class_names) - {""})
+        if unknown:
+            raise DataError(f"{manifest.source}: label(s) {unknown} are not among the classes {self.class_names}")
+        index = {name: i for i, name in enumerate(self.class_names)}
+        frame = manifest.frame
+        self.paths = np.array(frame["path"].tolist(), dtype=np.bytes_)
+        self.items = frame["item"].to_numpy(dtype=np.int64)
+        self.labels = np.array([index.get(lbl, -1) for lbl in frame["label"]], dtype=np.int64)
+        self.image_px = image_px
+        self.transform = transform
+        self.size_policy = size_policy
+        self.non_rgb = non_rgb
+        self._h5: dict[str, object] = {}
+        self._cache: np.ndarray | None = None
+        if cache == "memory":
+            self._cache = self._preload()
+        elif cache != "none":
+            raise ConfigError(f"data.cache must be 'none' or 'memory', got {cache!r}")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def path(self, i: int) -> str:
+        return self.paths[i].decode()
+
+    def load(self, i: int) -> np.ndarray:
+        """The decoded, size-fitted HxWx3 uint8 image of row i (no augmentation)."""
+        if self._cache is not None:
+            return self._cache[i]
+        path, item = self.path(i), int(self.items[i])
+        img = self._read_h5(path, item) if item >= 0 else read_image(path, self.non_rgb)
+        return fit_size(img, self.image_px, self.size_policy, path)
+
+    def _read_h5(self, path: str, item: int) -> np.ndarray:
+        handle = self._h5.get(path)
+        if handle is None:  # opened here, inside the worker: h5py handles must not cross fork
+            import h5py
+
+            handle = self._h5[path] = h5py.File(path, "r")["x"]
+        return np.asarray(handle[item])
+
+    def _preload(self) -> np.ndarray:
+        if self.image_px is None:
+            raise ConfigError("data.cache: memory needs data.image_px (images are stored at one size)")
+        n = len(self)
+        out = np.empty((n, self.image_px, self.image_px, 3), dtype=np.uint8)
+        log.info("caching %d images in memory (%.0f MB)", n, out.nbytes / 1e6)
+        for i in range(n):
+            out[i] = self.load(i)
+        return out
+
+    def __getitem__(self, i: int):
+        img = torch.from_numpy(np.ascontiguousarray(self.load(i))).permute(2, 0, 1)
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, int(self.labels[i])
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_h5"] = {}  # never pickle open HDF5 handles (spawned workers reopen them)
+        return state

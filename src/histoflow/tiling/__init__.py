@@ -1,0 +1,1 @@
+"""histoflow.tiling"""

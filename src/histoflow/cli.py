@@ -18,7 +18,7 @@ from rich.table import Table
 from histoflow.errors import HistoflowError
 
 app = typer.Typer(help="histoflow: computational pathology from patches and whole slides.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 data_app = typer.Typer(help="Patch datasets: inspect layouts, download public data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 console = Console()
@@ -47,7 +47,7 @@ def run_verb(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except HistoflowError as exc:
-        console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -139,6 +139,99 @@ def doctor() -> None:
     for name, ok, details in checks():
         table.add_row(name, "[green]yes[/]" if ok else "[red]no[/]", details)
     console.print(table)
+
+
+@app.command("models")
+def models_cmd(timm_filter: Optional[str] = typer.Option(None, "--timm", help="Also list timm models matching this pattern, e.g. 'resnet*'.")) -> None:
+    """List histoflow's models (any timm backbone name works too)."""
+    from histoflow.models.registry import registered
+
+    table = Table(title="histoflow models")
+    table.add_column("name")
+    table.add_column("what it is")
+    for name, text in sorted(registered().items()):
+        table.add_row(name, text)
+    table.add_row("<any timm name>", "a timm backbone with a new head, e.g. resnet34, densenet161, legacy_xception")
+    console.print(table)
+    if timm_filter:
+        import timm
+
+        console.print(", ".join(timm.list_models(timm_filter)))
+
+
+@app.command()
+def train(
+    config: Optional[Path] = typer.Argument(None, help="Run config YAML (defaults apply to anything it leaves out)."),
+    set_: list[str] = typer.Option(None, "--set", help="Override a config value: --set train.epochs=3 (repeatable)."),
+    out: Optional[Path] = typer.Option(None, help="Run folder [default: runs/<name>]."),
+    resume: bool = typer.Option(False, help="Continue an interrupted run from its last checkpoint."),
+    devices: Optional[str] = typer.Option(None, help="Number of devices (e.g. 2 GPUs)."),
+    strategy: Optional[str] = typer.Option(None, help="Lightning strategy, e.g. ddp."),
+) -> None:
+    """Train a patch classifier; writes config.yaml, checkpoints/, history.csv, metrics.json."""
+    from histoflow.config import load_config
+    from histoflow.train.fit import fit
+
+    overrides = list(set_ or [])
+    if devices:
+        overrides.append(f"train.devices={devices}")
+    if strategy:
+        overrides.append(f"train.strategy={strategy}")
+
+    def work():
+        cfg = load_config(config, overrides)
+        run_dir = out or Path("runs") / cfg.name
+        fit(cfg, run_dir, resume=resume)
+        return run_dir
+
+    run_dir = run_verb(work)
+    _print_metrics(run_dir / "metrics.json")
+    console.print(f"run folder: {run_dir}")
+
+
+def _print_metrics(path: Path) -> None:
+    if not path.exists():
+        return
+    payload = json.loads(path.read_text())
+    for name, result in payload.items():
+        if isinstance(result, dict) and "n" in result:
+            figures = ", ".join(f"{k} {result[k]:.4f}" for k in ("auc", "accuracy", "f1", "recall", "specificity")
+                                if isinstance(result.get(k), (int, float)))
+            console.print(f"  {name}: n {result['n']}, {figures}", highlight=False)
+            for note in result.get("notes", []):
+                console.print(f"    note: {note}", highlight=False)
+
+
+@app.command()
+def evaluate(
+    checkpoint: Path = typer.Option(..., help="A histoflow checkpoint (best.pt)."),
+    data: Path = typer.Option(..., help="Labelled patches: folder, CSV manifest, Kaggle folder or PCam HDF5."),
+    split: Optional[str] = typer.Option(None, help="Only this split of the data (train/val/test)."),
+    tta: bool = typer.Option(False, help="Average the 8 dihedral views."),
+    threshold: float = typer.Option(0.5, help="Decision threshold on the positive-class probability."),
+    out: Path = typer.Option(Path("runs/evaluate"), help="Output folder (metrics.json, plots)."),
+) -> None:
+    """Evaluate a checkpoint: metrics.json, ROC/PR/confusion plots."""
+    from histoflow.evaluate.run import evaluate_checkpoint
+
+    run_verb(evaluate_checkpoint, checkpoint, data, out, split=split, tta=tta, threshold=threshold)
+    _print_metrics(out / "metrics.json")
+    console.print(f"wrote {out / 'metrics.json'}")
+
+
+@app.command()
+def predict(
+    checkpoint: Path = typer.Option(..., help="A histoflow checkpoint (best.pt)."),
+    data: Path = typer.Option(..., help="Images: a bare folder, a class-folder dataset, a CSV or Kaggle folder."),
+    out: Path = typer.Option(Path("predictions.csv"), help="CSV with one row per image."),
+    tta: bool = typer.Option(False, help="Average the 8 dihedral views."),
+    threshold: float = typer.Option(0.5, help="Decision threshold on the positive-class probability."),
+) -> None:
+    """Class probabilities and predicted label for every image."""
+    from histoflow.predict.folder import predict_to_csv
+
+    frame = run_verb(predict_to_csv, checkpoint, data, out, tta=tta, threshold=threshold)
+    console.print(f"wrote {len(frame)} predictions to {out}")
 
 
 @app.command()

@@ -59,7 +59,7 @@ def read_image(path: str | Path, non_rgb: str = "convert") -> np.ndarray:
 def to_rgb_array(img: Image.Image, source: str, non_rgb: str = "convert") -> np.ndarray:
     """PIL image -> HxWx3 uint8, converting or refusing non-RGB modes."""
     if img.mode == "RGB":
-        return np.asarray(img)
+        return np.array(img)  # writable: torch.from_numpy needs it
     if non_rgb == "raise":
         raise DataError(f"{source}: image mode {img.mode!r} is not 8-bit RGB (set non_rgb: convert to convert it)")
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):

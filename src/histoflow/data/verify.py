@@ -26,11 +26,11 @@ def _probe(args: tuple[str, int, str]) -> tuple[int, int, str, str]:
     if item >= 0:  # container (HDF5) rows are checked in bulk by _probe_h5
         return -1, -1, "", ""
     try:
+        arr = read_image(path, non_rgb)  # first: it words missing/empty/corrupt files best
         from PIL import Image
 
         with Image.open(path) as img:
             mode = img.mode
-        arr = read_image(path, non_rgb)
         return arr.shape[0], arr.shape[1], mode, ""
     except DataError as exc:
         return -1, -1, "", str(exc)

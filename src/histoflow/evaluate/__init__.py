@@ -1,1 +1,1 @@
-"""histoflow.evaluate"""
+"""Evaluation: metrics, plots, run evaluation."""

@@ -1,0 +1,80 @@
+"""histoflow checkpoints: weights plus everything needed to use them.
+
+A checkpoint holds the architecture (model config), class names, input size, mean/std (inside
+the weights, as Preprocess buffers), the preprocessing state (stain normaliser, CLAHE), the
+resolved run config, the histoflow version and the format version. `load_checkpoint` rebuilds
+the model from it alone, so `predict` can never drift from `train`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from histoflow import __version__
+from histoflow.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(path: str | Path, model, *, model_config: dict, class_names: list[str], image_px: int,
+                    run_config: dict | None = None, preprocess: dict | None = None, extra: dict | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = {
+        "histoflow_version": __version__,
+        "format_version": FORMAT_VERSION,
+        "model_config": model_config,
+        "num_classes": len(class_names),
+        "class_names": list(class_names),
+        "image_px": image_px,
+        "mean": model.preprocess.mean.flatten().tolist(),
+        "std": model.preprocess.std.flatten().tolist(),
+        "preprocess": preprocess or {},
+        "run_config": run_config or {},
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **(extra or {}),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(blob, tmp)
+    tmp.replace(path)  # atomic: an interrupted save never leaves a half-written checkpoint
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling error means an unusable file
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(blob, dict) or "histoflow_version" not in blob:
+        raise CheckpointError(f"{path}: not a histoflow checkpoint (a bare state dict? use model.weights: {path} "
+                              f"to start a new model from it)")
+    fmt = blob.get("format_version")
+    if fmt != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format {fmt} (histoflow {blob['histoflow_version']}) cannot be read by "
+                              f"histoflow {__version__} (format {FORMAT_VERSION})")
+    return blob
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
+    """(model in eval mode, checkpoint metadata) from a histoflow checkpoint."""
+    from histoflow.config import ModelConfig
+    from histoflow.models.factory import create_model
+
+    blob = read_checkpoint(path)
+    cfg = ModelConfig.model_validate({**blob["model_config"], "pretrained": False, "weights": None})
+    model = create_model(cfg, blob["num_classes"], mean=blob["mean"], std=blob["std"])
+    try:
+        model.load_state_dict(blob["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit architecture {cfg.name!r} ({str(exc).splitlines()[0]})") from exc
+    model.eval().to(device)
+    meta = {k: v for k, v in blob.items() if k != "state_dict"}
+    meta["path"] = str(path)
+    return model, meta

@@ -1,0 +1,36 @@
+"""`concat`: several backbones side by side, pooled features concatenated, one head.
+
+The Kaggle HCD study's Xception + NASNet ensemble is `concat` with
+`params: {backbones: [legacy_xception, nasnetalarge]}`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from histoflow.errors import ConfigError
+from histoflow.models.registry import get_factory, register_model
+
+
+class ConcatBackbone(nn.Module):
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.num_features = sum(m.num_features for m in members)
+
+    @property
+    def gradcam_layer(self) -> nn.Module:
+        return self.members[0].gradcam_layer  # explain through the first member
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([m(x) for m in self.members], dim=1)
+
+
+@register_model("concat", "several backbones side by side, features concatenated, one head")
+def concat(backbones=("legacy_xception", "nasnetalarge"), pretrained: bool = False, member_params=None, **_) -> nn.Module:
+    if not backbones or len(backbones) < 2:
+        raise ConfigError(f"model concat: params.backbones needs at least two names, got {backbones}")
+    member_params = member_params or {}
+    members = [get_factory(name)(pretrained=pretrained, **member_params.get(name, {})) for name in backbones]
+    return ConcatBackbone(members)

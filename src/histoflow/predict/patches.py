@@ -1,0 +1,51 @@
+"""Batched patch inference: a DataLoader decodes while the model runs."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from histoflow.data.transforms import dihedral_views
+
+
+def autocast_for(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    return contextlib.nullcontext()
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@torch.inference_mode()
+def predict_batches(model, loader, tta: bool = False, device: torch.device | None = None, progress: bool = False) -> np.ndarray:
+    """(N, num_classes) probabilities for every image the loader yields, in order."""
+    device = device or default_device()
+    model.eval().to(device)
+    model = model.to(memory_format=torch.channels_last)
+    out = []
+    iterator = loader
+    if progress:
+        from rich.progress import track
+
+        iterator = track(loader, description="predicting", total=len(loader))
+    for x, _ in iterator:
+        x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with autocast_for(device):
+            if tta:  # average probabilities over the 8 dihedral views
+                probs = torch.stack([model.probabilities(model(v)) for v in dihedral_views(x)]).mean(0)
+            else:
+                probs = model.probabilities(model(x))
+        out.append(probs.float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, model.num_classes), dtype=np.float32)
+
+
+def predict_dataset(model, dataset, batch_size: int = 256, workers: int = 2, tta: bool = False,
+                    device: torch.device | None = None, progress: bool = False) -> np.ndarray:
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        pin_memory=torch.cuda.is_available())
+    return predict_batches(model, loader, tta=tta, device=device, progress=progress)

@@ -1,0 +1,104 @@
+"""From a run config to train/val/test datasets: read, verify, split, subsample, normalise."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from histoflow.config import RunConfig
+from histoflow.data.datasets import PatchDataset
+from histoflow.data.manifest import Manifest, read_manifest
+from histoflow.data.splits import split_manifest
+from histoflow.data.summary import channel_stats
+from histoflow.data.transforms import build_transform
+from histoflow.data.verify import verify_manifest
+from histoflow.errors import DataError
+from histoflow.models.classifier import IMAGENET_MEAN, IMAGENET_STD
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunData:
+    manifest: Manifest          # all rows, `split` filled in
+    class_names: list[str]
+    train: PatchDataset
+    val: PatchDataset | None
+    test: PatchDataset | None
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+def load_manifest(cfg: RunConfig) -> Manifest:
+    d = cfg.data
+    options = {"label_column": d.label_column}
+    if d.label_pattern:
+        options["label_pattern"] = d.label_pattern
+    manifest = read_manifest(d.path, format=d.format, **options)
+    if d.verify:
+        manifest = verify_manifest(manifest, on_error=d.on_error, non_rgb=d.non_rgb, size_policy=d.size_policy)
+        if manifest.skipped:
+            log.warning("%d bad image(s) skipped (on_error: skip); first: %s", len(manifest.skipped), manifest.skipped[0][1])
+    return manifest
+
+
+def assign_splits(manifest: Manifest, cfg: RunConfig) -> Manifest:
+    """Keep the data's own train/val(/test) split when it has one; otherwise make one."""
+    manifest.require_classes(2)
+    have = set(manifest.splits)
+    if {"train", "val"} <= have:
+        return manifest
+    if have:
+        log.warning("data has splits %s but no train+val pair: making a new split", sorted(have))
+    s = cfg.data.split
+    return split_manifest(manifest, s.val_fraction, s.test_fraction, s.group_by, cfg.seed)
+
+
+def subsample(manifest: Manifest, max_per_split: int | None, seed: int) -> Manifest:
+    """At most `max_per_split` rows per split, stratified by label, seeded."""
+    if not max_per_split:
+        return manifest
+    rng = np.random.default_rng(seed)
+    keep = []
+    for _, rows in manifest.frame.groupby("split"):
+        if len(rows) <= max_per_split:
+            keep.extend(rows.index)
+            continue
+        for _, cls_rows in rows.groupby("label"):
+            k = max(1, round(max_per_split * len(cls_rows) / len(rows)))
+            keep.extend(rng.choice(cls_rows.index.to_numpy(), size=min(k, len(cls_rows)), replace=False))
+    return manifest.subset(np.sort(np.array(keep)))
+
+
+def normalisation(cfg: RunConfig, train: Manifest) -> tuple[tuple, tuple]:
+    n = cfg.normalize
+    if n.kind == "imagenet":
+        return IMAGENET_MEAN, IMAGENET_STD
+    if n.kind == "fixed":
+        if n.mean is None or n.std is None:
+            raise DataError("normalize.kind: fixed needs normalize.mean and normalize.std")
+        return tuple(n.mean), tuple(n.std)
+    mean, std = channel_stats(train, max_images=2000, seed=cfg.seed, image_px=cfg.data.image_px)
+    return tuple(mean), tuple(std)
+
+
+def build_run_data(cfg: RunConfig, run_dir: Path | None = None) -> RunData:
+    manifest = assign_splits(load_manifest(cfg), cfg)
+    manifest = subsample(manifest, cfg.data.max_per_split, cfg.seed)
+    if run_dir is not None:
+        manifest.to_csv(Path(run_dir) / "splits.csv")
+    train_m = manifest.split("train")
+    if len(train_m) == 0:
+        raise DataError(f"{manifest.source}: no training rows after splitting")
+    train_m.require_classes(2)
+    mean, std = normalisation(cfg, train_m)
+    d = cfg.data
+    common = dict(image_px=d.image_px, size_policy=d.size_policy, non_rgb=d.non_rgb, cache=d.cache,
+                  class_names=manifest.class_names)
+    train = PatchDataset(train_m, transform=build_transform(cfg.augment, d.image_px), **common)
+    val = PatchDataset(manifest.split("val"), **common) if "val" in manifest.splits else None
+    test = PatchDataset(manifest.split("test"), **common) if "test" in manifest.splits else None
+    return RunData(manifest, manifest.class_names, train, val, test, mean, std)

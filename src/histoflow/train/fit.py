@@ -1,0 +1,170 @@
+"""`fit(config, out)`: one training run, from a config to a run folder.
+
+runs/<name>/
+  config.yaml     the resolved config (what actually ran)
+  splits.csv      every image with its split (train/val/test)
+  checkpoints/    best.pt, last.pt (histoflow checkpoints), last.ckpt (Lightning, for --resume)
+  history.csv     per-epoch losses and metrics
+  metrics.json    evaluation of the best checkpoint on val (and test) data
+  tb/             TensorBoard logs
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from histoflow.checkpoint import save_checkpoint
+from histoflow.config import RunConfig, save_config
+from histoflow.data.samplers import balanced_sampler, class_weights
+from histoflow.errors import ConfigError
+from histoflow.models.factory import create_model, set_backbone_trainable
+from histoflow.train.callbacks import HistoflowCheckpoint, HistoryWriter, StopOnNonFiniteLoss
+from histoflow.train.data import build_run_data
+from histoflow.train.module import ClassifierModule
+
+log = logging.getLogger(__name__)
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """auto: 16-mixed on CUDA; bf16-mixed on a CPU with native bf16 (AVX512-BF16/AMX), else 32.
+    On CPUs without it, bf16 is emulated and slower than fp32."""
+    if precision != "auto":
+        return precision
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    capability = torch.backends.cpu.get_cpu_capability()
+    return "bf16-mixed" if ("AVX512_BF16" in capability or "AMX" in capability) else "32-true"
+
+
+def make_loader(dataset, batch_size: int, workers: int, shuffle: bool = False, sampler=None, seed: int = 0) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                      num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
+                      drop_last=False, generator=generator)
+
+
+def _progress_bar() -> list:
+    if os.environ.get("HISTOFLOW_QUIET"):
+        return []
+    from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+
+    try:
+        return [RichProgressBar(leave=True)]
+    except ModuleNotFoundError:  # pragma: no cover
+        return [TQDMProgressBar()]
+
+
+def fit(cfg: RunConfig, out: str | Path, resume: bool = False, evaluate_after: bool = True) -> Path:
+    """Train per `cfg` into folder `out`; returns the run folder."""
+    run_dir = Path(out)
+    ckpt_dir = run_dir / "checkpoints"
+    if resume and not (ckpt_dir / "last.ckpt").exists():
+        raise ConfigError(f"--resume: no {ckpt_dir / 'last.ckpt'} to resume from")
+    if not resume and (ckpt_dir / "last.ckpt").exists():
+        raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    started = time.perf_counter()
+
+    data = build_run_data(cfg, run_dir)
+    n_classes = len(data.class_names)
+    model = create_model(cfg.model, n_classes, mean=data.mean, std=data.std)
+    model_cfg = cfg.model.model_dump(mode="json")
+
+    def save(name: str, extra: dict) -> None:
+        save_checkpoint(ckpt_dir / name, model, model_config=model_cfg, class_names=data.class_names,
+                        image_px=cfg.data.image_px, run_config=cfg.model_dump(mode="json"), extra=extra)
+
+    t = cfg.train
+    weights = class_weights(data.train.labels, n_classes) if cfg.data.balance.loss_weights else None
+    sampler = balanced_sampler(data.train.labels, n_classes, cfg.seed) if cfg.data.balance.sampler else None
+    train_loader = make_loader(data.train, t.batch_size, cfg.data.num_workers, shuffle=True, sampler=sampler, seed=cfg.seed)
+    val_loader = make_loader(data.val, t.batch_size * 2, cfg.data.num_workers) if data.val is not None else None
+
+    if getattr(model.backbone, "sklearn_fit", False):
+        from histoflow.models.baselines import fit_sklearn_head
+
+        info = fit_sklearn_head(model, make_loader(data.train, 512, cfg.data.num_workers))
+        save("best.pt", {"epoch": 0, **info})
+        save("last.pt", {"epoch": 0, **info})
+    else:
+        _fit_lightning(cfg, model, weights, train_loader, val_loader, run_dir, save, resume)
+
+    wall = time.perf_counter() - started
+    log.info("training took %.0f s", wall)
+    if evaluate_after:
+        from histoflow.evaluate.run import evaluate_run
+
+        evaluate_run(run_dir, data, tta=t.tta, train_seconds=wall)
+    return run_dir
+
+
+def _fit_lightning(cfg, model, weights, train_loader, val_loader, run_dir, save, resume):
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    t = cfg.train
+    ckpt_dir = run_dir / "checkpoints"
+    monitor = t.early_stopping.monitor if t.early_stopping else ("val_auc" if val_loader is not None else "train_loss")
+    mode = t.early_stopping.mode if t.early_stopping else ("max" if monitor.endswith(("auc", "acc")) else "min")
+    steps_per_epoch = len(train_loader) if t.max_steps_per_epoch is None else min(len(train_loader), t.max_steps_per_epoch)
+    callbacks = [
+        StopOnNonFiniteLoss(),
+        HistoryWriter(run_dir / "history.csv"),
+        HistoflowCheckpoint(save, monitor, mode),
+        # last.ckpt (with optimiser state) every ~quarter epoch: a kill loses little work
+        ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True,
+                        every_n_train_steps=max(1, steps_per_epoch // 4)),
+        ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True, save_on_train_epoch_end=True),
+        *_progress_bar(),
+    ]
+    if t.early_stopping:
+        e = t.early_stopping
+        callbacks.append(EarlyStopping(monitor=e.monitor, mode=e.mode, patience=e.patience, check_finite=True))
+
+    trainer_kw = dict(
+        accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
+        precision=resolve_precision(t.precision, t.accelerator),
+        deterministic=t.deterministic,
+        logger=TensorBoardLogger(run_dir, name="tb", version=""),
+        callbacks=callbacks, enable_model_summary=False, log_every_n_steps=10,
+        num_sanity_val_steps=0, default_root_dir=run_dir,
+        limit_train_batches=t.max_steps_per_epoch or 1.0,
+        enable_progress_bar=bool(_progress_bar()),
+        min_epochs=t.early_stopping.min_epochs if t.early_stopping else None,
+    )
+    ckpt_path = str(ckpt_dir / "last.ckpt") if resume else None
+    freeze = cfg.model.freeze
+    module = ClassifierModule(model, t, weights, channels_last=cfg.model.channels_last, frozen_backbone=freeze != "none")
+    module.run_dir = run_dir
+    if freeze in ("backbone", "head_then_full"):
+        set_backbone_trainable(model, False)
+    if freeze == "head_then_full" and not resume:
+        # stage 1: head only, at the configured lr; stage 2: everything at a lower lr
+        head_epochs = min(cfg.model.head_epochs, t.epochs)
+        stage1 = L.Trainer(max_epochs=head_epochs, **trainer_kw)
+        stage1.fit(module, train_loader, val_loader)
+        set_backbone_trainable(model, True)
+        module.frozen_backbone = False
+        module.cfg = t.model_copy(update={"optimizer": t.optimizer.model_copy(update={"lr": t.optimizer.lr * cfg.model.finetune_lr_factor})})
+        remaining = t.epochs - head_epochs
+        if remaining <= 0:
+            return
+        trainer_kw["logger"] = TensorBoardLogger(run_dir, name="tb", version="full")
+        trainer = L.Trainer(max_epochs=remaining, **trainer_kw)
+        trainer.fit(module, train_loader, val_loader)
+        return
+    if freeze == "head_then_full" and resume:
+        set_backbone_trainable(model, True)
+        module.frozen_backbone = False
+    trainer = L.Trainer(max_epochs=t.epochs, **trainer_kw)
+    trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)

@@ -1,0 +1,50 @@
+"""Small builders of real-format test files (images, HDF5, CSV) used across tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def write_png(path: Path, size=(32, 32), mode="RGB", value=None, seed=0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
+    arr = rng.integers(0, 256, (size[1], size[0], channels), dtype=np.uint8) if value is None else \
+        np.full((size[1], size[0], channels), value, np.uint8)
+    img = Image.fromarray(arr[..., 0] if channels == 1 else arr, mode)
+    img.save(path)
+    return path
+
+
+def write_jpeg(path: Path, size=(32, 32), seed=0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(arr).save(path, quality=90)
+    return path
+
+
+def class_folder_dataset(root: Path, n_per_class=6, classes=("0", "1"), size=(32, 32)) -> Path:
+    for c, name in enumerate(classes):
+        for i in range(n_per_class):
+            write_png(root / name / f"{name}_{i}.png", size=size, value=40 + 150 * c + i)
+    return root
+
+
+def pcam_h5_from_jpegs(jpeg_root: Path, out_dir: Path, n_per_class: int = 8, split: str = "valid") -> Path:
+    """Re-pack real PCam JPEGs into the official HDF5 layout (x: N,96,96,3 uint8; y: N,1,1,1)."""
+    import h5py
+
+    images, labels = [], []
+    for label in ("0", "1"):
+        for path in sorted((jpeg_root / label).glob("*.jpg"))[:n_per_class]:
+            images.append(np.asarray(Image.open(path).convert("RGB")))
+            labels.append(int(label))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with h5py.File(out_dir / f"camelyonpatch_level_2_split_{split}_x.h5", "w") as f:
+        f.create_dataset("x", data=np.stack(images), compression="gzip")
+    with h5py.File(out_dir / f"camelyonpatch_level_2_split_{split}_y.h5", "w") as f:
+        f.create_dataset("y", data=np.array(labels, dtype=np.uint8).reshape(-1, 1, 1, 1))
+    return out_dir

@@ -1,0 +1,56 @@
+"""The histoflow CLI end to end on real data (typer's runner, the real functions)."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from histoflow.cli import app
+from tests.conftest import need_data
+
+runner = CliRunner()
+
+
+def test_help_on_every_verb():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    verbs = ["doctor", "models", "train", "evaluate", "predict", "demo", "data"]
+    for verb in verbs:
+        assert verb in result.output
+        sub = runner.invoke(app, [verb, "--help"])
+        assert sub.exit_code == 0, sub.output
+
+
+def test_data_inspect_idc_writes_manifest_and_summary(tmp_path):
+    result = runner.invoke(app, ["data", "inspect", str(need_data("idc", "8975")), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "format: idc" in result.output
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["n_images"] == 103 and summary["patients"] == 1
+    assert summary["image_sizes"]["50x50"] == 102
+    assert (tmp_path / "manifest.csv").exists()
+
+
+def test_data_inspect_bad_folder_exit_code(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "broken.png").write_bytes(b"xx")
+    result = runner.invoke(app, ["data", "inspect", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "broken.png" in result.output
+    skipped = runner.invoke(app, ["data", "inspect", str(tmp_path), "--on-error", "skip"])
+    assert skipped.exit_code == 2 and "every image was bad" in skipped.output
+
+
+def test_doctor_reports_components():
+    result = runner.invoke(app, ["doctor"])
+    assert result.exit_code == 0
+    for name in ("torch", "timm", "openslide", "accelerator", "java"):
+        assert name in result.output
+
+
+def test_demo_without_data_says_how_to_get_it(tmp_path):
+    result = runner.invoke(app, ["demo", "--data-root", str(tmp_path), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1
+    assert "histoflow data download pcam" in result.output
+    assert "HISTOFLOW_DATA=" in result.output

@@ -1,0 +1,106 @@
+"""PatchDataset, samplers and augmentation policies on real patches."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from histoflow.config import AugmentConfig, load_config
+from histoflow.data.datasets import PatchDataset, fit_size
+from histoflow.data.manifest import read_manifest
+from histoflow.data.samplers import balanced_sampler, class_weights
+from histoflow.data.transforms import RandomDihedral, build_transform, dihedral_views
+from histoflow.errors import DataError
+from tests.conftest import need_data
+from tests.helpers import pcam_h5_from_jpegs
+
+
+def test_idc_dataset_items_and_size_policies():
+    m = read_manifest(need_data("idc", "8975"))
+    ds = PatchDataset(m, image_px=50)
+    x, y = ds[0]
+    assert x.dtype == torch.uint8 and x.shape == (3, 50, 50) and y in (0, 1)
+    from histoflow.data.images import read_image
+
+    odd = next(i for i in range(len(ds)) if read_image(ds.path(i)).shape[:2] != (50, 50))  # the real edge patch
+    assert ds[odd][0].shape == (3, 50, 50)  # resized
+    assert PatchDataset(m, image_px=64, size_policy="pad")[odd][0].shape == (3, 64, 64)
+    strict = PatchDataset(m, image_px=50, size_policy="raise")
+    assert strict[0][0].shape == (3, 50, 50)
+    with pytest.raises(DataError, match=r"_class\d\.png: image is \d+x\d+, expected 50x50"):
+        strict[odd]
+
+
+def test_fit_size_pad_keeps_centre():
+    img = np.zeros((10, 20, 3), np.uint8)
+    out = fit_size(img, 16, "pad", "x")
+    assert out.shape == (16, 16, 3) and out[0, 0, 0] == 255 and out[8, 8, 0] == 0
+
+
+def test_hdf5_dataset_opens_lazily_and_pickles(tmp_path):
+    pcam_h5_from_jpegs(need_data("pcam", "valid"), tmp_path, n_per_class=4)
+    ds = PatchDataset(read_manifest(tmp_path), image_px=96)
+    x, y = ds[5]
+    assert x.shape == (3, 96, 96)
+    assert ds._h5  # opened on first access
+    clone = pickle.loads(pickle.dumps(ds))  # what a spawned DataLoader worker receives
+    assert clone._h5 == {}
+    assert torch.equal(clone[5][0], x)
+    batches = list(DataLoader(ds, batch_size=4, num_workers=2))
+    assert sum(len(b[1]) for b in batches) == 8
+
+
+def test_paths_stored_without_per_row_python_objects():
+    ds = PatchDataset(read_manifest(need_data("breakhis")), image_px=64)
+    assert isinstance(ds.paths, np.ndarray) and ds.paths.dtype.kind == "S"
+
+
+def test_memory_cache_matches_disk():
+    m = read_manifest(need_data("breakhis")).subset(np.arange(8))
+    cached = PatchDataset(m, image_px=64, cache="memory")
+    plain = PatchDataset(m, image_px=64)
+    for i in range(8):
+        assert torch.equal(cached[i][0], plain[i][0])
+
+
+def test_unknown_label_rejected():
+    m = read_manifest(need_data("breakhis"))
+    with pytest.raises(DataError, match=r"label\(s\) \['malignant'\] are not among the classes \['benign', 'other'\]"):
+        PatchDataset(m, class_names=["benign", "other"])
+
+
+def test_balanced_sampler_and_class_weights():
+    labels = np.array([0] * 90 + [1] * 10)
+    w = class_weights(labels, 2)
+    assert torch.allclose(w, torch.tensor([100 / 90 / 2, 100 / 10 / 2]))
+    drawn = labels[list(balanced_sampler(labels, 2, seed=0, num_samples=4000))]
+    assert 0.45 < drawn.mean() < 0.55
+
+
+def test_dihedral_covers_all_views_and_tta_views_are_distinct():
+    torch.manual_seed(0)
+    img = torch.arange(16, dtype=torch.uint8).reshape(1, 4, 4).expand(3, 4, 4).clone()
+    seen = {RandomDihedral()(img).numpy().tobytes() for _ in range(200)}
+    assert len(seen) == 8
+    views = dihedral_views(img[None])
+    assert len({v.numpy().tobytes() for v in views}) == 8
+
+
+def test_policy_from_yaml_builds_and_runs():
+    cfg = load_config(None, [
+        "augment.dihedral=true",
+        "augment.colour_jitter={brightness: 0.2, contrast: 0.2, saturation: 0.1, hue: 0.02}",
+        "augment.affine={degrees: 15, scale: [0.9, 1.1], shear: 5}",
+        "augment.random_resized_crop={scale: [0.7, 1.0]}",
+        "augment.gaussian_blur={kernel_px: 3, p: 0.5}",
+    ])
+    transform = build_transform(cfg.augment, 96)
+    assert len(transform.transforms) == 5
+    img = torch.randint(0, 256, (3, 96, 96), dtype=torch.uint8)
+    out = transform(img)
+    assert out.dtype == torch.uint8 and out.shape == (3, 96, 96)
+    assert build_transform(AugmentConfig(), 96) is None

@@ -1,0 +1,152 @@
+"""Colour-space conversions in torch, batched and device-agnostic.
+
+Every function works on float tensors with the channel LAST (`(..., 3)`), so a batch of
+tiles flattened to `(N, P, 3)` converts with one matmul per step, on CPU or GPU alike.
+They are written here (rather than taken from scikit-image or torchstain) because those work
+on one numpy image at a time; tests compare them with scikit-image on the same pixels.
+
+Also the glue between the two image conventions histoflow meets: numpy HxWx3 / NxHxWx3
+uint8 (readers, OpenCV) and torch CHW / NCHW uint8 (transforms, datasets).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from histoflow.errors import DataError
+
+# sRGB (D65) -> CIE XYZ, the matrix of IEC 61966-2-1 (as scikit-image and OpenCV use).
+_RGB2XYZ = torch.tensor([[0.412453, 0.357580, 0.180423],
+                         [0.212671, 0.715160, 0.072169],
+                         [0.019334, 0.119193, 0.950227]], dtype=torch.float64)
+_XYZ2RGB = torch.linalg.inv(_RGB2XYZ)
+_WHITE_D65 = torch.tensor([0.95047, 1.0, 1.08883], dtype=torch.float64)
+
+# Ruifrok & Johnston (2001) haematoxylin / eosin / DAB optical-density vectors, the rows of
+# scikit-image's `rgb_from_hed`; HED values use its units (OD divided by -log(1e-6)).
+RGB_FROM_HED = torch.tensor([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=torch.float64)
+HED_FROM_RGB = torch.linalg.inv(RGB_FROM_HED)
+_HED_LOG_ADJUST = float(np.log(1e-6))
+
+
+def _const(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return t.to(device=like.device, dtype=like.dtype)
+
+
+def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB in [0, 1] -> CIELAB (L in [0, 100]), channel last."""
+    lin = torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    xyz = lin @ _const(_RGB2XYZ, rgb).T / _const(_WHITE_D65, rgb)
+    f = torch.where(xyz > 0.008856, xyz.clamp_min(1e-12) ** (1.0 / 3.0), 7.787 * xyz + 16.0 / 116.0)
+    L = 116.0 * f[..., 1] - 16.0
+    a = 500.0 * (f[..., 0] - f[..., 1])
+    b = 200.0 * (f[..., 1] - f[..., 2])
+    return torch.stack((L, a, b), dim=-1)
+
+
+def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
+    """CIELAB -> sRGB clipped to [0, 1], channel last."""
+    fy = (lab[..., 0] + 16.0) / 116.0
+    f = torch.stack((lab[..., 1] / 500.0 + fy, fy, fy - lab[..., 2] / 200.0), dim=-1)
+    xyz = torch.where(f > 0.2068966, f ** 3, (f - 16.0 / 116.0) / 7.787) * _const(_WHITE_D65, lab)
+    lin = xyz @ _const(_XYZ2RGB, lab).T
+    rgb = torch.where(lin > 0.0031308, 1.055 * lin.clamp_min(1e-12) ** (1.0 / 2.4) - 0.055, 12.92 * lin)
+    return rgb.clamp(0.0, 1.0)
+
+
+def rgb_to_hed(rgb: torch.Tensor, clip: bool = False) -> torch.Tensor:
+    """sRGB in [0, 1] -> HED stain amounts (scikit-image's `rgb2hed` units), channel last.
+
+    scikit-image clips negative stain amounts to 0; we do not by default, so that
+    hed_to_rgb(rgb_to_hed(x)) is the identity and a zero-strength jitter changes nothing.
+    """
+    od = torch.log(rgb.clamp_min(1e-6)) / _HED_LOG_ADJUST
+    hed = od @ _const(HED_FROM_RGB, rgb)
+    return hed.clamp_min(0.0) if clip else hed
+
+
+def hed_to_rgb(hed: torch.Tensor) -> torch.Tensor:
+    """HED stain amounts -> sRGB clipped to [0, 1] (scikit-image's `hed2rgb`)."""
+    log_rgb = (hed * _HED_LOG_ADJUST) @ _const(RGB_FROM_HED, hed)
+    return torch.exp(log_rgb).clamp(0.0, 1.0)
+
+
+def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB in [0, 1] -> HSV with hue in [0, 1), channel last."""
+    r, g, b = rgb.unbind(-1)
+    maxc, _ = rgb.max(-1)
+    minc, _ = rgb.min(-1)
+    delta = maxc - minc
+    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    h = torch.where(maxc == r, ((g - b) / safe) % 6.0,
+                    torch.where(maxc == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0))
+    h = torch.where(delta > 0, h / 6.0, torch.zeros_like(h))
+    s = torch.where(maxc > 0, delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc)), torch.zeros_like(maxc))
+    return torch.stack((h, s, maxc), dim=-1)
+
+
+def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
+    """HSV (hue in [0, 1)) -> sRGB in [0, 1], channel last."""
+    h, s, v = hsv.unbind(-1)
+    k = torch.stack([(n + h * 6.0) % 6.0 for n in (5.0, 3.0, 1.0)], dim=-1)
+    return v[..., None] - (v * s)[..., None] * (torch.minimum(k, 4.0 - k).clamp(0.0, 1.0))
+
+
+@dataclass
+class Pixels:
+    """A batch of RGB images as float pixels `(N, P, 3)` plus how to give them back."""
+
+    values: torch.Tensor
+    kind: str                  # "numpy" or "torch"
+    shape: tuple[int, ...]     # original shape
+    channels_first: bool
+    batched: bool
+
+    def restore(self, values: torch.Tensor) -> np.ndarray | torch.Tensor:
+        """Float pixels in [0, 255] -> uint8 in the caller's layout and type."""
+        out = values.round().clamp(0, 255).to(torch.uint8)
+        if self.channels_first:
+            n, c, h, w = (1, *self.shape) if not self.batched else self.shape
+            out = out.reshape(n, h, w, 3).permute(0, 3, 1, 2)
+        out = out.reshape(self.shape)
+        if self.kind == "numpy":
+            return out.cpu().numpy()
+        return out.contiguous()
+
+
+def as_pixels(images, dtype: torch.dtype = torch.float32) -> Pixels:
+    """numpy HxWx3 / NxHxWx3 or torch CHW / NCHW uint8 -> `Pixels` (float, values 0..255).
+
+    Numpy images are channel-last (readers, OpenCV); tensors channel-first (torchvision).
+    Lists of equal-sized images are stacked.
+    """
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise DataError("no images given")
+        if isinstance(images[0], np.ndarray):
+            images = np.stack([np.asarray(i) for i in images])
+        else:
+            images = torch.stack(list(images))
+    if isinstance(images, np.ndarray):
+        arr = images
+        if arr.ndim not in (3, 4) or arr.shape[-1] != 3:
+            raise DataError(f"expected an HxWx3 or NxHxWx3 RGB array, got shape {arr.shape}")
+        if arr.dtype != np.uint8:
+            raise DataError(f"expected uint8 RGB pixels, got {arr.dtype}")
+        # a read-only array (e.g. from np.asarray(PIL image)) must be copied for torch
+        t = torch.from_numpy(np.ascontiguousarray(arr) if arr.flags.writeable else arr.copy())
+        n = arr.shape[0] if arr.ndim == 4 else 1
+        return Pixels(t.reshape(n, -1, 3).to(dtype), "numpy", tuple(arr.shape), False, arr.ndim == 4)
+    if isinstance(images, torch.Tensor):
+        t = images
+        if t.ndim not in (3, 4) or t.shape[-3] != 3:
+            raise DataError(f"expected a 3xHxW or Nx3xHxW RGB tensor, got shape {tuple(t.shape)}")
+        if t.dtype != torch.uint8:
+            raise DataError(f"expected uint8 RGB pixels, got {t.dtype}")
+        b = t if t.ndim == 4 else t[None]
+        values = b.permute(0, 2, 3, 1).reshape(b.shape[0], -1, 3).to(dtype)
+        return Pixels(values, "torch", tuple(t.shape), True, t.ndim == 4)
+    raise DataError(f"expected a numpy array or torch tensor of RGB pixels, got {type(images).__name__}")

@@ -51,11 +51,11 @@ class HedJitter(torch.nn.Module):
         _check_uint8_rgb(img, "HedJitter")
         batch = img if img.ndim == 4 else img[None]
         n = batch.shape[0]
-        rgb = batch.permute(0, 2, 3, 1).to(torch.float32) / 255.0
+        rgb = batch.reshape(n, 3, -1).to(torch.float32) / 255.0
         scale = _uniform(n, 1.0 - self.sigma, 1.0 + self.sigma, rgb, self.generator)
         shift = _uniform(n, -self.bias, self.bias, rgb, self.generator)
-        hed = rgb_to_hed(rgb) * scale[:, None, None, :] + shift[:, None, None, :]
-        out = (hed_to_rgb(hed) * 255.0).round().to(torch.uint8).permute(0, 3, 1, 2).contiguous()
+        hed = rgb_to_hed(rgb) * scale[:, :, None] + shift[:, :, None]
+        out = (hed_to_rgb(hed) * 255.0).round().to(torch.uint8).reshape(batch.shape)
         return out if img.ndim == 4 else out[0]
 
     def extra_repr(self) -> str:
@@ -83,16 +83,16 @@ class HsvJitter(torch.nn.Module):
         _check_uint8_rgb(img, "HsvJitter")
         batch = img if img.ndim == 4 else img[None]
         n = batch.shape[0]
-        hsv = rgb_to_hsv(batch.permute(0, 2, 3, 1).to(torch.float32) / 255.0)
+        hsv = rgb_to_hsv(batch.reshape(n, 3, -1).to(torch.float32) / 255.0)
         low = torch.tensor([-self.hue, 1.0 - self.saturation, 1.0 - self.value])
         high = torch.tensor([self.hue, 1.0 + self.saturation, 1.0 + self.value])
         u = torch.rand((n, 3), generator=self.generator)
-        draw = (low + (high - low) * u).to(hsv.device)[:, None, None, :]
-        h = (hsv[..., 0] + draw[..., 0]) % 1.0
-        s = (hsv[..., 1] * draw[..., 1]).clamp(0.0, 1.0)
-        v = (hsv[..., 2] * draw[..., 2]).clamp(0.0, 1.0)
-        rgb = hsv_to_rgb(torch.stack((h, s, v), -1))
-        out = (rgb * 255.0).round().clamp(0, 255).to(torch.uint8).permute(0, 3, 1, 2).contiguous()
+        draw = (low + (high - low) * u).to(hsv.device)[:, :, None]
+        h = (hsv[:, 0] + draw[:, 0]) % 1.0
+        s = (hsv[:, 1] * draw[:, 1]).clamp(0.0, 1.0)
+        v = (hsv[:, 2] * draw[:, 2]).clamp(0.0, 1.0)
+        rgb = hsv_to_rgb(torch.stack((h, s, v), 1))
+        out = (rgb * 255.0).round().clamp(0, 255).to(torch.uint8).reshape(batch.shape)
         return out if img.ndim == 4 else out[0]
 
     def extra_repr(self) -> str:

@@ -39,12 +39,14 @@ REFERENCE_MAX_CONC = (1.9705, 1.0308)
 
 
 def masked_percentile(values: torch.Tensor, mask: torch.Tensor, q: float) -> torch.Tensor:
-    """Per-row q-th percentile (0..100) of `values[mask]`, nearest rank like torchstain's.
+    """Per-row q-th percentile (0..100) of `values[mask]` over the last dim, nearest rank like
+    torchstain's; `mask` broadcasts against `values`.
 
     Rows have different numbers of valid entries, so one `kthvalue` cannot serve them all;
     `topk` with the largest rank needed, then a gather at each row's own rank, can (and it
     only partially sorts). Rows without a valid entry give NaN.
     """
+    mask = mask.expand_as(values)
     n = mask.sum(-1)
     k = 1 + torch.round(q / 100.0 * (n - 1).clamp_min(0).to(values.dtype)).long()  # 1-based, ascending
     from_top = q >= 50
@@ -112,12 +114,12 @@ class StainNormalizer:
 
 
 def _pooled_pixels(target) -> torch.Tensor:
-    """Target image(s) -> float pixels (1, P, 3) on CPU, pooling images of any sizes."""
+    """Target image(s) -> planar float pixels (1, 3, P) on CPU, pooling images of any sizes."""
     items = target if isinstance(target, (list, tuple)) else [target]
     if not items:
         raise DataError("stain normaliser fit: no target image given")
-    parts = [as_pixels(item).values.reshape(-1, 3).cpu() for item in items]
-    return torch.cat(parts)[None]
+    parts = [as_pixels(item).values.cpu() for item in items]
+    return torch.cat([p.transpose(0, 1).reshape(3, -1) for p in parts], dim=-1)[None]
 
 
 def _state_float(state: dict, key: str, shape: tuple[int, ...]) -> torch.Tensor:
@@ -149,19 +151,18 @@ class ReinhardNormalizer(StainNormalizer):
 
     def _fit(self, values: torch.Tensor) -> None:
         lab = rgb_to_lab(values[0] / 255.0)
-        std = lab.std(0, unbiased=False)
+        std = lab.std(-1, unbiased=False)
         if float(std[0]) < self.min_std:
             raise DataError("Reinhard target is flat (no contrast in L): choose a target image with tissue")
-        self.target_mean, self.target_std = lab.mean(0), std
+        self.target_mean, self.target_std = lab.mean(-1), std
 
     def _transform(self, values: torch.Tensor) -> torch.Tensor:
         if self.target_mean is None:
             raise ConfigError("Reinhard normaliser is not fitted: call fit(target) or set preprocess.target")
         lab = rgb_to_lab(values / 255.0)
-        mean = lab.mean(1, keepdim=True)
-        std = lab.std(1, unbiased=False, keepdim=True)
-        t_mean = self.target_mean.to(lab.device)
-        t_std = self.target_std.to(lab.device)
+        std, mean = torch.std_mean(lab, dim=-1, unbiased=False, keepdim=True)
+        t_mean = self.target_mean.to(lab.device)[:, None]
+        t_std = self.target_std.to(lab.device)[:, None]
         out = (lab - mean) / std.clamp_min(self.min_std) * t_std + t_mean
         rgb = lab_to_rgb(out) * 255.0
         flat = std[:, 0, 0] < self.min_std
@@ -210,19 +211,19 @@ class MacenkoNormalizer(StainNormalizer):
         return -torch.log((values + 1.0) / self.io)
 
     def estimate(self, od: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Stain matrices (N, 3, 2; columns H, E) of OD pixels (N, P, 3), and which are usable."""
-        mask = (od >= self.beta).all(-1)
+        """Stain matrices (N, 3, 2; columns H, E) of planar OD pixels (N, 3, P), and which are usable."""
+        mask = (od >= self.beta).all(1)
         n = mask.sum(-1)
-        w = mask.to(od.dtype)[..., None]
-        mean = (od * w).sum(1, keepdim=True) / n.clamp_min(1)[:, None, None]
+        w = mask.to(od.dtype)[:, None, :]
+        mean = (od * w).sum(-1, keepdim=True) / n.clamp_min(1)[:, None, None]
         centred = (od - mean) * w
-        cov = centred.transpose(1, 2) @ centred / (n - 1).clamp_min(1)[:, None, None]
+        cov = centred @ centred.transpose(1, 2) / (n - 1).clamp_min(1)[:, None, None]
         # eigh of a degenerate (e.g. all-zero) 3x3 is fine; a NaN one would raise, so clean first
         cov = torch.nan_to_num(cov, nan=0.0, posinf=0.0, neginf=0.0)
         _, vecs = torch.linalg.eigh(cov)
         plane = vecs[:, :, 1:3]  # the two largest eigenvectors, as torchstain orders them
-        proj = od @ plane
-        phi = torch.atan2(proj[..., 1], proj[..., 0])
+        proj = plane.transpose(1, 2) @ od
+        phi = torch.atan2(proj[:, 1], proj[:, 0])
         lo = masked_percentile(phi, mask, self.alpha)
         hi = masked_percentile(phi, mask, 100.0 - self.alpha)
         v_lo = (plane @ torch.stack((lo.cos(), lo.sin()), -1)[..., None])[..., 0]
@@ -237,10 +238,10 @@ class MacenkoNormalizer(StainNormalizer):
         return he, ok
 
     def _concentrations(self, od: torch.Tensor, he: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Least-squares stain amounts (N, P, 2) and their 99th percentiles (N, 2)."""
-        conc = od @ torch.linalg.pinv(he).transpose(1, 2)
-        everything = torch.ones(conc.shape[:2], dtype=torch.bool, device=conc.device)
-        max_c = torch.stack([masked_percentile(conc[..., i], everything, 99.0) for i in range(2)], -1)
+        """Least-squares stain amounts (N, 2, P) and their 99th percentiles (N, 2)."""
+        conc = torch.linalg.pinv(he) @ od
+        everything = torch.ones((1, 1, 1), dtype=torch.bool, device=conc.device)
+        max_c = masked_percentile(conc, everything, 99.0)  # both stains in one topk
         return conc, max_c
 
     def _fit(self, values: torch.Tensor) -> None:
@@ -264,8 +265,8 @@ class MacenkoNormalizer(StainNormalizer):
         conc, max_c = self._concentrations(od, he)
         floor = ref_max * self.min_conc_fraction
         max_c = torch.where(torch.isfinite(max_c), max_c, ref_max).maximum(floor)
-        conc = conc * (ref_max / max_c)[:, None, :]
-        return (self.io * torch.exp(-(conc @ ref.T))).clamp(0.0, 255.0)
+        conc = conc * (ref_max / max_c)[:, :, None]
+        return (self.io * torch.exp(-(ref @ conc))).clamp(0.0, 255.0)
 
     def state_dict(self) -> dict[str, Any]:
         return {"method": self.method, "stain_matrix": self.stain_matrix.tolist(),

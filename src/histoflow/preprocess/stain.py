@@ -146,8 +146,8 @@ class ReinhardNormalizer(StainNormalizer):
     def __init__(self, target_mean=None, target_std=None, min_std: float = 0.5) -> None:
         super().__init__()
         self.min_std = float(min_std)
-        self.target_mean = None if target_mean is None else torch.tensor(target_mean, dtype=torch.float32)
-        self.target_std = None if target_std is None else torch.tensor(target_std, dtype=torch.float32)
+        self.target_mean = None if target_mean is None else torch.as_tensor(target_mean, dtype=torch.float32).clone()
+        self.target_std = None if target_std is None else torch.as_tensor(target_std, dtype=torch.float32).clone()
 
     def _fit(self, values: torch.Tensor) -> None:
         lab = rgb_to_lab(values[0] / 255.0)

@@ -279,7 +279,18 @@ def test_build_preprocessor_from_config_and_state(tmp_path):
     folder.mkdir()
     for i in range(2):
         Image.fromarray(_synthetic_he(10 + i)).save(folder / f"t{i}.png")
-    assert build_preprocessor({"stain_norm": "macenko", "target": str(folder)}).normalizer.state_dict()
+    macenko = build_preprocessor({"stain_norm": "macenko", "target": str(folder), "io": 220})
+    assert macenko.state_dict()["normalizer"]["io"] == 220.0
+
+
+def test_fallback_tiles_are_not_rescaled():
+    """A blank (out-of-focus glass) tile must not have its noise stretched into stain."""
+    glass = np.clip(np.random.default_rng(2).normal(200, 2, (64, 64, 3)), 0, 255).astype(np.uint8)
+    norm = MacenkoNormalizer().fit(_synthetic_he())
+    out = norm.transform(glass)
+    assert norm.fallbacks == 1
+    noise_in = glass.reshape(-1, 3).astype(float).std(0).max()
+    assert out.reshape(-1, 3).astype(float).std(0).max() < 2 * noise_in + 1  # re-coloured, not stretched
 
 
 def test_build_preprocessor_errors_name_the_field(tmp_path):

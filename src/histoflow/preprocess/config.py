@@ -44,7 +44,15 @@ class PreprocessConfig(Strict):
     """
     stain_norm: Literal["none", "reinhard", "macenko"] = "none"
     target: str | None = None
+    io: float = 240.0         # Macenko: brightness of glass; lower it (~215) for scans with dark glass (BreakHis)
     clahe: ClaheConfig | None = None
+
+    @field_validator("io")
+    @classmethod
+    def _io_range(cls, v: float) -> float:
+        if not 1 < v <= 255:
+            raise ValueError("must be in (1, 255] (the uint8 brightness of empty glass)")
+        return v
 
     @field_validator("stain_norm", mode="before")
     @classmethod

@@ -112,7 +112,7 @@ def build_preprocessor(cfg: PreprocessConfig | dict | None) -> Preprocessor:
             raise ConfigError("invalid preprocess config:\n" + "\n".join(lines)) from None
     normalizer = None
     if cfg.stain_norm != "none":
-        normalizer = make_normalizer(cfg.stain_norm)
+        normalizer = make_normalizer(cfg.stain_norm, **({"io": cfg.io} if cfg.stain_norm == "macenko" else {}))
         if cfg.target is not None:
             images, files = target_images(cfg.target)
             try:

@@ -190,22 +190,26 @@ class MacenkoNormalizer(StainNormalizer):
     `beta` OD threshold below which a pixel counts as background. An image falls back to the
     target (reference) stain matrix when fewer than `min_tissue_fraction` of its pixels are
     tissue, when the estimate is not finite, when a stain vector has clearly negative OD, or
-    when the two vectors are nearly parallel (a single-stain tile); each fallback is counted.
+    when the two vectors are nearly parallel (a single-stain tile), or when the tissue OD hardly
+    varies (std along its main axis below `min_od_std`: blank glass, blur); each is counted.
     Concentration scales are floored at `min_conc_fraction` of the target's so a tile with
-    almost no eosin does not get its noise multiplied a hundredfold.
+    almost no eosin does not get its noise multiplied a hundredfold; a fallback tile keeps its
+    own concentrations (it is re-coloured with the target matrix, not rescaled).
+    `io` is the brightness of glass: 240 (torchstain's default) suits most scanners; scans with
+    darker glass (BreakHis is ~205-215) need a lower value, else their glass counts as tissue.
     """
 
     method = "macenko"
 
     def __init__(self, stain_matrix=REFERENCE_STAIN_MATRIX, max_conc=REFERENCE_MAX_CONC, io: float = 240.0,
                  alpha: float = 1.0, beta: float = 0.15, min_tissue_fraction: float = 0.02,
-                 max_cos: float = 0.98, min_conc_fraction: float = 0.2) -> None:
+                 max_cos: float = 0.98, min_conc_fraction: float = 0.2, min_od_std: float = 0.03) -> None:
         super().__init__()
         self.stain_matrix = torch.as_tensor(stain_matrix, dtype=torch.float32).clone()
         self.max_conc = torch.as_tensor(max_conc, dtype=torch.float32).clone()
         self.io, self.alpha, self.beta = float(io), float(alpha), float(beta)
         self.min_tissue_fraction, self.max_cos = float(min_tissue_fraction), float(max_cos)
-        self.min_conc_fraction = float(min_conc_fraction)
+        self.min_conc_fraction, self.min_od_std = float(min_conc_fraction), float(min_od_std)
 
     def optical_density(self, values: torch.Tensor) -> torch.Tensor:
         return -torch.log((values + 1.0) / self.io)
@@ -220,7 +224,7 @@ class MacenkoNormalizer(StainNormalizer):
         cov = centred @ centred.transpose(1, 2) / (n - 1).clamp_min(1)[:, None, None]
         # eigh of a degenerate (e.g. all-zero) 3x3 is fine; a NaN one would raise, so clean first
         cov = torch.nan_to_num(cov, nan=0.0, posinf=0.0, neginf=0.0)
-        _, vecs = torch.linalg.eigh(cov)
+        evals, vecs = torch.linalg.eigh(cov)
         plane = vecs[:, :, 1:3]  # the two largest eigenvectors, as torchstain orders them
         proj = plane.transpose(1, 2) @ od
         phi = torch.atan2(proj[:, 1], proj[:, 0])
@@ -235,6 +239,8 @@ class MacenkoNormalizer(StainNormalizer):
         ok &= torch.isfinite(he).all(-1).all(-1)
         ok &= (he >= -0.1).all(-1).all(-1)
         ok &= (he[:, :, 0] * he[:, :, 1]).sum(-1).abs() < self.max_cos
+        # uniform colour (blank glass, blur): the "stain plane" is just noise, its vectors random
+        ok &= evals[:, -1].clamp_min(0).sqrt() >= self.min_od_std
         return he, ok
 
     def _concentrations(self, od: torch.Tensor, he: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -264,7 +270,9 @@ class MacenkoNormalizer(StainNormalizer):
             he = torch.where(ok[:, None, None], he, ref.expand_as(he))
         conc, max_c = self._concentrations(od, he)
         floor = ref_max * self.min_conc_fraction
-        max_c = torch.where(torch.isfinite(max_c), max_c, ref_max).maximum(floor)
+        # a fallback tile (glass, blur, one stain) has no meaningful stain maxima: rescaling
+        # would stretch its noise into fake stain, so it is only re-coloured (scale 1)
+        max_c = torch.where(ok[:, None] & torch.isfinite(max_c), max_c.maximum(floor), ref_max)
         conc = conc * (ref_max / max_c)[:, :, None]
         return (self.io * torch.exp(-(ref @ conc))).clamp(0.0, 255.0)
 
@@ -272,12 +280,12 @@ class MacenkoNormalizer(StainNormalizer):
         return {"method": self.method, "stain_matrix": self.stain_matrix.tolist(),
                 "max_conc": self.max_conc.tolist(), "io": self.io, "alpha": self.alpha, "beta": self.beta,
                 "min_tissue_fraction": self.min_tissue_fraction, "max_cos": self.max_cos,
-                "min_conc_fraction": self.min_conc_fraction}
+                "min_conc_fraction": self.min_conc_fraction, "min_od_std": self.min_od_std}
 
     @classmethod
     def _from_state(cls, state: dict[str, Any]) -> "MacenkoNormalizer":
         extra = {k: float(state[k]) for k in ("io", "alpha", "beta", "min_tissue_fraction", "max_cos",
-                                              "min_conc_fraction") if k in state}
+                                              "min_conc_fraction", "min_od_std") if k in state}
         return cls(_state_float(state, "stain_matrix", (3, 2)), _state_float(state, "max_conc", (2,)), **extra)
 
 

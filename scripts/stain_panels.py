@@ -87,7 +87,7 @@ def main(argv=None) -> None:
             row.append(_cell(HedJitter(0.05, 0.05, generator=g)(chw).permute(1, 2, 0).numpy(), f"hed 0.05 s{seed}"))
         for seed in range(2):
             g = torch.Generator().manual_seed(seed)
-            row.append(_cell(HedJitter(0.02, 0.02, generator=g)(chw).permute(1, 2, 0).numpy(), f"hed 0.02 s{seed}"))
+            row.append(_cell(HedJitter(0.2, 0.2, generator=g)(chw).permute(1, 2, 0).numpy(), f"hed 0.2 s{seed}"))
         for seed in range(2):
             g = torch.Generator().manual_seed(seed)
             row.append(_cell(HsvJitter(0.05, 0.2, 0.1, generator=g)(chw).permute(1, 2, 0).numpy(), f"hsv s{seed}"))

@@ -36,9 +36,9 @@ def _non_negative(name: str, value: float) -> float:
 class HedJitter(torch.nn.Module):
     """Per stain (haematoxylin, eosin, DAB): hed' = hed * U(1-sigma, 1+sigma) + U(-bias, bias).
 
-    HED is scikit-image's colour deconvolution (Ruifrok & Johnston); `sigma` and `bias` are in
-    its units, as in Tellez et al. (their "HED-light" is sigma = bias = 0.05). With both zero
-    the image comes back unchanged (up to rounding).
+    HED is Ruifrok & Johnston's colour deconvolution (scikit-image's matrix) in optical-density
+    units, the units Tellez et al. set their ranges in ("HED-light": sigma = bias = 0.05).
+    With both zero the image comes back unchanged (up to rounding).
     """
 
     def __init__(self, sigma: float = 0.05, bias: float = 0.05, generator: torch.Generator | None = None) -> None:

@@ -27,10 +27,12 @@ _XYZ2RGB = torch.linalg.inv(_RGB2XYZ)
 _WHITE_D65 = torch.tensor([0.95047, 1.0, 1.08883], dtype=torch.float64)
 
 # Ruifrok & Johnston (2001) haematoxylin / eosin / DAB optical-density vectors, the rows of
-# scikit-image's `rgb_from_hed`; HED values use its units (OD divided by -log(1e-6)).
+# scikit-image's `rgb_from_hed`. HED amounts here are plain optical density (natural log), the
+# units of scikit-image < 0.19 that Tellez et al. (2018) used for their jitter ranges; newer
+# scikit-image divides by -log(1e-6) ~ 13.8, which would make "sigma 0.05" 14x stronger.
 RGB_FROM_HED = torch.tensor([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=torch.float64)
 HED_FROM_RGB = torch.linalg.inv(RGB_FROM_HED)
-_HED_LOG_ADJUST = float(np.log(1e-6))
+HED_SKIMAGE_SCALE = float(-np.log(1e-6))  # ours / this = scikit-image >= 0.19 `rgb2hed`
 
 
 def _const(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -67,20 +69,19 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
 
 
 def rgb_to_hed(rgb: torch.Tensor, clip: bool = False) -> torch.Tensor:
-    """sRGB in [0, 1] -> HED stain amounts (scikit-image's `rgb2hed` units), planar (..., 3, P).
+    """sRGB in [0, 1] -> HED stain amounts in optical density, planar (..., 3, P).
 
     scikit-image clips negative stain amounts to 0; we do not by default, so that
     hed_to_rgb(rgb_to_hed(x)) is the identity and a zero-strength jitter changes nothing.
     """
-    od = torch.log(rgb.clamp_min(1e-6)) / _HED_LOG_ADJUST
+    od = -torch.log(rgb.clamp_min(1e-6))
     hed = _mix(HED_FROM_RGB.T, od)
     return hed.clamp_min(0.0) if clip else hed
 
 
 def hed_to_rgb(hed: torch.Tensor) -> torch.Tensor:
-    """HED stain amounts -> sRGB clipped to [0, 1] (scikit-image's `hed2rgb`), planar (..., 3, P)."""
-    log_rgb = _mix(RGB_FROM_HED.T, hed * _HED_LOG_ADJUST)
-    return torch.exp(log_rgb).clamp(0.0, 1.0)
+    """HED stain amounts (OD) -> sRGB clipped to [0, 1] (scikit-image's `hed2rgb`), planar (..., 3, P)."""
+    return torch.exp(-_mix(RGB_FROM_HED.T, hed)).clamp(0.0, 1.0)
 
 
 def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:

@@ -71,7 +71,7 @@ def test_macenko_matches_torchstain(pair):
     from torchstain.torch.normalizers import TorchMacenkoNormalizer
 
     source, target = pair
-    ours = MacenkoNormalizer().fit(target)
+    ours = MacenkoNormalizer(sample_px=None).fit(target)  # statistics on every pixel, as torchstain
     ref = TorchMacenkoNormalizer()
     ref.fit(_chw(target))
     np.testing.assert_allclose(ours.stain_matrix.numpy(), ref.HERef.numpy(), atol=1e-3)
@@ -81,6 +81,21 @@ def test_macenko_matches_torchstain(pair):
     diff = np.abs(out - expected)
     assert diff.max() <= 1, diff.max()
     assert (out != source).mean() > 0.5  # it did normalise something
+
+
+def test_subsampled_statistics_stay_close_to_all_pixels(pair, tiles):
+    """Default: stain statistics from <= 32768 px per image (every 2nd pixel of a 256 px tile).
+    Stated tolerance against every pixel: mean difference under 1 level and 99th percentile
+    <= 4 on 256 px tiles; mean under 2 on a 584x438 image (every 8th pixel)."""
+    source, target = pair
+    exact = MacenkoNormalizer(sample_px=None).fit(target)
+    sampled = MacenkoNormalizer().fit(target)
+    big = np.abs(exact.transform(source).astype(int) - sampled.transform(source))
+    assert big.mean() < 2.0 and np.percentile(big, 99) <= 8
+    crops = np.stack([source[y:y + 256, x:x + 256] for y in (0, 150) for x in (0, 300)])
+    small = np.abs(exact.transform(crops).astype(int) - sampled.transform(crops))
+    assert small.mean() < 1.0 and np.percentile(small, 99) <= 4
+    assert np.array_equal(exact.transform(tiles), sampled.transform(tiles))  # 96 px: nothing to subsample
 
 
 def test_macenko_numpy_backend_stain_matrix(pair):

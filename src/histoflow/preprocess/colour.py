@@ -116,7 +116,7 @@ class Pixels:
 
     def restore(self, values: torch.Tensor) -> np.ndarray | torch.Tensor:
         """Planar float pixels in [0, 255] -> uint8 in the caller's layout and type."""
-        out = values.round().clamp(0, 255).to(torch.uint8)
+        out = values.round_().clamp_(0, 255).to(torch.uint8)  # in place: values are scratch
         if self.kind == "numpy":
             return out.transpose(1, 2).cpu().numpy().reshape(self.shape)
         return out.reshape(self.shape)

@@ -38,21 +38,22 @@ REFERENCE_STAIN_MATRIX = ((0.5626, 0.2159), (0.7201, 0.8012), (0.4062, 0.5581))
 REFERENCE_MAX_CONC = (1.9705, 1.0308)
 
 
-def masked_percentile(values: torch.Tensor, mask: torch.Tensor, q: float) -> torch.Tensor:
+def masked_percentile(values: torch.Tensor, mask: torch.Tensor, q: float,
+                      n: torch.Tensor | None = None) -> torch.Tensor:
     """Per-row q-th percentile (0..100) of `values[mask]` over the last dim, nearest rank like
-    torchstain's; `mask` broadcasts against `values`.
+    torchstain's; `mask` broadcasts against `values`, `n` (its row counts) may be given.
 
     Rows have different numbers of valid entries, so one `kthvalue` cannot serve them all;
     `topk` with the largest rank needed, then a gather at each row's own rank, can (and it
     only partially sorts). Rows without a valid entry give NaN.
     """
-    mask = mask.expand_as(values)
-    n = mask.sum(-1)
+    if n is None:
+        n = mask.expand_as(values).sum(-1)
+    n = n.expand(values.shape[:-1])
     k = 1 + torch.round(q / 100.0 * (n - 1).clamp_min(0).to(values.dtype)).long()  # 1-based, ascending
     from_top = q >= 50
     rank = (n - k + 1) if from_top else k
-    fill = float("-inf") if from_top else float("inf")
-    filled = torch.where(mask, values, torch.full_like(values, fill))
+    filled = values if bool(mask.all()) else values.masked_fill(~mask, float("-inf") if from_top else float("inf"))
     kmax = int(rank.max().clamp_min(1).item())
     top = torch.topk(filled, kmax, dim=-1, largest=from_top, sorted=True).values
     out = top.gather(-1, (rank.clamp_min(1) - 1)[..., None])[..., 0]
@@ -195,6 +196,10 @@ class MacenkoNormalizer(StainNormalizer):
     Concentration scales are floored at `min_conc_fraction` of the target's so a tile with
     almost no eosin does not get its noise multiplied a hundredfold; a fallback tile keeps its
     own concentrations (it is re-coloured with the target matrix, not rescaled).
+    `sample_px`: the stain matrix and concentration percentiles are estimated from a regular
+    subsample of at most this many pixels per image (None: all, exactly as torchstain); every
+    pixel is still normalised. On 256 px tiles this halves the time and moves outputs by
+    about half a level on average (tests state the tolerance).
     `io` is the brightness of glass: 240 (torchstain's default) suits most scanners; scans with
     darker glass (BreakHis is ~205-215) need a lower value, else their glass counts as tissue.
     """
@@ -203,33 +208,42 @@ class MacenkoNormalizer(StainNormalizer):
 
     def __init__(self, stain_matrix=REFERENCE_STAIN_MATRIX, max_conc=REFERENCE_MAX_CONC, io: float = 240.0,
                  alpha: float = 1.0, beta: float = 0.15, min_tissue_fraction: float = 0.02,
-                 max_cos: float = 0.98, min_conc_fraction: float = 0.2, min_od_std: float = 0.03) -> None:
+                 max_cos: float = 0.98, min_conc_fraction: float = 0.2, min_od_std: float = 0.03,
+                 sample_px: int | None = 32768) -> None:
         super().__init__()
         self.stain_matrix = torch.as_tensor(stain_matrix, dtype=torch.float32).clone()
         self.max_conc = torch.as_tensor(max_conc, dtype=torch.float32).clone()
         self.io, self.alpha, self.beta = float(io), float(alpha), float(beta)
         self.min_tissue_fraction, self.max_cos = float(min_tissue_fraction), float(max_cos)
         self.min_conc_fraction, self.min_od_std = float(min_conc_fraction), float(min_od_std)
+        if sample_px is not None and int(sample_px) < 256:
+            raise ConfigError(f"Macenko sample_px must be >= 256 or None (all pixels), got {sample_px}")
+        self.sample_px = None if sample_px is None else int(sample_px)
 
-    def optical_density(self, values: torch.Tensor) -> torch.Tensor:
-        return -torch.log((values + 1.0) / self.io)
+    def optical_density(self, values: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        od = values.add_(1.0) if inplace else values + 1.0
+        return od.div_(self.io).log_().neg_()
 
     def estimate(self, od: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Stain matrices (N, 3, 2; columns H, E) of planar OD pixels (N, 3, P), and which are usable."""
-        mask = (od >= self.beta).all(1)
+        # tissue: OD >= beta in every channel (three contiguous planes beat a strided .all(1))
+        mask = torch.minimum(torch.minimum(od[:, 0], od[:, 1]), od[:, 2]) >= self.beta
         n = mask.sum(-1)
-        w = mask.to(od.dtype)[:, None, :]
-        mean = (od * w).sum(-1, keepdim=True) / n.clamp_min(1)[:, None, None]
-        centred = (od - mean) * w
-        cov = centred @ centred.transpose(1, 2) / (n - 1).clamp_min(1)[:, None, None]
+        # covariance from moments about a shift (cov is shift-invariant; the shift, the mean of
+        # a coarse subsample, keeps float32 from cancelling): one masked product, one bmm
+        shift = od[..., ::61].mean(-1, keepdim=True)
+        dw = torch.sub(od, shift).mul_(mask[:, None, :])
+        first = dw.sum(-1) / n.clamp_min(1)[:, None]
+        second = dw @ dw.transpose(1, 2) / n.clamp_min(1)[:, None, None]
+        cov = (second - first[:, :, None] * first[:, None, :]) * (n / (n - 1).clamp_min(1))[:, None, None]
         # eigh of a degenerate (e.g. all-zero) 3x3 is fine; a NaN one would raise, so clean first
         cov = torch.nan_to_num(cov, nan=0.0, posinf=0.0, neginf=0.0)
         evals, vecs = torch.linalg.eigh(cov)
         plane = vecs[:, :, 1:3]  # the two largest eigenvectors, as torchstain orders them
         proj = plane.transpose(1, 2) @ od
         phi = torch.atan2(proj[:, 1], proj[:, 0])
-        lo = masked_percentile(phi, mask, self.alpha)
-        hi = masked_percentile(phi, mask, 100.0 - self.alpha)
+        lo = masked_percentile(phi, mask, self.alpha, n)
+        hi = masked_percentile(phi, mask, 100.0 - self.alpha, n)
         v_lo = (plane @ torch.stack((lo.cos(), lo.sin()), -1)[..., None])[..., 0]
         v_hi = (plane @ torch.stack((hi.cos(), hi.sin()), -1)[..., None])[..., 0]
         # haematoxylin absorbs more red than eosin: the vector with the larger R component is H
@@ -259,34 +273,55 @@ class MacenkoNormalizer(StainNormalizer):
         _, max_c = self._concentrations(od, he)
         self.stain_matrix, self.max_conc = he[0].cpu(), max_c[0].cpu()
 
+    def _sample(self, od: torch.Tensor) -> torch.Tensor:
+        """A regular (strided, deterministic) subsample of at most `sample_px` pixels per image.
+
+        The stain matrix and the 99th-percentile concentrations are statistics: a 256 px tile
+        gives the same answer (within a level, see tests) from a quarter of its pixels, and the
+        covariance, angles and percentiles then cost a quarter. Every pixel is still converted.
+        """
+        n_px = od.shape[-1]
+        if self.sample_px is None or n_px <= self.sample_px:
+            return od
+        return od[..., :: -(-n_px // self.sample_px)].contiguous()
+
     def _transform(self, values: torch.Tensor) -> torch.Tensor:
         ref = self.stain_matrix.to(values.device)
         ref_max = self.max_conc.to(values.device)
-        od = self.optical_density(values)
-        he, ok = self.estimate(od)
+        od = self.optical_density(values, inplace=True)  # values are ours (a fresh float copy)
+        sample = self._sample(od)
+        he, ok = self.estimate(sample)
         if not bool(ok.all()):
             self.fallbacks += int((~ok).sum())
             log.debug("Macenko: %d of %d images fell back to the reference stain matrix", int((~ok).sum()), len(ok))
             he = torch.where(ok[:, None, None], he, ref.expand_as(he))
-        conc, max_c = self._concentrations(od, he)
+        unmix = torch.linalg.pinv(he)  # (N, 2, 3): least-squares concentrations, as torchstain's lstsq
+        everything = torch.ones((1, 1, 1), dtype=torch.bool, device=od.device)
+        max_c = masked_percentile(unmix @ sample, everything, 99.0)  # both stains in one topk
         floor = ref_max * self.min_conc_fraction
         # a fallback tile (glass, blur, one stain) has no meaningful stain maxima: rescaling
         # would stretch its noise into fake stain, so it is only re-coloured (scale 1)
         max_c = torch.where(ok[:, None] & torch.isfinite(max_c), max_c.maximum(floor), ref_max)
-        conc = conc * (ref_max / max_c)[:, :, None]
-        return (self.io * torch.exp(-(ref @ conc))).clamp(0.0, 255.0)
+        # unmix, rescale and remix are all linear in OD: fold them into one 3x3 matrix per
+        # image, so the full-resolution work is a single batched matmul and an exp
+        remix = ref @ ((ref_max / max_c)[:, :, None] * unmix)
+        out = torch.bmm(remix, od).neg_().exp_().mul_(self.io)
+        return out.clamp_(0.0, 255.0)
 
     def state_dict(self) -> dict[str, Any]:
         return {"method": self.method, "stain_matrix": self.stain_matrix.tolist(),
                 "max_conc": self.max_conc.tolist(), "io": self.io, "alpha": self.alpha, "beta": self.beta,
                 "min_tissue_fraction": self.min_tissue_fraction, "max_cos": self.max_cos,
-                "min_conc_fraction": self.min_conc_fraction, "min_od_std": self.min_od_std}
+                "min_conc_fraction": self.min_conc_fraction, "min_od_std": self.min_od_std,
+                "sample_px": self.sample_px}
 
     @classmethod
     def _from_state(cls, state: dict[str, Any]) -> "MacenkoNormalizer":
         extra = {k: float(state[k]) for k in ("io", "alpha", "beta", "min_tissue_fraction", "max_cos",
                                               "min_conc_fraction", "min_od_std") if k in state}
-        return cls(_state_float(state, "stain_matrix", (3, 2)), _state_float(state, "max_conc", (2,)), **extra)
+        sample_px = state.get("sample_px", 32768)
+        return cls(_state_float(state, "stain_matrix", (3, 2)), _state_float(state, "max_conc", (2,)), **extra,
+                   sample_px=None if sample_px is None else int(sample_px))
 
 
 NORMALIZERS: dict[str, type[StainNormalizer]] = {"reinhard": ReinhardNormalizer, "macenko": MacenkoNormalizer}

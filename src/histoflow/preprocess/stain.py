@@ -277,8 +277,9 @@ class MacenkoNormalizer(StainNormalizer):
         """A regular (strided, deterministic) subsample of at most `sample_px` pixels per image.
 
         The stain matrix and the 99th-percentile concentrations are statistics: a 256 px tile
-        gives the same answer (within a level, see tests) from a quarter of its pixels, and the
-        covariance, angles and percentiles then cost a quarter. Every pixel is still converted.
+        gives nearly the same answer (see the tolerance in tests) from every 2nd pixel, and the
+        covariance, angles and percentiles (topk, the costliest step) then cost half.
+        Every pixel is still normalised.
         """
         n_px = od.shape[-1]
         if self.sample_px is None or n_px <= self.sample_px:

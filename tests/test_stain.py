@@ -401,3 +401,5 @@ def test_normalize_cli(tmp_path):
     assert state["stain_norm"] == "macenko" and "1 fell back" in result.output.replace("\n", " ")
     missing = CliRunner().invoke(app, ["normalize", str(tmp_path / "nope"), "--out", str(out)])
     assert missing.exit_code == 2 and "not found" in missing.output
+    in_place = CliRunner().invoke(app, ["normalize", str(src), "--out", str(src)])
+    assert in_place.exit_code == 2 and "never overwritten" in in_place.output.replace("\n", " ")

@@ -40,7 +40,9 @@ def _write_image(array, path: Path) -> None:
     from PIL import Image
 
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    Image.fromarray(array).save(tmp)
+    # JPEG sources stay JPEG (same names), at a quality that does not undo the normalisation
+    options = {"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}
+    Image.fromarray(array).save(tmp, **options)
     os.replace(tmp, path)
 
 
@@ -63,6 +65,8 @@ def normalize_files(sources: list[Path], out: Path, target: Optional[Path], meth
         cfg["clahe"] = {"clip_limit": clahe_clip, "grid": clahe_grid}
     pre = build_preprocessor(cfg)
     files = _source_files(sources)
+    if any(f.resolve().parent == out.resolve() for f in files):
+        raise ConfigError(f"--out {out} holds source images: choose another folder (sources are never overwritten)")
     out.mkdir(parents=True, exist_ok=True)
     names = [f.name for f in files]
     if len(set(names)) != len(names):  # two sources with the same name would overwrite each other

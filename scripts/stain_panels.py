@@ -17,7 +17,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from histoflow.data.images import read_image
-from histoflow.preprocess import HedJitter, HsvJitter, MacenkoNormalizer, ReinhardNormalizer, clahe
+from histoflow.preprocess import HedJitter, HsvJitter, MacenkoNormalizer, ReinhardNormalizer
+from histoflow.preprocess.clahe import clahe
 
 DATA = Path(os.environ.get("HISTOFLOW_DATA", "/work/shared/data"))
 CELL = 160

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from histoflow.errors import ConfigError, DataError
-from histoflow.preprocess import Clahe, ClaheConfig, PreprocessConfig, clahe
+from histoflow.preprocess import Clahe, ClaheConfig, PreprocessConfig, apply_clahe
+from histoflow.preprocess.clahe import clahe
 
 
 def _low_contrast(seed: int = 0) -> np.ndarray:
@@ -49,6 +50,12 @@ def test_transform_matches_function_on_chw_and_nchw():
     assert np.array_equal(module(chw).permute(1, 2, 0).numpy(), expected)
     batch = module(torch.stack([chw, chw]))
     assert batch.shape == (2, 3, 96, 96) and np.array_equal(batch[1].permute(1, 2, 0).numpy(), expected)
+
+
+def test_package_name_is_the_function_whatever_the_import_order():
+    import histoflow.preprocess.clahe as module
+
+    assert apply_clahe is module.clahe and callable(apply_clahe)
 
 
 def test_invalid_parameters_and_inputs():

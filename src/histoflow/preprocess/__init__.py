@@ -1,20 +1,33 @@
 """histoflow.preprocess: colour — stain normalisation, stain augmentation, CLAHE.
 
-Heavy work is batched torch (CPU or GPU); CLAHE runs OpenCV on the CPU.
+Heavy work is batched torch (CPU or GPU); CLAHE runs OpenCV on the CPU. Names load lazily
+so that `histoflow.config` can import `histoflow.preprocess.config` (pydantic only) without
+pulling in torch and OpenCV.
 """
 
-from histoflow.preprocess.augment import HedJitter, HsvJitter
-from histoflow.preprocess.clahe import Clahe, clahe
-from histoflow.preprocess.config import ClaheConfig, PreprocessConfig
-from histoflow.preprocess.pipeline import Preprocessor, build_preprocessor
-from histoflow.preprocess.stain import (
-    MacenkoNormalizer,
-    ReinhardNormalizer,
-    StainNormalizer,
-    make_normalizer,
-)
+from __future__ import annotations
 
-__all__ = [
-    "HedJitter", "HsvJitter", "Clahe", "clahe", "ClaheConfig", "PreprocessConfig", "Preprocessor",
-    "build_preprocessor", "MacenkoNormalizer", "ReinhardNormalizer", "StainNormalizer", "make_normalizer",
-]
+import importlib
+
+_EXPORTS = {
+    "HedJitter": "augment", "HsvJitter": "augment",
+    "Clahe": "clahe", "apply_clahe": "clahe",  # not `clahe`: that name is the submodule
+    "ClaheConfig": "config", "PreprocessConfig": "config",
+    "Preprocessor": "pipeline", "build_preprocessor": "pipeline",
+    "MacenkoNormalizer": "stain", "ReinhardNormalizer": "stain", "StainNormalizer": "stain",
+    "make_normalizer": "stain",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'histoflow.preprocess' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"histoflow.preprocess.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -40,6 +40,9 @@ def clahe(image: np.ndarray, clip_limit: float = 2.0, grid: int = 8, mode: str =
     return np.stack([op.apply(np.ascontiguousarray(image[..., c])) for c in range(3)], axis=-1)
 
 
+apply_clahe = clahe  # the package-level name (`histoflow.preprocess.clahe` is this module)
+
+
 class Clahe(torch.nn.Module):
     """CLAHE as a transform on a uint8 CHW tensor or NCHW batch (runs OpenCV on the CPU)."""
 

@@ -1,0 +1,114 @@
+"""`histoflow normalize`: stain-normalise image files to a target (registered on the main app).
+
+Images of one size are normalised in batches; each output is written atomically (temporary
+name, then rename), and the fitted state goes to `normalizer.json` beside them so the same
+normalisation can be put in a config or checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+
+log = logging.getLogger(__name__)
+
+
+def _source_files(sources: list[Path]) -> list[Path]:
+    from histoflow.data.images import is_image_file
+    from histoflow.errors import DataError
+
+    files: list[Path] = []
+    for src in sources:
+        if src.is_dir():
+            files.extend(sorted(p for p in src.rglob("*") if p.is_file() and is_image_file(p)))
+        elif src.is_file():
+            files.append(src)
+        else:
+            raise DataError(f"{src}: not found")
+    if not files:
+        raise DataError(f"no images found in {', '.join(map(str, sources))}")
+    return files
+
+
+def _write_image(array, path: Path) -> None:
+    from PIL import Image
+
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    # JPEG sources stay JPEG (same names), at a quality that does not undo the normalisation
+    options = {"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}
+    Image.fromarray(array).save(tmp, **options)
+    os.replace(tmp, path)
+
+
+def normalize_files(sources: list[Path], out: Path, target: Optional[Path], method: str = "macenko",
+                    clahe_clip: Optional[float] = None, clahe_grid: int = 8, batch_size: int = 32,
+                    quiet: bool = False) -> dict:
+    """Normalise every image under `sources` into `out` (same file names); returns a summary."""
+    from rich.progress import Progress
+
+    from histoflow.data.images import read_image
+    from histoflow.errors import ConfigError
+    from histoflow.preprocess.pipeline import build_preprocessor
+
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    if method == "reinhard" and target is None:
+        raise ConfigError("--target is required with --method reinhard (it matches the target's LAB statistics)")
+    cfg = {"stain_norm": method, "target": str(target) if target else None}
+    if clahe_clip is not None:
+        cfg["clahe"] = {"clip_limit": clahe_clip, "grid": clahe_grid}
+    pre = build_preprocessor(cfg)
+    files = _source_files(sources)
+    if any(f.resolve().parent == out.resolve() for f in files):
+        raise ConfigError(f"--out {out} holds source images: choose another folder (sources are never overwritten)")
+    out.mkdir(parents=True, exist_ok=True)
+    names = [f.name for f in files]
+    if len(set(names)) != len(names):  # two sources with the same name would overwrite each other
+        dup = sorted({n for n in names if names.count(n) > 1})[:3]
+        raise ConfigError(f"output names collide in {out}: {', '.join(dup)} (normalise those folders separately)")
+    with Progress(disable=quiet or bool(os.environ.get("HISTOFLOW_QUIET"))) as progress:
+        task = progress.add_task("normalising", total=len(files))
+        for start in range(0, len(files), batch_size):
+            chunk = files[start:start + batch_size]
+            images = [read_image(f) for f in chunk]
+            by_size: dict[tuple, list[int]] = {}
+            for i, img in enumerate(images):
+                by_size.setdefault(img.shape, []).append(i)
+            for idx in by_size.values():  # one batched call per image size
+                done = pre.batch(np.stack([images[i] for i in idx]))
+                for i, arr in zip(idx, done):
+                    _write_image(arr, out / chunk[i].name)
+            progress.advance(task, len(chunk))
+    state_path = out / "normalizer.json"
+    tmp = state_path.with_name(state_path.name + ".tmp")
+    tmp.write_text(json.dumps(pre.state_dict(), indent=2))
+    os.replace(tmp, state_path)
+    return {"images": len(files), "out": str(out), "fallbacks": pre.fallbacks, "state": str(state_path)}
+
+
+def register(app: typer.Typer) -> None:
+    """Add the colour verbs to the main `histoflow` app."""
+
+    @app.command("normalize")
+    def normalize(
+        sources: list[Path] = typer.Argument(..., help="Image files or folders (searched recursively)."),
+        target: Optional[Path] = typer.Option(None, help="Target image or folder [macenko: reference H&E matrix]."),
+        out: Path = typer.Option(..., help="Output folder (same file names as the sources)."),
+        method: str = typer.Option("macenko", help="macenko or reinhard."),
+        clahe_clip: Optional[float] = typer.Option(None, help="Also apply CLAHE (on L of LAB) with this clip limit."),
+        clahe_grid: int = typer.Option(8, help="CLAHE grid (tiles per side)."),
+        batch_size: int = typer.Option(32, help="Images per batched normalisation call."),
+    ) -> None:
+        """Stain-normalise images to a target (Macenko or Reinhard); writes normalizer.json too."""
+        from histoflow.cli import console, run_verb
+
+        summary = run_verb(normalize_files, sources, out, target, method, clahe_clip, clahe_grid, batch_size)
+        console.print(f"normalised {summary['images']} images into {summary['out']} "
+                      f"({summary['fallbacks']} fell back to the reference stain matrix); state: {summary['state']}",
+                      highlight=False)

@@ -33,6 +33,7 @@ def spark_session(master: str = "local[*]", app_name: str = "histoflow-tile", co
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = (SparkSession.builder.master(master).appName(app_name)
                .config("spark.ui.enabled", "false")
+               .config("spark.ui.showConsoleProgress", "false")
                .config("spark.sql.shuffle.partitions", "8")
                .config("spark.pyspark.python", os.environ["PYSPARK_PYTHON"])
                # executors import histoflow from where this driver does (a source checkout too)
@@ -79,5 +80,6 @@ class SparkEngine:
         sc = self.spark.sparkContext
         # one partition per shard: a shard is the unit of work, retry and resume
         rdd = sc.parallelize(tasks, len(tasks)).map(lambda specs: write_slide_shard(out_str, specs, cfg))
-        for stats in rdd.toLocalIterator():
+        # collect, not toLocalIterator: the latter runs one partition (one core) at a time
+        for stats in rdd.collect():
             on_shard(stats)

@@ -108,9 +108,14 @@ def register(app: typer.Typer) -> None:
         for sid, r in summary["reports"].items():
             rejected = ", ".join(f"{k} {v}" for k, v in r["rejected"].items() if v)
             status = "[green]complete[/]" if r["status"] == "complete" else "[red]failed[/]"
+            note = r.get("error") or r.get("warning") or ""
             table.add_row(sid, status, str(r["kept"]), rejected, f"{sum(r['seconds'].values()):.1f}",
-                          r.get("error") or r.get("warning") or "")
+                          note if len(note) < 40 else note[:37] + "...")
         console.print(table)
+        for sid, r in summary["reports"].items():  # whole messages, unwrapped: they name the file and the fix
+            if r.get("error") or r.get("warning"):
+                kind = "[red]failed[/]" if r["status"] != "complete" else "[yellow]warning[/]"
+                console.print(f"{kind} {sid}: {r.get('error') or r.get('warning')}", soft_wrap=True, highlight=False)
         console.print(f"{summary['tiles_kept']} tiles kept, {summary['tiles_per_s'] or 0:.0f} tiles/s; "
                       f"{summary['complete']}/{summary['slides']} slides complete", highlight=False)
         if summary["failed"]:

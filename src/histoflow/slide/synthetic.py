@@ -16,7 +16,7 @@ import numpy as np
 GLASS_RGB = (242, 240, 244)
 
 
-def _design(width: int, height: int, seed: int, cells: int = 96) -> np.ndarray:
+def _design(width: int, height: int, seed: int, cells: int = 96, tissue_fraction: float = 0.4) -> np.ndarray:
     """A float map in [0, 1] (1 = tissue) at low resolution: a few smooth blobs."""
     import cv2
 
@@ -26,7 +26,8 @@ def _design(width: int, height: int, seed: int, cells: int = 96) -> np.ndarray:
     noise = rng.random((h, w)).astype(np.float32)
     smooth = cv2.GaussianBlur(noise, (0, 0), sigmaX=max(w, h) / 16)
     smooth = (smooth - smooth.min()) / max(1e-6, float(smooth.max() - smooth.min()))
-    design = (smooth > 0.55).astype(np.float32)
+    # threshold at a quantile: every seed gives about the same amount of tissue
+    design = (smooth > np.quantile(smooth, 1 - tissue_fraction)).astype(np.float32)
     m = max(1, min(w, h) // 16)  # a glass margin, like a real slide
     design[:m], design[-m:], design[:, :m], design[:, -m:] = 0, 0, 0, 0
     return design

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import resource
+import sys
 import time
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
@@ -61,7 +62,20 @@ def register_in_memory(slide) -> str:
 
 
 def max_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    """Peak resident memory of this process in MB.
+
+    Linux keeps ru_maxrss across fork+exec, so a worker started from a big parent (a pytest run
+    with torch loaded) would report the parent's peak; VmHWM is this process's own. getrusage
+    is the fallback elsewhere (macOS reports bytes there, Linux KiB)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
 
 
 # -- planning: mask + grid of one slide ---------------------------------------------------------
@@ -287,10 +301,16 @@ class LocalEngine:
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor
 
-            # fork: workers inherit in-memory slides and start in milliseconds; no reader is
-            # open in this process at this point (planning happens in the workers too)
-            ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_worker_init)
+            # Not fork: a parent that already ran OpenCV/OpenMP/glib thread pools (any caller that
+            # touched an image) can deadlock its forked children. forkserver forks from a clean
+            # server that preloads this module, so workers still start in milliseconds.
+            if "forkserver" in mp.get_all_start_methods():
+                ctx = mp.get_context("forkserver")
+                ctx.set_forkserver_preload(["histoflow.tiling.extract"])
+            else:  # pragma: no cover - Windows
+                ctx = mp.get_context("spawn")
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_worker_init,
+                                             initargs=(dict(_IN_MEMORY),))
         return self
 
     def __exit__(self, *exc):
@@ -344,14 +364,14 @@ class LocalEngine:
                 advance(len(done_b))
 
 
-def _worker_init() -> None:
+def _worker_init(in_memory: dict) -> None:
+    _IN_MEMORY.update(in_memory)  # in-memory slides travel once per worker, not once per tile
     try:
         import cv2
 
         cv2.setNumThreads(1)  # one process per core already; OpenCV threads would oversubscribe
     except ImportError:  # pragma: no cover
         pass
-    _READERS.clear()  # never use a handle inherited through fork
 
 
 class _progress:

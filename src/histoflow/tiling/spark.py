@@ -53,12 +53,26 @@ class SparkEngine:
         self.spark = None
 
     def __enter__(self):
-        self.spark = self._given or spark_session(self.master, conf=self._conf)
+        self._owned = False
+        if self._given is None:
+            require("pyspark", extra="spark")
+            from pyspark.sql import SparkSession
+
+            # getOrCreate would hand back a running session (a notebook's, a test's): use it,
+            # but then it is not ours to stop
+            self._given = SparkSession.getActiveSession()
+            if self._given is not None and self.master not in ("local[*]", self._given.sparkContext.master):
+                log.warning("a Spark session on %s is already running; using it instead of %s",
+                            self._given.sparkContext.master, self.master)
+        if self._given is None:
+            self.spark, self._owned = spark_session(self.master, conf=self._conf), True
+        else:
+            self.spark = self._given
         return self
 
     def __exit__(self, *exc):
-        if self._given is None and self.spark is not None:
-            self.spark.stop()  # a session we started is ours to stop; a given one is the caller's
+        if self._owned and self.spark is not None:
+            self.spark.stop()
         self.spark = None
 
     def plan(self, paths: Sequence[str], cfg: TileConfig) -> list[SlidePlan]:

@@ -58,8 +58,8 @@ def test_plain_tiff_goes_to_tifffile_and_warns_about_mpp(caplog):
 
 
 def test_pyramid_openslide_and_tifffile_agree(pyramid):
-    a, b = open_slide(pyramid), open_slide(pyramid, backend="tifffile")
-    assert a.backend == "openslide" and b.backend == "tifffile"
+    a, b = open_slide(pyramid, backend="openslide"), open_slide(pyramid)
+    assert a.backend == "openslide" and b.backend == "tifffile"  # auto: tifffile for generic tiled TIFF
     assert a.level_count == b.level_count == 3
     assert a.level_dimensions == b.level_dimensions == [(3000, 2000), (1500, 1000), (750, 500)]
     assert a.level_downsamples == pytest.approx([1, 2, 4]) and b.mpp == pytest.approx(0.25) == a.mpp

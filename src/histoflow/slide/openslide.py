@@ -25,11 +25,16 @@ def _openslide():
     return openslide
 
 
-def openslide_can_read(path: Path) -> bool:
+def openslide_format(path: Path) -> str | None:
+    """OpenSlide's vendor name for the file ("aperio", "generic-tiff"...), None if it cannot read it."""
     try:
-        return _openslide().OpenSlide.detect_format(str(path)) is not None
+        return _openslide().OpenSlide.detect_format(str(path))
     except Exception:  # detect_format raises on some unreadable files: that is a "no"
-        return False
+        return None
+
+
+def openslide_can_read(path: Path) -> bool:
+    return openslide_format(path) is not None
 
 
 def _float(value) -> float | None:
@@ -42,10 +47,12 @@ def _float(value) -> float | None:
 
 def rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:
     """OpenSlide returns RGBA with alpha 0 outside the scanned area: composite onto white glass."""
+    import cv2
+
+    alpha = cv2.extractChannel(rgba, 3)
+    if cv2.minMaxLoc(alpha)[0] == 255:  # the common case, kept cheap: OpenCV, no strided numpy
+        return cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB)
     rgb = rgba[..., :3]
-    alpha = rgba[..., 3]
-    if alpha.min() == 255:
-        return np.ascontiguousarray(rgb)
     a = alpha[..., None].astype(np.uint16)
     # OpenSlide's RGBA is not premultiplied (openslide-python un-premultiplies it)
     return ((rgb.astype(np.uint16) * a + 255 * (255 - a)) // 255).astype(np.uint8)

@@ -186,11 +186,14 @@ def tile_qc(img: np.ndarray) -> tuple[float, float]:
     """(whitespace fraction, Laplacian variance): glass pixels are bright and grey."""
     import cv2
 
+    # OpenCV, not numpy axis-2 reductions: these run per tile and numpy's were 5 ms of ~8
     gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
-    spread = img.max(axis=2).astype(np.int16) - img.min(axis=2)
-    whitespace = float(((gray > 220) & (spread < 25)).mean())
-    blur_var = float(cv2.Laplacian(gray, cv2.CV_64F).var())
-    return whitespace, blur_var
+    r, g, b = cv2.split(img)
+    spread = cv2.subtract(cv2.max(cv2.max(r, g), b), cv2.min(cv2.min(r, g), b))
+    glass = cv2.bitwise_and(cv2.compare(gray, 220, cv2.CMP_GT), cv2.compare(spread, 25, cv2.CMP_LT))
+    whitespace = cv2.countNonZero(glass) / glass.size
+    _mean, std = cv2.meanStdDev(cv2.Laplacian(gray, cv2.CV_32F))
+    return float(whitespace), float(std[0, 0] ** 2)
 
 
 def encode_tile(img: np.ndarray, cfg: TileConfig) -> bytes:

@@ -87,6 +87,18 @@ def test_image_and_array_slides(tmp_path):
     assert pickle.loads(pickle.dumps(pyr)).slide_id == "montage"
 
 
+def test_downsampled_view_is_read_block_by_block():
+    import cv2
+
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 255, (400, 600, 3), dtype=np.uint8)
+    s = ArraySlide(arr, mpp=0.5)
+    whole = cv2.resize(arr, (150, 100), interpolation=cv2.INTER_AREA)
+    # blocks of 100 px (aligned to the 4x downsample): same pixels as one big resize
+    np.testing.assert_array_equal(s.read_downsampled(4, block_px=100), whole)
+    assert s.thumbnail(300).shape == (200, 300, 3)
+
+
 def test_readers_pickle_as_a_recipe_not_a_handle(pyramid):
     s = open_slide(pyramid, mpp=0.3)
     t = pickle.loads(pickle.dumps(s))

@@ -44,8 +44,9 @@ def test_tile_config_validation():
         TileConfig(image_format="webp")
     with pytest.raises(ConfigError, match="give one of"):
         TileConfig(mpp=0.5, magnification=20)
-    assert TileConfig(mpp=None, tile_um=128, tile_px=256).target_mpp(0.25, 40, "s") == 0.5
-    assert TileConfig(mpp=None, magnification=10).target_mpp(0.25, 40, "s") == 1.0
+    assert TileConfig(tile_um=128, tile_px=256).target_mpp(0.25, 40, "s") == 0.5
+    assert TileConfig(magnification=10).target_mpp(0.25, 40, "s") == 1.0
+    assert TileConfig().mpp == 0.5  # the default resolution when none is asked for
     assert TileConfig().fingerprint() == TileConfig().fingerprint() != TileConfig(jpeg_quality=80).fingerprint()
 
 

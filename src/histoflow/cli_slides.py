@@ -92,7 +92,7 @@ def register(app: typer.Typer) -> None:
         from histoflow.tiling.grid import TileConfig
 
         def work():
-            cfg = TileConfig(tile_px=tile_px, mpp=mpp if (mpp or tile_um or magnification) else 0.5, tile_um=tile_um,
+            cfg = TileConfig(tile_px=tile_px, mpp=mpp, tile_um=tile_um,
                              magnification=magnification, overlap_px=overlap_px, tissue_threshold=tissue_threshold,
                              tissue_method=tissue_method, whitespace_max=whitespace_max, blur_min=blur_min,
                              image_format=image_format, jpeg_quality=jpeg_quality, tiles_per_shard=tiles_per_shard,

@@ -118,11 +118,12 @@ class BaseSlide:
         return x, y, w, h
 
     # -- whole-slide views -------------------------------------------------------------------
-    def read_downsampled(self, downsample: float, band_px: int = 2048) -> np.ndarray:
+    def read_downsampled(self, downsample: float, block_px: int = 4096) -> np.ndarray:
         """The whole slide at `downsample` (level-0 px per output px), in bounded memory.
 
-        Reads the best pyramid level band by band and shrinks each band, so a single-level
-        slide far larger than memory still gives a thumbnail (slowly, but correctly).
+        Reads the best pyramid level in blocks of at most block_px x block_px and shrinks each,
+        so even a single-level slide far larger than memory gives a thumbnail (slowly, but
+        correctly) while holding one block at a time.
         """
         import cv2
 
@@ -132,14 +133,20 @@ class BaseSlide:
         scale = lds / downsample  # output px per level px (<= 1)
         out_w, out_h = max(1, round(self.dimensions[0] / downsample)), max(1, round(self.dimensions[1] / downsample))
         out = np.empty((out_h, out_w, 3), np.uint8)
-        band_px = max(band_px, math.ceil(1 / scale))
-        for top in range(0, lh, band_px):
-            rows = min(band_px, lh - top)
+        block_px = max(block_px, math.ceil(1 / scale))
+        for top in range(0, lh, block_px):
+            rows = min(block_px, lh - top)
             o_top, o_bot = round(top * scale), min(out_h, round((top + rows) * scale))
             if o_bot <= o_top:
                 continue
-            band = self.read_region((0, round(top * lds)), level, (lw, rows))
-            out[o_top:o_bot] = cv2.resize(band, (out_w, o_bot - o_top), interpolation=cv2.INTER_AREA)
+            for left in range(0, lw, block_px):
+                cols = min(block_px, lw - left)
+                o_left, o_right = round(left * scale), min(out_w, round((left + cols) * scale))
+                if o_right <= o_left:
+                    continue
+                block = self.read_region((round(left * lds), round(top * lds)), level, (cols, rows))
+                out[o_top:o_bot, o_left:o_right] = cv2.resize(block, (o_right - o_left, o_bot - o_top),
+                                                              interpolation=cv2.INTER_AREA)
         return out
 
     def thumbnail(self, max_px: int = 1024) -> np.ndarray:

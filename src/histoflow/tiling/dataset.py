@@ -119,10 +119,18 @@ class TileDataset(Dataset):
         if labels is None:
             return [""] * n
         slide_labels, regions = read_labels(labels)
+        seen = set(meta["slide_id"])
+        # a CSV may name slides by file name ("a.svs") where tile shards use ids ("a")
+        from histoflow.slide.base import slide_id_of
+
+        def key(name: str) -> str:
+            return name if name in seen else slide_id_of(name)
+
+        slide_labels = {key(k): v for k, v in slide_labels.items()}
+        regions = [(key(r[0]),) + tuple(r[1:]) for r in regions]
         by_slide: dict[str, list] = {}
         for slide, x, y, w, h, label in regions:
             by_slide.setdefault(slide, []).append((x, y, w, h, label))
-        seen = set(meta["slide_id"])
         missing = sorted((set(slide_labels) | set(by_slide)) - seen)
         if missing:
             log.warning("%s: %d labelled slide(s) have no tiles: %s", labels, len(missing), missing[:5])

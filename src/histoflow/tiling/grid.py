@@ -31,7 +31,7 @@ class TileConfig:
     """Everything that decides which tiles a slide gives and what their pixels are."""
 
     tile_px: int = 256
-    mpp: float | None = 0.5              # output microns per pixel
+    mpp: float | None = None             # output microns per pixel (0.5 when no tile_um/magnification)
     tile_um: float | None = None         # alternative: physical tile side (mpp = tile_um / tile_px)
     magnification: float | None = None   # alternative: e.g. 20 (uses the slide's objective power)
     overlap_px: int = 0                  # output px shared by neighbours (stride = tile_px - overlap_px)
@@ -50,6 +50,8 @@ class TileConfig:
     on_tile_error: str = "fail"          # fail: the slide fails; skip: the tile is rejected and counted
 
     def __post_init__(self):
+        if self.mpp is None and self.tile_um is None and self.magnification is None:
+            object.__setattr__(self, "mpp", 0.5)  # the field's usual resolution (20x on most scanners)
         if not isinstance(self.tile_px, int) or self.tile_px < 8:
             raise ConfigError(f"tile_px must be an integer >= 8, got {self.tile_px!r}")
         given = [n for n in ("mpp", "tile_um", "magnification") if getattr(self, n) is not None]

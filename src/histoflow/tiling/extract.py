@@ -331,7 +331,7 @@ class LocalEngine:
         specs = [s for p in plans for s in p.specs if s.shard in todo.get(p.slide_id, ())]
         sizes = Counter((s.slide_id, s.shard) for s in specs)
         accs: dict[tuple, ShardAccumulator] = {}
-        peak = {"rss": max_rss_mb()}
+        peak = {"rss": 0.0}  # the workers' peak, as they report it (not this driver's)
 
         def consume(batch_specs, results, rss):
             peak["rss"] = max(peak["rss"], rss)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,8 @@ from histoflow.errors import SlideReadError
 from histoflow.slide.base import BaseSlide
 
 log = logging.getLogger(__name__)
-WHOLE_PAGE_LIMIT_BYTES = 1 << 30  # pages that are neither tiled nor striped contiguously are read whole
+WHOLE_PAGE_LIMIT_BYTES = 1 << 30
+CACHE_BYTES = 64 * 1024 * 1024  # decoded tiles kept per reader: bounded, like OpenSlide's cache  # pages that are neither tiled nor striped contiguously are read whole
 
 
 def _mpp_of(page) -> float | None:
@@ -40,6 +42,7 @@ def _mpp_of(page) -> float | None:
 
 class TiffSlide(BaseSlide):
     backend = "tifffile"
+    cache_bytes = CACHE_BYTES
 
     def __init__(self, path: str | Path, mpp_override: float | None = None):
         import tifffile
@@ -61,6 +64,8 @@ class TiffSlide(BaseSlide):
         props = {str(t.name): str(t.value)[:200] for t in page0.tags.values()
                  if t.name in ("ImageDescription", "Software", "Make", "Model", "DateTime", "Artist")}
         self._lock = threading.Lock()  # the file handle's seek+read pair must not interleave
+        self._cache: OrderedDict = OrderedDict()
+        self._cache_bytes = 0
         super().__init__(path, dims, downsamples, _mpp_of(page0), vendor=f"tiff ({series.kind})",
                          properties=props, mpp_override=mpp_override)
 
@@ -98,6 +103,23 @@ class TiffSlide(BaseSlide):
         return out
 
     def _segment(self, page, index: int) -> np.ndarray:
+        """A decoded tile/strip, through a small LRU cache: neighbouring tiles of a grid share
+        file tiles (a 512 px JPEG tile holds four 256 px tiles), as OpenSlide's cache knows."""
+        key = (id(page), index)
+        with self._lock:
+            seg = self._cache.get(key)
+            if seg is not None:
+                self._cache.move_to_end(key)
+                return seg
+        seg = self._decode_segment(page, index)
+        with self._lock:
+            self._cache[key] = seg
+            self._cache_bytes += seg.nbytes
+            while self._cache_bytes > self.cache_bytes and len(self._cache) > 1:
+                self._cache_bytes -= self._cache.popitem(last=False)[1].nbytes
+        return seg
+
+    def _decode_segment(self, page, index: int) -> np.ndarray:
         offset, count = page.dataoffsets[index], page.databytecounts[index]
         if not count:  # sparse TIFF: missing tile = background
             return np.full((page.tilelength or page.rowsperstrip, page.tilewidth or page.imagewidth, 3), 255, np.uint8)

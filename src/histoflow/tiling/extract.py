@@ -347,6 +347,8 @@ class LocalEngine:
                     del accs[key]
                     on_shard(stats)
 
+        if self._pool is not None and len(sizes) >= 3 * self.workers:
+            return self._extract_by_shard(out, specs, cfg, on_shard)
         batches = [specs[i:i + self.batch_tiles] for i in range(0, len(specs), self.batch_tiles)]
         with _progress(len(specs), self.progress) as advance:
             if self._pool is None:
@@ -365,6 +367,31 @@ class LocalEngine:
                 done_b, fut = window.popleft()
                 consume(done_b, *fut.result())
                 advance(len(done_b))
+
+
+    def _extract_by_shard(self, out: Path, specs: Sequence[TileSpec], cfg: TileConfig, on_shard) -> None:
+        """Enough shards to keep every worker busy: each worker writes whole shards itself (the
+        Spark task, write_slide_shard), so pixels never travel back to this process. Same
+        shards, same rows, same order as tile-level tasks."""
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        groups: dict[tuple, list] = {}
+        for spec in specs:
+            groups.setdefault((spec.slide_id, spec.shard), []).append(spec)
+        pending = set()
+        with _progress(len(specs), self.progress) as advance:
+            for group in groups.values():
+                pending.add(self._pool.submit(write_slide_shard, str(out), group, cfg))
+                if len(pending) >= 2 * self.workers:  # bounded: the spec lists stay here until needed
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        stats = fut.result()
+                        on_shard(stats)
+                        advance(stats["tiles"])
+            for fut in wait(pending).done:
+                stats = fut.result()
+                on_shard(stats)
+                advance(stats["tiles"])
 
 
 def _worker_init(in_memory: dict) -> None:

@@ -192,7 +192,7 @@ def tile_qc(img: np.ndarray) -> tuple[float, float]:
     spread = cv2.subtract(cv2.max(cv2.max(r, g), b), cv2.min(cv2.min(r, g), b))
     glass = cv2.bitwise_and(cv2.compare(gray, 220, cv2.CMP_GT), cv2.compare(spread, 25, cv2.CMP_LT))
     whitespace = cv2.countNonZero(glass) / glass.size
-    _mean, std = cv2.meanStdDev(cv2.Laplacian(gray, cv2.CV_32F))
+    _mean, std = cv2.meanStdDev(cv2.Laplacian(gray, cv2.CV_16S))  # exact for uint8 input, faster than float
     return float(whitespace), float(std[0, 0] ** 2)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from histoflow.errors import ConfigError, DataError
+from histoflow.errors import DataError
 
 log = logging.getLogger(__name__)
 

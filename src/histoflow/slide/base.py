@@ -1,0 +1,256 @@
+"""The SlideReader protocol and `open_slide`, which picks a backend for a file.
+
+Every backend speaks level-0 coordinates (TIAToolbox/OpenSlide vocabulary): a region is
+addressed by its top-left `(x, y)` at level 0, read at `level`, `size_px = (w, h)` pixels of
+that level, and comes back as an HxWx3 uint8 RGB array (transparent/out-of-slide = white glass).
+
+Readers are cheap handles. They are never pickled into workers: a tile spec carries the slide
+path and each worker opens its own reader lazily (see histoflow.tiling.extract).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from histoflow.errors import ConfigError, SlideReadError
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "openslide", "tifffile", "image", "array")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".ome.tif", ".ome.tiff")
+
+
+@runtime_checkable
+class SlideReader(Protocol):
+    """What histoflow needs from a whole-slide image, whatever the file format."""
+
+    path: str
+    slide_id: str
+    backend: str
+    level_dimensions: list[tuple[int, int]]  # (width, height) per level, level 0 first
+    level_downsamples: list[float]           # level-0 pixels per level pixel
+    mpp: float | None                        # microns per level-0 pixel (None: unknown)
+    objective_power: float | None
+    vendor: str | None
+    properties: dict[str, str]
+    associated_images: list[str]
+
+    def read_region(self, xy_level0: tuple[int, int], level: int, size_px: tuple[int, int]) -> np.ndarray: ...
+
+    def thumbnail(self, max_px: int = 1024) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+def slide_id_of(path: str | Path) -> str:
+    """The file name without its (possibly double, `.ome.tif`) suffix: ids must stay readable."""
+    name = Path(path).name
+    for suffix in (".ome.tiff", ".ome.tif"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+class BaseSlide:
+    """Shared behaviour of the backends: levels, mpp override, thumbnails, bounds checks."""
+
+    backend = "base"
+
+    def __init__(self, path: str, level_dimensions, level_downsamples, mpp: float | None,
+                 objective_power: float | None = None, vendor: str | None = None,
+                 properties: dict | None = None, associated_images: list[str] | None = None,
+                 mpp_override: float | None = None, slide_id: str | None = None):
+        self.path = str(path)
+        self.slide_id = slide_id or slide_id_of(path)
+        self.level_dimensions = [(int(w), int(h)) for w, h in level_dimensions]
+        self.level_downsamples = [float(d) for d in level_downsamples]
+        self.objective_power = objective_power
+        self.vendor = vendor
+        self.properties = dict(properties or {})
+        self.associated_images = list(associated_images or [])
+        self.mpp_source = "metadata" if mpp else None
+        if mpp_override is not None:
+            if not mpp_override > 0:
+                raise ConfigError(f"{self.path}: slide mpp override must be > 0, got {mpp_override}")
+            if mpp and abs(mpp - mpp_override) / mpp > 0.01:
+                log.warning("%s: metadata says %.4g mpp; using the override %.4g", self.slide_id, mpp, mpp_override)
+            mpp, self.mpp_source = float(mpp_override), "override"
+        elif not mpp:
+            # Never guess: a wrong mpp silently changes the physical size of every tile.
+            log.warning("%s: no microns-per-pixel metadata; pass --mpp/--slide-mpp to tile it at a "
+                        "physical resolution", self.slide_id)
+            mpp = None
+        self.mpp = mpp
+
+    # -- geometry ---------------------------------------------------------------------------
+    @property
+    def level_count(self) -> int:
+        return len(self.level_dimensions)
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        return self.level_dimensions[0]
+
+    def level_mpp(self, level: int) -> float | None:
+        return None if self.mpp is None else self.mpp * self.level_downsamples[level]
+
+    def best_level_for_downsample(self, downsample: float) -> int:
+        """The lowest-resolution level that is still at least as fine as `downsample`."""
+        best = 0
+        for level, ds in enumerate(self.level_downsamples):
+            if ds <= downsample * (1 + 1e-6):
+                best = level
+        return best
+
+    def _check_region(self, xy_level0, level: int, size_px) -> tuple[int, int, int, int]:
+        if not 0 <= level < self.level_count:
+            raise SlideReadError(f"{self.path}: level {level} does not exist (slide has {self.level_count})")
+        x, y = (int(v) for v in xy_level0)
+        w, h = (int(v) for v in size_px)
+        if w <= 0 or h <= 0:
+            raise SlideReadError(f"{self.path}: region size must be positive, got {w}x{h}")
+        return x, y, w, h
+
+    # -- whole-slide views -------------------------------------------------------------------
+    def read_downsampled(self, downsample: float, block_px: int = 4096) -> np.ndarray:
+        """The whole slide at `downsample` (level-0 px per output px), in bounded memory.
+
+        Reads the best pyramid level in blocks of at most block_px x block_px and shrinks each,
+        so even a single-level slide far larger than memory gives a thumbnail (slowly, but
+        correctly) while holding one block at a time.
+        """
+        import cv2
+
+        level = self.best_level_for_downsample(downsample)
+        lw, lh = self.level_dimensions[level]
+        lds = self.level_downsamples[level]
+        scale = lds / downsample  # output px per level px (<= 1)
+        out_w, out_h = max(1, round(self.dimensions[0] / downsample)), max(1, round(self.dimensions[1] / downsample))
+        out = np.empty((out_h, out_w, 3), np.uint8)
+        block_px = max(block_px, math.ceil(1 / scale))
+        for top in range(0, lh, block_px):
+            rows = min(block_px, lh - top)
+            o_top, o_bot = round(top * scale), min(out_h, round((top + rows) * scale))
+            if o_bot <= o_top:
+                continue
+            for left in range(0, lw, block_px):
+                cols = min(block_px, lw - left)
+                o_left, o_right = round(left * scale), min(out_w, round((left + cols) * scale))
+                if o_right <= o_left:
+                    continue
+                block = self.read_region((round(left * lds), round(top * lds)), level, (cols, rows))
+                out[o_top:o_bot, o_left:o_right] = cv2.resize(block, (o_right - o_left, o_bot - o_top),
+                                                              interpolation=cv2.INTER_AREA)
+        return out
+
+    def thumbnail(self, max_px: int = 1024) -> np.ndarray:
+        w, h = self.dimensions
+        return self.read_downsampled(max(1.0, max(w, h) / max_px))
+
+    def info(self) -> dict[str, Any]:
+        """Everything `histoflow info` prints, as plain JSON-able values."""
+        mag = self.objective_power
+        return {
+            "path": self.path, "slide_id": self.slide_id, "backend": self.backend, "vendor": self.vendor,
+            "mpp": self.mpp, "mpp_source": self.mpp_source, "objective_power": mag,
+            "levels": [{"level": i, "width": w, "height": h, "downsample": round(ds, 4),
+                        "mpp": None if self.mpp is None else round(self.mpp * ds, 5),
+                        "magnification": None if not mag else round(mag / ds, 3)}
+                       for i, ((w, h), ds) in enumerate(zip(self.level_dimensions, self.level_downsamples))],
+            "associated_images": self.associated_images,
+        }
+
+    def close(self) -> None:  # backends with OS handles override this
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __reduce__(self):
+        # Readers hold OS handles and caches: ship the recipe to reopen, never the handle.
+        return (open_slide, (self.path, self.backend, self.mpp if self.mpp_source == "override" else None))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.slide_id} {self.dimensions[0]}x{self.dimensions[1]} levels={self.level_count} mpp={self.mpp}>"
+
+
+def _is_tiff(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(4) in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def open_slide(path: str | Path, backend: str = "auto", mpp: float | None = None) -> BaseSlide:
+    """Open a slide with the named backend, or the first that can read it (`auto`).
+
+    auto: OpenSlide for every vendor format it recognises (svs, ndpi, mrxs, scn...); tifffile for
+    generic tiled TIFF (faster, same pixels) and for TIFFs OpenSlide refuses (strips, OME,
+    SubIFD pyramids); PIL for PNG/JPEG.
+    `mpp` overrides (or supplies missing) microns-per-pixel metadata.
+    """
+    if isinstance(path, np.ndarray):
+        from histoflow.slide.array import ArraySlide
+
+        return ArraySlide(path, mpp=mpp)
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown slide backend {backend!r}; expected one of {BACKENDS}")
+    p = Path(path)
+    if not p.exists():
+        raise SlideReadError(f"{p}: slide file not found")
+    if not p.is_file():
+        raise SlideReadError(f"{p}: not a file")
+    if p.stat().st_size == 0:
+        raise SlideReadError(f"{p}: slide file is empty")
+
+    if backend == "openslide":
+        from histoflow.slide.openslide import OpenSlideSlide
+
+        return OpenSlideSlide(p, mpp_override=mpp)
+    if backend == "tifffile":
+        from histoflow.slide.tiff import TiffSlide
+
+        return TiffSlide(p, mpp_override=mpp)
+    if backend == "image":
+        from histoflow.slide.image import ImageSlide
+
+        return ImageSlide(p, mpp_override=mpp)
+    if backend == "array":
+        raise ConfigError(f"{p}: the array backend takes a numpy array, not a file (use histoflow.slide.array.ArraySlide)")
+
+    tried = []
+    suffix = p.name.lower()
+    if not suffix.endswith(IMAGE_SUFFIXES):
+        from histoflow.slide.openslide import OpenSlideSlide, openslide_format
+
+        fmt = openslide_format(p)
+        if fmt == "generic-tiff":
+            # a plain tiled pyramid: tifffile decodes its tiles directly, measured 2-4x faster
+            # than OpenSlide here, with the same pixels; OpenSlide stays the fallback
+            try:
+                from histoflow.slide.tiff import TiffSlide
+
+                return TiffSlide(p, mpp_override=mpp)
+            except SlideReadError as exc:
+                log.info("%s: tifffile cannot read it (%s); using OpenSlide", p, exc)
+        if fmt is not None:
+            return OpenSlideSlide(p, mpp_override=mpp)
+        tried.append("openslide")
+        if _is_tiff(p):
+            from histoflow.slide.tiff import TiffSlide
+
+            return TiffSlide(p, mpp_override=mpp)
+        tried.append("tifffile")
+    from histoflow.slide.image import ImageSlide, pil_can_read
+
+    if pil_can_read(p):
+        return ImageSlide(p, mpp_override=mpp)
+    tried.append("image")
+    raise SlideReadError(f"{p}: unsupported or unreadable slide format (tried backends: {', '.join(tried)})")

@@ -1,0 +1,96 @@
+"""OpenSlide backend: svs, ndpi, mrxs, scn, vms, bif, generic tiled TIFF...
+
+openslide-python is imported here, not at package import, so histoflow imports without it.
+Each reader gets its own bounded tile cache: N workers x cache size is the memory a tiling
+job can spend on OpenSlide caches, whatever the slide size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from histoflow.errors import SlideReadError
+from histoflow.slide.base import BaseSlide
+
+CACHE_BYTES = 32 * 1024 * 1024  # per reader; OpenSlide's default is 1 GiB shared by the process
+
+
+def _openslide():
+    try:
+        import openslide
+    except ImportError as exc:  # pragma: no cover - a core dependency, missing only in odd installs
+        raise ImportError("OpenSlide is needed to read this slide: pip install openslide-python openslide-bin") from exc
+    return openslide
+
+
+def openslide_format(path: Path) -> str | None:
+    """OpenSlide's vendor name for the file ("aperio", "generic-tiff"...), None if it cannot read it."""
+    try:
+        return _openslide().OpenSlide.detect_format(str(path))
+    except Exception:  # detect_format raises on some unreadable files: that is a "no"
+        return None
+
+
+def openslide_can_read(path: Path) -> bool:
+    return openslide_format(path) is not None
+
+
+def _float(value) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if v > 0 else None
+
+
+def rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:
+    """OpenSlide returns RGBA with alpha 0 outside the scanned area: composite onto white glass."""
+    import cv2
+
+    alpha = cv2.extractChannel(rgba, 3)
+    if cv2.minMaxLoc(alpha)[0] == 255:  # the common case, kept cheap: OpenCV, no strided numpy
+        return cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB)
+    rgb = rgba[..., :3]
+    a = alpha[..., None].astype(np.uint16)
+    # OpenSlide's RGBA is not premultiplied (openslide-python un-premultiplies it)
+    return ((rgb.astype(np.uint16) * a + 255 * (255 - a)) // 255).astype(np.uint8)
+
+
+class OpenSlideSlide(BaseSlide):
+    backend = "openslide"
+
+    def __init__(self, path: str | Path, mpp_override: float | None = None, cache_bytes: int = CACHE_BYTES):
+        openslide = _openslide()
+        try:
+            self._slide = openslide.OpenSlide(str(path))
+        except openslide.OpenSlideError as exc:
+            raise SlideReadError(f"{path}: OpenSlide cannot open this slide ({exc})") from exc
+        try:
+            self._slide.set_cache(openslide.OpenSlideCache(cache_bytes))
+        except AttributeError:  # pragma: no cover - openslide-python < 1.3 has no per-slide cache
+            pass
+        props = dict(self._slide.properties)
+        mpp_x, mpp_y = _float(props.get("openslide.mpp-x")), _float(props.get("openslide.mpp-y"))
+        mpp = (mpp_x + mpp_y) / 2 if mpp_x and mpp_y else (mpp_x or mpp_y)
+        super().__init__(path, self._slide.level_dimensions, self._slide.level_downsamples, mpp,
+                         objective_power=_float(props.get("openslide.objective-power")),
+                         vendor=props.get("openslide.vendor"), properties=props,
+                         associated_images=sorted(self._slide.associated_images), mpp_override=mpp_override)
+
+    def read_region(self, xy_level0, level, size_px) -> np.ndarray:
+        x, y, w, h = self._check_region(xy_level0, level, size_px)
+        try:
+            img = self._slide.read_region((x, y), level, (w, h))
+        except Exception as exc:  # OpenSlideError (corrupt tile data), or a closed handle
+            raise SlideReadError(f"{self.path}: cannot read region x={x} y={y} level={level} size={w}x{h} ({exc})") from exc
+        return rgba_to_rgb(np.asarray(img))
+
+    def associated_image(self, name: str) -> np.ndarray:
+        if name not in self.associated_images:
+            raise SlideReadError(f"{self.path}: no associated image {name!r} (has {self.associated_images})")
+        return np.asarray(self._slide.associated_images[name].convert("RGB"))
+
+    def close(self) -> None:
+        self._slide.close()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import need_data
+from tests.conftest import need_data
 from histoflow.errors import ConfigError, SlideReadError
 from histoflow.slide import ArraySlide, SlideReader, open_slide
 from histoflow.slide.synthetic import write_synthetic_slide

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from conftest import need_data
+from tests.conftest import need_data
 from histoflow.errors import ConfigError, DataError
 from histoflow.preprocess import (
     HedJitter,

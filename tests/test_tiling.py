@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from conftest import REPO, need_data
+from tests.conftest import REPO, need_data
 from histoflow.errors import ConfigError, DataError
 from histoflow.slide import ArraySlide, open_slide
 from histoflow.slide.synthetic import write_synthetic_slide

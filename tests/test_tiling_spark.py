@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import REPO, need_data
+from tests.conftest import REPO, need_data
 from histoflow.slide.synthetic import write_synthetic_slide
 from histoflow.tiling import TileConfig, extract_tiles
 

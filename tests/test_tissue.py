@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import need_data
+from tests.conftest import need_data
 from histoflow.errors import ConfigError
 from histoflow.tiling.grid import _window_fractions
 from histoflow.tiling.tissue import mask_fraction, pen_mask, tissue_mask

@@ -246,5 +246,14 @@ def demo(
     raise typer.Exit(code or 0)
 
 
+from histoflow.cli_colour import register as _register_colour  # noqa: E402
+
+_register_colour(app)
+
+from histoflow.cli_slides import register as _register_slides  # noqa: E402
+
+_register_slides(app)
+
+
 def _main() -> None:  # pragma: no cover
     sys.exit(app())

@@ -21,6 +21,10 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+# after Strict: these models subclass it (histoflow.preprocess.config imports only pydantic)
+from histoflow.preprocess.config import HsvJitter, PreprocessConfig  # noqa: E402
+
+
 class SplitConfig(Strict):
     """How to split data that has no `split` column (or has only some splits)."""
     val_fraction: float = 0.15
@@ -93,6 +97,10 @@ class AugmentConfig(Strict):
     random_resized_crop: ResizedCrop | None = None
     gaussian_blur: Blur | None = None
     hed_jitter: HedJitter | None = None
+    hsv_jitter: HsvJitter | None = None
+    # dataset: per image in DataLoader workers (any transform). batch: vectorised on whole batches
+    # on the training device (GPU-friendly; on a small CPU per-image colour ops cost 1-15 ms each)
+    where: Literal["dataset", "batch"] = "dataset"
 
 
 class ModelConfig(Strict):
@@ -174,7 +182,7 @@ class RunConfig(Strict):
     normalize: NormalizeConfig = Field(default_factory=NormalizeConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    preprocess: dict[str, Any] = Field(default_factory=dict)  # stain normalisation / CLAHE
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)  # stain normalisation / CLAHE
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     tune: dict[str, Any] = Field(default_factory=dict)        # search space for `histoflow tune`
 

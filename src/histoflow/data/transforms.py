@@ -33,7 +33,10 @@ def dihedral_views(batch: torch.Tensor) -> list[torch.Tensor]:
 
 
 def build_transform(cfg: AugmentConfig, image_px: int) -> v2.Compose | None:
-    """The training-time augmentation for a policy; None when the policy is empty."""
+    """The per-image training augmentation of a policy; None when it is empty or runs on
+    batches (augment.where: batch, see histoflow.data.batch_augment)."""
+    if cfg.where == "batch":
+        return None
     steps: list[torch.nn.Module] = []
     if cfg.random_resized_crop is not None:
         c = cfg.random_resized_crop
@@ -55,10 +58,15 @@ def build_transform(cfg: AugmentConfig, image_px: int) -> v2.Compose | None:
                                 saturation=j.saturation or None, hue=j.hue or None)
         steps.append(v2.RandomApply([jitter], p=j.p) if j.p < 1 else jitter)
     if cfg.hed_jitter is not None:
-        from histoflow.preprocess.stain import HedJitter
+        from histoflow.preprocess.augment import HedJitter
 
         h = cfg.hed_jitter
         steps.append(v2.RandomApply([HedJitter(sigma=h.sigma, bias=h.bias)], p=h.p))
+    if cfg.hsv_jitter is not None:
+        from histoflow.preprocess.augment import HsvJitter
+
+        j = cfg.hsv_jitter
+        steps.append(v2.RandomApply([HsvJitter(hue=j.hue, saturation=j.saturation, value=j.value)], p=j.p))
     if cfg.gaussian_blur is not None:
         b = cfg.gaussian_blur
         k = b.kernel_px if b.kernel_px % 2 else b.kernel_px + 1

@@ -144,7 +144,13 @@ def _fit_lightning(cfg, model, weights, train_loader, val_loader, run_dir, save,
     )
     ckpt_path = str(ckpt_dir / "last.ckpt") if resume else None
     freeze = cfg.model.freeze
-    module = ClassifierModule(model, t, weights, channels_last=cfg.model.channels_last, frozen_backbone=freeze != "none")
+    batch_augment = None
+    if cfg.augment.where == "batch":
+        from histoflow.data.batch_augment import BatchAugment
+
+        batch_augment = BatchAugment(cfg.augment)
+    module = ClassifierModule(model, t, weights, channels_last=cfg.model.channels_last, frozen_backbone=freeze != "none",
+                              batch_augment=batch_augment)
     module.run_dir = run_dir
     if freeze in ("backbone", "head_then_full"):
         set_backbone_trainable(model, False)

@@ -17,9 +17,10 @@ from histoflow.models.classifier import Classifier
 
 class ClassifierModule(L.LightningModule):
     def __init__(self, model: Classifier, train_cfg: TrainConfig, class_weights: torch.Tensor | None = None,
-                 channels_last: bool = True, frozen_backbone: bool = False):
+                 channels_last: bool = True, frozen_backbone: bool = False, batch_augment: nn.Module | None = None):
         super().__init__()
         self.model = model
+        self.batch_augment = batch_augment  # augment.where: batch
         self.cfg = train_cfg
         self.channels_last = channels_last
         self.frozen_backbone = frozen_backbone
@@ -63,6 +64,8 @@ class ClassifierModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
+        if self.batch_augment is not None:
+            x = self.batch_augment(x)
         loss = self.loss(self(x), y)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
         return loss

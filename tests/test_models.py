@@ -1,0 +1,72 @@
+"""Model registry, timm backbones, concat ensemble, local weights and freeze policies."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from histoflow.config import ModelConfig
+from histoflow.errors import CheckpointError, ConfigError
+from histoflow.models import create_model, list_models, register_model
+from histoflow.models.factory import set_backbone_trainable, trainable_parameters
+
+X = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+
+
+def test_builtin_models_listed_and_duplicates_refused():
+    names = list_models()
+    assert {"simple_cnn", "logistic_regression", "concat"} <= set(names)
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("simple_cnn")(lambda **_: None)
+
+
+def test_unknown_model_lists_closest_names():
+    with pytest.raises(ConfigError, match=r"unknown model 'densenet12'.*densenet121"):
+        create_model("densenet12", 2)
+
+
+@pytest.mark.parametrize("name,classes,outputs", [("simple_cnn", 2, 1), ("simple_cnn", 4, 4), ("resnet18", 3, 3),
+                                                  ("densenet121", 2, 1), ("logistic_regression", 2, 1)])
+def test_forward_shapes_and_gradcam_layer(name, classes, outputs):
+    model = create_model(name, classes).eval()
+    logits = model(X)
+    assert logits.shape == (2, outputs)
+    probs = model.probabilities(logits)
+    assert probs.shape == (2, classes) and torch.allclose(probs.sum(1), torch.ones(2))
+    assert isinstance(model.gradcam_layer, torch.nn.Module)
+
+
+def test_concat_ensemble_concatenates_features():
+    cfg = ModelConfig(name="concat", params={"backbones": ["resnet18", "simple_cnn"], "member_params": {"simple_cnn": {"widths": [8, 16]}}})
+    model = create_model(cfg, 2).eval()
+    assert model.backbone.num_features == 512 + 16
+    assert model(X).shape == (2, 1)
+    with pytest.raises(ConfigError, match="at least two"):
+        create_model(ModelConfig(name="concat", params={"backbones": ["resnet18"]}), 2)
+
+
+def test_local_timm_state_dict_loads_into_backbone(tmp_path):
+    import timm
+
+    source = timm.create_model("resnet18", num_classes=1000)
+    torch.save(source.state_dict(), tmp_path / "resnet18_imagenet.pth")  # as a user would download once
+    model = create_model(ModelConfig(name="resnet18", weights=str(tmp_path / "resnet18_imagenet.pth")), 2)
+    assert torch.equal(model.backbone.model.conv1.weight, source.conv1.weight)
+    with pytest.raises(CheckpointError, match="no tensor matches"):
+        create_model(ModelConfig(name="simple_cnn", weights=str(tmp_path / "resnet18_imagenet.pth")), 2)
+    with pytest.raises(CheckpointError, match="weights file not found"):
+        create_model(ModelConfig(name="resnet18", weights=str(tmp_path / "missing.pth")), 2)
+
+
+def test_pretrained_offline_fails_fast_with_advice(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConfigError, match="cannot load pretrained weights.*model.weights: PATH"):
+        create_model(ModelConfig(name="resnet18", pretrained=True), 2)
+
+
+def test_freeze_backbone_leaves_only_head_trainable():
+    model = create_model("resnet18", 2)
+    set_backbone_trainable(model, False)
+    assert trainable_parameters(model) == 512 + 1
+    set_backbone_trainable(model, True)
+    assert trainable_parameters(model) > 11_000_000

@@ -62,8 +62,13 @@ def _progress_bar() -> list:
         return [TQDMProgressBar()]
 
 
-def fit(cfg: RunConfig, out: str | Path, resume: bool = False, evaluate_after: bool = True) -> Path:
-    """Train per `cfg` into folder `out`; returns the run folder."""
+def fit(cfg: RunConfig, out: str | Path, resume: bool = False, evaluate_after: bool = True,
+        callbacks: list | None = None, loggers: list | None = None) -> Path:
+    """Train per `cfg` into folder `out`; returns the run folder.
+
+    `callbacks` / `loggers` are extra Lightning callbacks and loggers (e.g. Optuna pruning,
+    MLflow); TensorBoard is always written.
+    """
     run_dir = Path(out)
     ckpt_dir = run_dir / "checkpoints"
     if resume and not (ckpt_dir / "last.ckpt").exists():
@@ -97,18 +102,27 @@ def fit(cfg: RunConfig, out: str | Path, resume: bool = False, evaluate_after: b
         save("best.pt", {"epoch": 0, **info})
         save("last.pt", {"epoch": 0, **info})
     else:
-        _fit_lightning(cfg, model, weights, train_loader, val_loader, run_dir, save, resume)
+        if cfg.tracking.backend != "none":
+            from histoflow.tracking import tracking_loggers
+
+            loggers = [*(loggers or []), *tracking_loggers(cfg, run_dir)]
+        _fit_lightning(cfg, model, weights, train_loader, val_loader, run_dir, save, resume,
+                       list(callbacks or []), list(loggers or []))
 
     wall = time.perf_counter() - started
     log.info("training took %.0f s", wall)
     if evaluate_after:
         from histoflow.evaluate.run import evaluate_run
 
-        evaluate_run(run_dir, data, tta=t.tta, train_seconds=wall)
+        results = evaluate_run(run_dir, data, tta=t.tta, train_seconds=wall)
+        if cfg.tracking.backend != "none":
+            from histoflow.tracking import finish_tracking
+
+            finish_tracking(cfg, run_dir, results)
     return run_dir
 
 
-def _fit_lightning(cfg, model, weights, train_loader, val_loader, run_dir, save, resume):
+def _fit_lightning(cfg, model, weights, train_loader, val_loader, run_dir, save, resume, extra_callbacks, extra_loggers):
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -126,6 +140,7 @@ def _fit_lightning(cfg, model, weights, train_loader, val_loader, run_dir, save,
                         every_n_train_steps=max(1, steps_per_epoch // 4)),
         ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True, save_on_train_epoch_end=True),
         *_progress_bar(),
+        *extra_callbacks,
     ]
     if t.early_stopping:
         e = t.early_stopping
@@ -135,7 +150,7 @@ def _fit_lightning(cfg, model, weights, train_loader, val_loader, run_dir, save,
         accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
         precision=resolve_precision(t.precision, t.accelerator),
         deterministic=t.deterministic,
-        logger=TensorBoardLogger(run_dir, name="tb", version=""),
+        logger=[TensorBoardLogger(run_dir, name="tb", version=""), *extra_loggers],
         callbacks=callbacks, enable_model_summary=False, log_every_n_steps=10,
         num_sanity_val_steps=0, default_root_dir=run_dir,
         limit_train_batches=t.max_steps_per_epoch or 1.0,
@@ -165,7 +180,7 @@ def _fit_lightning(cfg, model, weights, train_loader, val_loader, run_dir, save,
         remaining = t.epochs - head_epochs
         if remaining <= 0:
             return
-        trainer_kw["logger"] = TensorBoardLogger(run_dir, name="tb", version="full")
+        trainer_kw["logger"] = [TensorBoardLogger(run_dir, name="tb", version="full"), *extra_loggers]
         trainer = L.Trainer(max_epochs=remaining, **trainer_kw)
         trainer.fit(module, train_loader, val_loader)
         return

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from histoflow.errors import HistoflowError
+from histoflow.errors import ConfigError, HistoflowError
 
 app = typer.Typer(help="histoflow: computational pathology from patches and whole slides.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -179,7 +179,12 @@ def train(
         overrides.append(f"train.strategy={strategy}")
 
     def work():
-        cfg = load_config(config, overrides)
+        cfg_path = config
+        if resume and cfg_path is None:
+            if out is None:
+                raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
+            cfg_path = out / "config.yaml"  # continue with exactly what ran
+        cfg = load_config(cfg_path, overrides)
         run_dir = out or Path("runs") / cfg.name
         fit(cfg, run_dir, resume=resume)
         return run_dir
@@ -257,3 +262,7 @@ _register_slides(app)
 
 def _main() -> None:  # pragma: no cover
     sys.exit(app())
+
+
+if __name__ == "__main__":  # python -m histoflow.cli (used by DDP launchers and tests)
+    _main()

@@ -43,6 +43,7 @@ class DataConfig(Strict):
     label_column: str = "label"
     label_pattern: str | None = None   # regex with one group: label from file name (flat folders)
     image_px: int = 96
+    crop_px: int | None = None        # centre crop after sizing (PCam: the label is the central 32 px)
     size_policy: Literal["resize", "pad", "raise"] = "resize"
     non_rgb: Literal["convert", "raise"] = "convert"
     on_error: Literal["raise", "skip"] = "raise"

@@ -53,7 +53,7 @@ class PatchDataset(Dataset):
 
     def __init__(self, manifest: Manifest, image_px: int | None = None, transform: Callable | None = None,
                  size_policy: str = "resize", non_rgb: str = "convert", cache: str = "none",
-                 class_names: list[str] | None = None):
+                 class_names: list[str] | None = None, crop_px: int | None = None):
         if size_policy not in SIZE_POLICIES:
             raise ConfigError(f"size_policy must be one of {SIZE_POLICIES}, got {size_policy!r}")
         self.class_names = list(class_names or manifest.class_names)
@@ -66,6 +66,9 @@ class PatchDataset(Dataset):
         self.items = frame["item"].to_numpy(dtype=np.int64)
         self.labels = np.array([index.get(lbl, -1) for lbl in frame["label"]], dtype=np.int64)
         self.image_px = image_px
+        if crop_px is not None and image_px is not None and crop_px > image_px:
+            raise ConfigError(f"data.crop_px ({crop_px}) must not exceed data.image_px ({image_px})")
+        self.crop_px = crop_px
         self.transform = transform
         self.size_policy = size_policy
         self.non_rgb = non_rgb
@@ -88,7 +91,12 @@ class PatchDataset(Dataset):
             return self._cache[i]
         path, item = self.path(i), int(self.items[i])
         img = self._read_h5(path, item) if item >= 0 else read_image(path, self.non_rgb)
-        return fit_size(img, self.image_px, self.size_policy, path)
+        img = fit_size(img, self.image_px, self.size_policy, path)
+        if self.crop_px:  # centre crop, e.g. PCam's label lives in the central 32x32 px
+            top = (img.shape[0] - self.crop_px) // 2
+            left = (img.shape[1] - self.crop_px) // 2
+            img = img[top:top + self.crop_px, left:left + self.crop_px]
+        return img
 
     def _read_h5(self, path: str, item: int) -> np.ndarray:
         handle = self._h5.get(path)
@@ -102,7 +110,8 @@ class PatchDataset(Dataset):
         if self.image_px is None:
             raise ConfigError("data.cache: memory needs data.image_px (images are stored at one size)")
         n = len(self)
-        out = np.empty((n, self.image_px, self.image_px, 3), dtype=np.uint8)
+        side = self.crop_px or self.image_px
+        out = np.empty((n, side, side, 3), dtype=np.uint8)
         log.info("caching %d images in memory (%.0f MB)", n, out.nbytes / 1e6)
         for i in range(n):
             out[i] = self.load(i)
@@ -118,3 +127,18 @@ class PatchDataset(Dataset):
         state = self.__dict__.copy()
         state["_h5"] = {}  # never pickle open HDF5 handles (spawned workers reopen them)
         return state
+
+
+def dataset_for_checkpoint(manifest: Manifest, meta: dict, labelled: bool = True) -> PatchDataset:
+    """A dataset prepared exactly as the checkpoint's training data was (size, crop, colour
+    policy); labels are mapped onto the checkpoint's classes, and unknown classes are an error."""
+    known = list(meta["class_names"])
+    if labelled:
+        unknown = sorted(set(manifest.frame["label"]) - set(known) - {""})
+        if unknown:
+            raise DataError(f"{manifest.source}: class(es) {unknown} are not known to the model (it knows {known})")
+    else:
+        manifest = Manifest(manifest.frame.assign(label=""), known, manifest.format, manifest.source)
+    data_cfg = meta.get("run_config", {}).get("data", {})
+    return PatchDataset(manifest, image_px=meta["image_px"], size_policy=data_cfg.get("size_policy", "resize"),
+                        non_rgb=data_cfg.get("non_rgb", "convert"), class_names=known, crop_px=data_cfg.get("crop_px"))

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from histoflow.checkpoint import load_checkpoint
-from histoflow.data.datasets import PatchDataset
-from histoflow.data.manifest import Manifest, read_manifest
+from histoflow.data.datasets import PatchDataset, dataset_for_checkpoint
+from histoflow.data.manifest import read_manifest
 from histoflow.errors import DataError
 from histoflow.evaluate import plots
 from histoflow.evaluate.metrics import compute_metrics
@@ -27,17 +27,6 @@ def write_json(path: Path, payload: dict) -> Path:
     tmp.write_text(json.dumps(payload, indent=2))
     tmp.replace(path)
     return path
-
-
-def dataset_for_checkpoint(manifest: Manifest, meta: dict, workers_cache: str = "none") -> PatchDataset:
-    """A dataset whose labels are mapped onto the checkpoint's classes; unknown classes are an error."""
-    known = list(meta["class_names"])
-    unknown = sorted(set(manifest.frame["label"]) - set(known) - {""})
-    if unknown:
-        raise DataError(f"{manifest.source}: class(es) {unknown} are not known to the model (it knows {known})")
-    cfg = meta.get("run_config", {}).get("data", {})
-    return PatchDataset(manifest, image_px=meta["image_px"], size_policy=cfg.get("size_policy", "resize"),
-                        non_rgb=cfg.get("non_rgb", "convert"), class_names=known)
 
 
 def evaluate_split(model, meta: dict, dataset: PatchDataset, out_dir: Path, name: str, tta: bool,

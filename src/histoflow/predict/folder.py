@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from histoflow.checkpoint import load_checkpoint
-from histoflow.data.datasets import PatchDataset
+from histoflow.data.datasets import dataset_for_checkpoint
 from histoflow.data.manifest import read_manifest
 from histoflow.predict.patches import predict_dataset
 
@@ -17,14 +17,8 @@ def predict_to_csv(checkpoint: Path, data_path: Path, out_csv: Path, tta: bool =
     """One row per image: path, p_<class>..., predicted label (and the true label when known)."""
     model, meta = load_checkpoint(checkpoint)
     manifest = read_manifest(data_path, format=format)
-    cfg = meta.get("run_config", {}).get("data", {})
     frame = manifest.frame.copy()
-    unlabelled = manifest.frame.assign(label="")  # labels are not needed to predict
-    from histoflow.data.manifest import Manifest
-
-    dataset = PatchDataset(Manifest(unlabelled, manifest.class_names, manifest.format, manifest.source),
-                           image_px=meta["image_px"], size_policy=cfg.get("size_policy", "resize"),
-                           non_rgb=cfg.get("non_rgb", "convert"), class_names=meta["class_names"])
+    dataset = dataset_for_checkpoint(manifest, meta, labelled=False)  # labels are not needed to predict
     probs = predict_dataset(model, dataset, batch_size=batch_size, workers=workers, tta=tta, progress=True)
     names = meta["class_names"]
     out = pd.DataFrame({"path": frame["path"]})

@@ -37,6 +37,8 @@ class HistoryWriter(L.Callback):
         self._start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, pl_module):
+        if not trainer.is_global_zero:  # one writer under DDP
+            return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train_", "val_"))}
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
         row = {"epoch": trainer.current_epoch, **metrics, "lr": lr, "seconds": round(time.perf_counter() - self._start, 2)}
@@ -72,7 +74,7 @@ class HistoflowCheckpoint(L.Callback):
         self.best = state.get("best")
 
     def on_validation_end(self, trainer, pl_module):
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or not trainer.is_global_zero:
             return
         value = trainer.callback_metrics.get(self.monitor)
         if value is None or not math.isfinite(float(value)):
@@ -84,4 +86,5 @@ class HistoflowCheckpoint(L.Callback):
             self.save_fn("best.pt", {"epoch": trainer.current_epoch, self.monitor: value})
 
     def on_train_epoch_end(self, trainer, pl_module):
-        self.save_fn("last.pt", {"epoch": trainer.current_epoch})
+        if trainer.is_global_zero:
+            self.save_fn("last.pt", {"epoch": trainer.current_epoch})

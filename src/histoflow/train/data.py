@@ -97,8 +97,8 @@ def build_run_data(cfg: RunConfig, run_dir: Path | None = None) -> RunData:
     mean, std = normalisation(cfg, train_m)
     d = cfg.data
     common = dict(image_px=d.image_px, size_policy=d.size_policy, non_rgb=d.non_rgb, cache=d.cache,
-                  class_names=manifest.class_names)
-    train = PatchDataset(train_m, transform=build_transform(cfg.augment, d.image_px), **common)
+                  class_names=manifest.class_names, crop_px=d.crop_px)
+    train = PatchDataset(train_m, transform=build_transform(cfg.augment, d.crop_px or d.image_px), **common)
     val = PatchDataset(manifest.split("val"), **common) if "val" in manifest.splits else None
     test = PatchDataset(manifest.split("test"), **common) if "test" in manifest.splits else None
     return RunData(manifest, manifest.class_names, train, val, test, mean, std)

@@ -110,6 +110,10 @@ def fit(cfg: RunConfig, out: str | Path, resume: bool = False, evaluate_after: b
                        list(callbacks or []), list(loggers or []))
 
     wall = time.perf_counter() - started
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank != 0:  # DDP: other ranks stop here; rank 0 evaluates and writes
+        return run_dir
     log.info("training took %.0f s", wall)
     if evaluate_after:
         from histoflow.evaluate.run import evaluate_run

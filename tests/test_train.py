@@ -1,0 +1,212 @@
+"""Training end to end on tiny subsets of real PCam patches: outputs, determinism, resume,
+NaN loss, bad checkpoints, multi-class, baselines, freezing, evaluate/predict."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from histoflow.checkpoint import load_checkpoint, read_checkpoint
+from histoflow.config import load_config
+from histoflow.errors import CheckpointError, ConfigError, DataError, TrainingError
+from histoflow.evaluate.run import evaluate_checkpoint
+from histoflow.predict.folder import predict_to_csv
+from histoflow.train.fit import fit
+from tests.conftest import need_data
+
+TINY = ["data.max_per_split=48", "data.image_px=32", "model.params={widths: [8, 16], depth: 1}",
+        "train.epochs=2", "train.batch_size=16", "data.num_workers=0", "normalize.kind=imagenet",
+        "train.optimizer.lr=0.01"]
+
+
+def tiny(*extra, data=None):
+    return load_config(None, [f"data.path={data or need_data('pcam')}", *TINY, *extra])
+
+
+def test_fit_writes_a_complete_run_folder(tmp_path):
+    run = fit(tiny("augment.dihedral=true", "train.tta=true"), tmp_path / "run")
+    for name in ("config.yaml", "splits.csv", "history.csv", "metrics.json", "checkpoints/best.pt",
+                 "checkpoints/last.pt", "checkpoints/last.ckpt", "report/roc_val.png", "report/training_curves.png"):
+        assert (run / name).exists(), name
+    history = pd.read_csv(run / "history.csv")
+    assert history["epoch"].tolist() == [0, 1] and {"train_loss", "val_loss", "val_auc"} <= set(history.columns)
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("n", "auc", "pr_auc", "accuracy", "balanced_accuracy", "precision", "recall", "specificity",
+                "f1", "confusion_matrix", "threshold"):
+        assert key in metrics["val"], key
+    assert metrics["val"]["n"] == 48 and "val_tta" in metrics
+    _, meta = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert meta["class_names"] == ["0", "1"] and meta["image_px"] == 32
+    assert meta["model_config"]["name"] == "simple_cnn" and meta["histoflow_version"]
+    splits = pd.read_csv(run / "splits.csv")
+    assert set(splits["split"]) == {"train", "val"}
+
+
+def test_same_seed_same_weights(tmp_path):
+    a = fit(tiny(), tmp_path / "a", evaluate_after=False)
+    b = fit(tiny(), tmp_path / "b", evaluate_after=False)
+    c = fit(tiny("seed=7"), tmp_path / "c", evaluate_after=False)
+    sa, sb, sc = (read_checkpoint(r / "checkpoints" / "last.pt")["state_dict"] for r in (a, b, c))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_existing_run_needs_resume(tmp_path):
+    fit(tiny("train.epochs=1"), tmp_path / "run", evaluate_after=False)
+    with pytest.raises(ConfigError, match="already holds a run; pass --resume"):
+        fit(tiny("train.epochs=1"), tmp_path / "run")
+    with pytest.raises(ConfigError, match="no .*last.ckpt to resume from"):
+        fit(tiny(), tmp_path / "other", resume=True)
+
+
+class PoisonWeights:
+    """Simulates a numeric blow-up: weights become NaN at the start of epoch 1."""
+
+    def __new__(cls):
+        import lightning as L
+
+        class _Poison(L.Callback):
+            def on_train_epoch_start(self, trainer, pl_module):
+                if trainer.current_epoch == 1:
+                    with torch.no_grad():
+                        for p in pl_module.model.head.parameters():
+                            p.fill_(float("nan"))
+
+        return _Poison()
+
+
+def test_nan_loss_stops_clearly_and_keeps_last_good_checkpoint(tmp_path):
+    with pytest.raises(TrainingError, match=r"loss became nan at epoch 1, batch 0.*last good checkpoint"):
+        fit(tiny("train.epochs=3"), tmp_path / "run", callbacks=[PoisonWeights()])
+    model, meta = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
+    assert meta["epoch"] == 0
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_bad_checkpoints(tmp_path):
+    run = fit(tiny("train.epochs=1"), tmp_path / "run", evaluate_after=False)
+    blob = torch.load(run / "checkpoints" / "best.pt", weights_only=False)
+    blob["format_version"] = 99
+    torch.save(blob, tmp_path / "future.pt")
+    with pytest.raises(CheckpointError, match="checkpoint format 99 .* cannot be read"):
+        load_checkpoint(tmp_path / "future.pt")
+    blob["format_version"] = 1
+    blob["model_config"]["params"] = {"widths": [8, 32]}
+    torch.save(blob, tmp_path / "other_arch.pt")
+    with pytest.raises(CheckpointError, match="weights do not fit architecture 'simple_cnn'"):
+        load_checkpoint(tmp_path / "other_arch.pt")
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "bare.pt")
+    with pytest.raises(CheckpointError, match="not a histoflow checkpoint"):
+        load_checkpoint(tmp_path / "bare.pt")
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_evaluate_rejects_unknown_classes_and_resizes_other_sizes(tmp_path):
+    run = fit(tiny("train.epochs=1"), tmp_path / "run", evaluate_after=False)
+    ckpt = run / "checkpoints" / "best.pt"
+    with pytest.raises(DataError, match=r"class\(es\) \['benign', 'malignant'\] are not known to the model \(it knows \['0', '1'\]\)"):
+        evaluate_checkpoint(ckpt, need_data("breakhis"), tmp_path / "ev")
+    # IDC patches are 50 px (one 32x50); the 32 px model resizes them as its checkpoint says
+    result = evaluate_checkpoint(ckpt, need_data("idc", "8975"), tmp_path / "idc")
+    assert result["data"]["n"] == 103 and 0 <= result["data"]["auc"] <= 1
+
+
+def test_predict_on_bare_unlabelled_folder(tmp_path):
+    run = fit(tiny("train.epochs=1"), tmp_path / "run", evaluate_after=False)
+    frame = predict_to_csv(run / "checkpoints" / "best.pt", need_data("kaggle_hcd"), tmp_path / "p.csv", tta=True)
+    assert len(frame) == 18 and list(frame.columns) == ["path", "p_0", "p_1", "predicted"]
+    assert ((frame["p_0"] + frame["p_1"] - 1).abs() < 1e-5).all()
+    assert pd.read_csv(tmp_path / "p.csv").shape == (18, 4)
+
+
+def test_multiclass_cross_entropy(tmp_path):
+    rows = []
+    for label, folder in (("normal", need_data("pcam", "valid", "0")), ("tumour", need_data("pcam", "valid", "1"))):
+        rows += [(str(p), label) for p in sorted(folder.glob("*.jpg"))[:30]]
+    rows += [(str(p), "breast") for p in sorted(need_data("breakhis").rglob("*.png"))[:30]]
+    pd.DataFrame(rows, columns=["path", "label"]).to_csv(tmp_path / "m.csv", index=False)
+    cfg = tiny("data.split.test_fraction=0.2", "data.split.val_fraction=0.2", "train.label_smoothing=0.1",
+               "data.balance.loss_weights=true", data=tmp_path / "m.csv")
+    run = fit(cfg, tmp_path / "run")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics) >= {"val", "test"}
+    assert set(metrics["val"]["per_class"]) == {"breast", "normal", "tumour"}
+    assert {"f1_macro", "f1_weighted"} <= set(metrics["val"])
+    model, _ = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert model.num_outputs == 3
+
+
+def test_logistic_regression_baseline_beats_chance(tmp_path):
+    cfg = load_config(None, [f"data.path={need_data('pcam')}", "data.max_per_split=400", "data.num_workers=0",
+                             "model.name=logistic_regression", "normalize.kind=imagenet"])
+    run = fit(cfg, tmp_path / "run")
+    auc = json.loads((run / "metrics.json").read_text())["val"]["auc"]
+    assert auc > 0.7  # colour histograms carry real signal on PCam (about 0.86 on the full data)
+
+
+def test_freeze_backbone_keeps_backbone_weights(tmp_path):
+    base = fit(tiny("train.epochs=1"), tmp_path / "base", evaluate_after=False)
+    cfg = tiny("model.freeze=backbone", f"model.weights={base / 'checkpoints' / 'best.pt'}")
+    run = fit(cfg, tmp_path / "frozen", evaluate_after=False)
+    before = read_checkpoint(base / "checkpoints" / "best.pt")["state_dict"]
+    after = read_checkpoint(run / "checkpoints" / "last.pt")["state_dict"]
+    backbone = [k for k in before if k.startswith("backbone.")]
+    assert backbone and all(torch.equal(before[k], after[k]) for k in backbone)
+    assert not torch.equal(before["head.1.weight"], after["head.1.weight"])
+
+
+def test_head_then_full_unfreezes(tmp_path):
+    base = fit(tiny("train.epochs=1"), tmp_path / "base", evaluate_after=False)
+    cfg = tiny("model.freeze=head_then_full", "model.head_epochs=1", "train.epochs=2",
+               f"model.weights={base / 'checkpoints' / 'best.pt'}")
+    run = fit(cfg, tmp_path / "run", evaluate_after=False)
+    before = read_checkpoint(base / "checkpoints" / "best.pt")["state_dict"]
+    after = read_checkpoint(run / "checkpoints" / "last.pt")["state_dict"]
+    assert not torch.equal(before["backbone.body.0.weight"], after["backbone.body.0.weight"])
+    assert len(pd.read_csv(run / "history.csv")) == 2
+
+
+def _train_cmd(out, *extra):
+    return [sys.executable, "-m", "histoflow.cli", "--quiet", "train", "--out", str(out),
+            "--set", f"data.path={need_data('pcam')}", *sum((["--set", o] for o in TINY + list(extra)), [])]
+
+
+@pytest.mark.slow
+def test_kill_mid_training_then_resume(tmp_path):
+    out = tmp_path / "run"
+    cmd = _train_cmd(out, "train.epochs=12", "data.max_per_split=400")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while not (out / "history.csv").exists() or len(pd.read_csv(out / "history.csv")) < 2:
+        assert time.time() < deadline and proc.poll() is None, "training did not reach epoch 2"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # no chance to clean up: like a power cut
+    proc.wait()
+    done_before = len(pd.read_csv(out / "history.csv"))
+    assert done_before < 12
+    result = subprocess.run([sys.executable, "-m", "histoflow.cli", "--quiet", "train", "--out", str(out), "--resume"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    history = pd.read_csv(out / "history.csv")
+    assert history["epoch"].tolist() == list(range(12))
+    assert json.loads((out / "metrics.json").read_text())["val"]["n"] == 400
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_gloo(tmp_path):
+    out = tmp_path / "ddp"
+    result = subprocess.run(_train_cmd(out, "train.accelerator=cpu", "train.devices=2", "train.strategy=ddp"),
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert len(pd.read_csv(out / "history.csv")) == 2
+    assert (out / "metrics.json").exists()

@@ -96,3 +96,22 @@ def fit_temperature(y: np.ndarray, probs: np.ndarray, source: str = "validation 
 
 def calibration_summary(y, probs, n_bins: int = 10) -> dict:
     return {"ece": expected_calibration_error(y, probs), "reliability": reliability_curve(y, probs, n_bins)}
+
+
+def reliability_plot(summary: dict, path, title: str = "Reliability") -> "Path | None":
+    """Observed frequency against predicted probability per bin, with the ECE in the title."""
+    from pathlib import Path
+
+    from histoflow.evaluate.plots import _save, plt
+
+    rel = summary.get("reliability") or {}
+    if not rel.get("mean_predicted"):
+        return None
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=0.8, label="perfectly calibrated")
+    ax.plot(rel["mean_predicted"], rel["observed"], marker="o", label=rel["kind"])
+    ece = summary.get("ece")
+    ax.set(xlabel="mean predicted probability", ylabel="observed frequency", xlim=(0, 1), ylim=(0, 1.02),
+           title=f"{title} (ECE {ece:.3f})" if ece is not None else title)
+    ax.legend(loc="upper left", fontsize=8)
+    return _save(fig, Path(path))

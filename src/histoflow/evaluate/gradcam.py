@@ -47,6 +47,19 @@ def _targets(model, classes: np.ndarray) -> list:
     return [ClassifierOutputTarget(int(c)) for c in classes]
 
 
+def _leave_inference_mode(model) -> None:
+    """Clone parameters/buffers that became inference tensors (e.g. `predict_batches` moves the
+    model to channels_last under torch.inference_mode); autograd refuses to save those."""
+    with torch.no_grad():
+        for module in model.modules():
+            for name, t in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+                if t is not None and t.is_inference():
+                    if isinstance(t, torch.nn.Parameter):
+                        module._parameters[name] = torch.nn.Parameter(t.clone(), requires_grad=t.requires_grad)
+                    else:
+                        module._buffers[name] = t.clone()
+
+
 def explain_images(model, images: np.ndarray, classes=None, method: str = "gradcam", batch_size: int = 16,
                    device: torch.device | str = "cpu") -> np.ndarray:
     """(N, H, W) maps in [0, 1] for uint8 images (N, H, W, 3), explaining `classes` (default: predicted)."""
@@ -59,6 +72,7 @@ def explain_images(model, images: np.ndarray, classes=None, method: str = "gradc
         raise ConfigError(f"{type(model.backbone).__name__}: this model has no spatial feature map to explain "
                           f"(Grad-CAM needs a convolutional backbone)")
     model = model.eval().to(device)
+    _leave_inference_mode(model)
     out = []
     with cam_cls(model=model, target_layers=[layer]) as cam:
         for start in range(0, len(images), batch_size):

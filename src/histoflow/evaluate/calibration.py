@@ -76,7 +76,7 @@ def fit_temperature(y: np.ndarray, probs: np.ndarray, source: str = "validation 
     if len(np.unique(y)) < 2:
         raise DataError(f"{source}: one class only; a temperature fitted on it would be meaningless")
     z = logits_from_probs(probs)
-    target = torch.as_tensor(y, dtype=torch.float64 if z.ndim == 1 else torch.long)
+    target = torch.as_tensor(np.array(y), dtype=torch.float64 if z.ndim == 1 else torch.long)
     log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
     loss_fn = torch.nn.BCEWithLogitsLoss() if z.ndim == 1 else torch.nn.CrossEntropyLoss()

@@ -43,7 +43,7 @@ def rates_at(y: np.ndarray, p_pos: np.ndarray, threshold: float) -> dict:
     ppv = skm.precision_score(y, pred, pos_label=1, zero_division=0) if called_pos else None
     npv = skm.precision_score(y, pred, pos_label=0, zero_division=0) if called_neg else None
     return {
-        "threshold": _r(threshold), "sensitivity": _r(sens), "specificity": _r(spec), "ppv": _r(ppv), "npv": _r(npv),
+        "threshold": float(threshold), "sensitivity": _r(sens), "specificity": _r(spec), "ppv": _r(ppv), "npv": _r(npv),
         "negatives_spared": _r(spec), "workload_spared": _r(called_neg / len(y)) if len(y) else None,
         "tp": int(tp), "fp": int(fp), "fn": int(fn), "tn": int(tn),
     }
@@ -151,6 +151,6 @@ def bootstrap_ci(y, p_pos, thresholds: dict[str, float], groups=None, n_boot: in
         out["notes"].append("AUC confidence interval undefined: too few resamples hold both classes")
     elif skipped:
         out["notes"].append(f"{skipped} of {n_boot} resamples held one class only and were skipped for AUC")
-    out["thresholds"] = {name: {"threshold": _r(t), "sensitivity": ci(sens[name]), "specificity": ci(spec[name])}
+    out["thresholds"] = {name: {"threshold": float(t), "sensitivity": ci(sens[name]), "specificity": ci(spec[name])}
                          for name, t in thresholds.items()}
     return out

@@ -26,7 +26,7 @@ def expected_calibration_error(y: np.ndarray, probs: np.ndarray, n_bins: int = 1
     y = np.asarray(y)
     if len(y) == 0:
         return None
-    t_y = torch.as_tensor(y, dtype=torch.long)
+    t_y = torch.as_tensor(np.array(y), dtype=torch.long)
     t_p = torch.as_tensor(np.asarray(probs), dtype=torch.float32)
     if t_p.shape[1] == 2:
         value = binary_calibration_error(t_p[:, 1].contiguous(), t_y, n_bins=n_bins, norm="l1")

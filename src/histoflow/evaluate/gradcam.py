@@ -60,6 +60,29 @@ def _leave_inference_mode(model) -> None:
                         module._buffers[name] = t.clone()
 
 
+def _vit_adapter(model, layer):
+    """(layer, reshape_transform) for transformer backbones; (layer, None) for CNNs.
+
+    A timm ViT hands out token sequences (N, prefix + H*W, C), not maps: drop the prefix tokens
+    (class/register) and fold the rest into (N, C, H, W). Hook the last block's first norm, as
+    pytorch-grad-cam's ViT tutorial does: with a class-token head, the last block's own patch
+    outputs never reach the logits, so their gradients are zero.
+    """
+    inner = getattr(model.backbone, "model", None)
+    prefix = getattr(inner, "num_prefix_tokens", None)
+    if prefix is None or not hasattr(layer, "norm1"):
+        return layer, None
+
+    def to_map(t: torch.Tensor) -> torch.Tensor:
+        tokens = t[:, prefix:, :]
+        side = int(round(tokens.shape[1] ** 0.5))
+        if side * side != tokens.shape[1]:
+            raise ConfigError(f"{type(inner).__name__}: {tokens.shape[1]} patch tokens do not form a square grid")
+        return tokens.reshape(t.shape[0], side, side, t.shape[2]).permute(0, 3, 1, 2)
+
+    return layer.norm1, to_map
+
+
 def explain_images(model, images: np.ndarray, classes=None, method: str = "gradcam", batch_size: int = 16,
                    device: torch.device | str = "cpu") -> np.ndarray:
     """(N, H, W) maps in [0, 1] for uint8 images (N, H, W, 3), explaining `classes` (default: predicted)."""
@@ -74,7 +97,8 @@ def explain_images(model, images: np.ndarray, classes=None, method: str = "gradc
     model = model.eval().to(device)
     _leave_inference_mode(model)
     out = []
-    with cam_cls(model=model, target_layers=[layer]) as cam:
+    layer, reshape = _vit_adapter(model, layer)
+    with cam_cls(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
             # float in [0, 1]: the model's Preprocess takes it as it takes uint8 / 255; requires_grad

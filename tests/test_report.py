@@ -124,6 +124,7 @@ def test_compare_two_runs_side_by_side(tiny_run, tmp_path):
     assert "Side by side (val split)" in text and "specificity at sensitivity 1" in text
     assert re.search(r"<td class=\"l\">seed</td><td>42</td><td>7</td>", text)
     assert text.count("Run: ") == 2
+    assert "evaluated on the same 40 val images" in text
 
 
 def test_run_folder_missing_files(tiny_run, tmp_path):

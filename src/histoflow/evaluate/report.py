@@ -360,6 +360,7 @@ def compare_section(runs: list[Run], out_dir: Path) -> str:
             rows.append(row)
         rows.append(["training wall time (s)"] + [r.metrics.get("train_seconds", "unknown") for r in runs])
         parts.append(f"<h2>Side by side ({esc(split)} split)</h2>" + table(["metric", *names], rows))
+        parts.append(notes_html(same_data_notes(runs, split)))
         roc = compare_roc(runs, split, out_dir / f".compare_roc_{split}.png")
         parts.append(img_tag(roc, "ROC curves compared"))
         if roc:
@@ -372,6 +373,16 @@ def compare_section(runs: list[Run], out_dir: Path) -> str:
             if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flat}) > 1]
     parts.append("<h2>Config differences</h2>" + (table(["key", *names], diff) if diff else "<p>identical configs</p>"))
     return "".join(parts)
+
+
+def same_data_notes(runs: list[Run], split: str) -> list[str]:
+    """Differences between runs mean something only on the same images: say when they are not."""
+    sets = [set(r.splits.loc[r.splits["split"] == split, "path"]) if r.splits is not None else None for r in runs]
+    if any(s is None for s in sets):
+        return [f"cannot tell whether the runs share their {split} images (a splits.csv is missing)"]
+    if all(s == sets[0] for s in sets[1:]):
+        return [f"all runs were evaluated on the same {len(sets[0])} {split} images"]
+    return [f"the runs were evaluated on different {split} images: differences mix model and data"]
 
 
 def compare_roc(runs: list[Run], split: str, path: Path) -> Path | None:

@@ -162,6 +162,7 @@ def test_single_class_evaluation_says_auc_undefined(tiny_run, tmp_path):
     assert not (tmp_path / "eval" / "report" / "roc_data.png").exists()
     html = metrics_section(result)
     assert "ROC AUC</td><td>undefined" in html and "only class 1 present" in html
+    assert result["specificity"] is None and "specificity</td><td>undefined" in html
 
 
 def test_class_unknown_to_the_model(tiny_run, tmp_path):

@@ -34,8 +34,6 @@ def explain_checkpoint(checkpoint: Path, data: Path, out: Path, n: int = 32, met
 
 def calibrate_run(run_dir: Path, split: str = "val") -> dict:
     """Fit a temperature on the run's `predictions_<split>.csv`, store it in checkpoints/best.pt."""
-    import json
-
     import pandas as pd
 
     from histoflow.checkpoint import read_checkpoint, store_temperature

@@ -62,8 +62,40 @@ def read_checkpoint(path: str | Path) -> dict:
     return blob
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
-    """(model in eval mode, checkpoint metadata) from a histoflow checkpoint."""
+def store_temperature(path: str | Path, temperature: float, fitted_on: str = "") -> Path:
+    """Write a fitted temperature into an existing checkpoint (atomically: temp file, then rename).
+
+    The weights stay as trained; `load_checkpoint` applies the temperature, so every consumer
+    (predict, evaluate, report) sees calibrated probabilities without knowing about it.
+    """
+    path = Path(path)
+    if not (temperature > 0 and temperature < float("inf")):
+        raise CheckpointError(f"{path}: temperature must be a positive finite number, got {temperature}")
+    blob = read_checkpoint(path)
+    blob["temperature"] = float(temperature)
+    blob["temperature_fitted_on"] = fitted_on
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(blob, tmp)
+    tmp.replace(path)
+    return path
+
+
+def _apply_temperature(model, temperature: float) -> None:
+    # logits / T == (W / T) x + b / T: folding T into the last linear layer keeps the model a
+    # plain Classifier, so probabilities() and every caller need no change
+    linear = model.head[-1]
+    with torch.no_grad():
+        linear.weight.div_(temperature)
+        if linear.bias is not None:
+            linear.bias.div_(temperature)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", apply_temperature: bool = True):
+    """(model in eval mode, checkpoint metadata) from a histoflow checkpoint.
+
+    A temperature stored by `store_temperature` is applied unless `apply_temperature` is False
+    (meta["temperature"] says which one, or None).
+    """
     from histoflow.config import ModelConfig
     from histoflow.models.factory import create_model
 
@@ -74,7 +106,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
         model.load_state_dict(blob["state_dict"])
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit architecture {cfg.name!r} ({str(exc).splitlines()[0]})") from exc
+    temperature = blob.get("temperature")
+    if temperature and apply_temperature:
+        _apply_temperature(model, float(temperature))
     model.eval().to(device)
     meta = {k: v for k, v in blob.items() if k != "state_dict"}
+    meta["temperature"] = float(temperature) if temperature and apply_temperature else None
     meta["path"] = str(path)
     return model, meta

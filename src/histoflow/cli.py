@@ -259,6 +259,10 @@ from histoflow.cli_slides import register as _register_slides  # noqa: E402
 
 _register_slides(app)
 
+from histoflow.cli_report import register as _register_report  # noqa: E402
+
+_register_report(app)
+
 
 def _main() -> None:  # pragma: no cover
     sys.exit(app())

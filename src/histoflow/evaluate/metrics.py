@@ -30,8 +30,12 @@ def binary_metrics(y: np.ndarray, p_pos: np.ndarray, threshold: float = 0.5) -> 
     out["accuracy"] = _round(skm.accuracy_score(y, pred))
     out["balanced_accuracy"] = _round(skm.balanced_accuracy_score(y, pred)) if len(classes_present) > 1 else None
     out["precision"] = _round(skm.precision_score(y, pred, zero_division=0))
-    out["recall"] = _round(skm.recall_score(y, pred, zero_division=0))  # sensitivity
-    out["specificity"] = _round(skm.recall_score(y, pred, pos_label=0, zero_division=0))
+    # a rate over an absent class is undefined, not 0: a positives-only set has no specificity
+    out["recall"] = _round(skm.recall_score(y, pred, zero_division=0)) if (y == 1).any() else None  # sensitivity
+    out["specificity"] = _round(skm.recall_score(y, pred, pos_label=0, zero_division=0)) if (y == 0).any() else None
+    if len(classes_present) == 1:
+        out["notes"].append("sensitivity is undefined without positives" if classes_present[0] == 0
+                            else "specificity is undefined without negatives")
     out["f1"] = _round(skm.f1_score(y, pred, zero_division=0))
     return out
 

@@ -15,7 +15,11 @@ from histoflow.data.datasets import PatchDataset, dataset_for_checkpoint
 from histoflow.data.manifest import read_manifest
 from histoflow.errors import DataError
 from histoflow.evaluate import plots
+from histoflow.evaluate.aggregate import group_columns, group_level_metrics
+from histoflow.evaluate.calibration import calibration_summary, reliability_plot
+from histoflow.evaluate.environment import environment
 from histoflow.evaluate.metrics import compute_metrics
+from histoflow.evaluate.operating import bootstrap_ci, operating_points
 from histoflow.predict.patches import predict_dataset
 
 log = logging.getLogger(__name__)
@@ -29,23 +33,68 @@ def write_json(path: Path, payload: dict) -> Path:
     return path
 
 
+<<<<<<< HEAD
+=======
+def dataset_for_checkpoint(manifest: Manifest, meta: dict, workers_cache: str = "none") -> PatchDataset:
+    """A dataset whose labels are mapped onto the checkpoint's classes; unknown classes are an error."""
+    known = list(meta["class_names"])
+    unknown = sorted(set(manifest.frame["label"]) - set(known) - {""})
+    if unknown:
+        raise DataError(f"{manifest.source}: class(es) {unknown} are not known to the model (it knows {known})")
+    cfg = meta.get("run_config", {}).get("data", {})
+    return PatchDataset(manifest, image_px=meta["image_px"], size_policy=cfg.get("size_policy", "resize"),
+                        non_rgb=cfg.get("non_rgb", "convert"), class_names=known)
+
+
+def clinical_results(y: np.ndarray, probs: np.ndarray, class_names: list[str], threshold: float = 0.5,
+                     groups: pd.DataFrame | None = None, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Operating points, bootstrap CIs, calibration and patient/slide-level results (JSON-ready)."""
+    out: dict = {"calibration": calibration_summary(y, probs)}
+    group_cols = group_columns(groups) if groups is not None and len(groups) == len(y) else []
+    if len(class_names) == 2 and len(y):
+        p = probs[:, 1]
+        ops = operating_points(y, p, threshold=threshold)
+        out["operating_points"] = ops
+        thresholds = {row["name"]: row["threshold"] for row in ops["points"]}
+        # patients first: patches of one patient are correlated, slides nest within patients
+        by = group_cols[0] if group_cols else None
+        out["ci"] = bootstrap_ci(y, p, thresholds, groups=None if by is None else groups[by].to_numpy(),
+                                 n_boot=n_boot, seed=seed, group_name=by or "patient")
+        out["aggregate"] = {col: group_level_metrics(y, p, groups[col].to_numpy(), col, threshold) for col in group_cols}
+    elif len(class_names) > 2:
+        out["operating_points"] = {"points": [], "notes": ["operating points are defined for binary models only"]}
+    return out
+
+
+>>>>>>> report
 def evaluate_split(model, meta: dict, dataset: PatchDataset, out_dir: Path, name: str, tta: bool,
-                   workers: int = 2, threshold: float = 0.5) -> tuple[dict, np.ndarray]:
+                   workers: int = 2, threshold: float = 0.5, groups: pd.DataFrame | None = None,
+                   n_boot: int = 1000, seed: int = 0) -> tuple[dict, np.ndarray]:
+    """Metrics, clinical results and plots of one split. `groups`: patient/slide per row (or None)."""
     started = time.perf_counter()
     probs = predict_dataset(model, dataset, workers=workers, tta=tta, progress=False)
     y = dataset.labels
     result = compute_metrics(y, probs, meta["class_names"], threshold)
+    result.update(clinical_results(y, probs, meta["class_names"], threshold, groups, n_boot, seed))
     result["tta"] = tta
+    result["temperature"] = meta.get("temperature")
     result["seconds"] = round(time.perf_counter() - started, 2)
     report = out_dir / "report"
+    reliability_plot(result["calibration"], report / f"calibration_{name}.png", f"Reliability, {name}")
     plots.roc_plot(y, probs, meta["class_names"], report / f"roc_{name}.png")
     plots.pr_plot(y, probs, meta["class_names"], report / f"pr_{name}.png")
     if result.get("confusion_matrix") is not None:
         plots.confusion_plot(result["confusion_matrix"], meta["class_names"], report / f"confusion_{name}.png")
     frame = pd.DataFrame({"path": [dataset.path(i) for i in range(len(dataset))], "label": y})
+    if groups is not None and len(groups) == len(frame):
+        for col in group_columns(groups):
+            frame[col] = groups[col].to_numpy()
     for k, cname in enumerate(meta["class_names"]):
         frame[f"p_{cname}"] = probs[:, k]
-    frame.to_csv(out_dir / f"predictions_{name}.csv", index=False)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f"predictions_{name}.csv.tmp"
+    frame.to_csv(tmp, index=False)
+    tmp.replace(out_dir / f"predictions_{name}.csv")
     return result, probs
 
 
@@ -56,11 +105,15 @@ def evaluate_run(run_dir: Path, data, tta: bool = False, train_seconds: float | 
     results: dict = {"checkpoint": str(run_dir / "checkpoints" / "best.pt"), "epoch": meta.get("epoch")}
     if train_seconds is not None:
         results["train_seconds"] = round(train_seconds, 1)
+    results["environment"] = environment()
+    seed = int(meta.get("run_config", {}).get("seed", 0))
     for name, ds in (("val", data.val), ("test", data.test)):
         if ds is not None and len(ds):
-            results[name], _ = evaluate_split(model, meta, ds, run_dir, name, tta=False)
+            groups = data.manifest.split(name).frame[["patient", "slide"]]
+            results[name], _ = evaluate_split(model, meta, ds, run_dir, name, tta=False, groups=groups, seed=seed)
             if tta:
-                results[f"{name}_tta"], _ = evaluate_split(model, meta, ds, run_dir, f"{name}_tta", tta=True)
+                results[f"{name}_tta"], _ = evaluate_split(model, meta, ds, run_dir, f"{name}_tta", tta=True,
+                                                           groups=groups, seed=seed)
     plots.history_plot(run_dir / "history.csv", run_dir / "report" / "training_curves.png")
     write_json(run_dir / "metrics.json", results)
     return results
@@ -80,7 +133,9 @@ def evaluate_checkpoint(checkpoint: Path, data_path: Path, out: Path, split: str
     dataset = dataset_for_checkpoint(manifest, meta)
     out = Path(out)
     name = split or "data"
-    result, _ = evaluate_split(model, meta, dataset, out, name, tta=tta, threshold=threshold)
-    payload = {"checkpoint": str(checkpoint), "data": str(data_path), "split": split, name: result}
+    result, _ = evaluate_split(model, meta, dataset, out, name, tta=tta, threshold=threshold,
+                               groups=manifest.frame[["patient", "slide"]])
+    payload = {"checkpoint": str(checkpoint), "data": str(data_path), "split": split, name: result,
+               "environment": environment()}
     write_json(out / "metrics.json", payload)
     return payload

@@ -32,13 +32,13 @@ class RunData:
     std: tuple[float, float, float]
 
 
-def load_manifest(cfg: RunConfig) -> Manifest:
+def load_manifest(cfg: RunConfig, verify: bool | None = None) -> Manifest:
     d = cfg.data
     options = {"label_column": d.label_column}
     if d.label_pattern:
         options["label_pattern"] = d.label_pattern
     manifest = read_manifest(d.path, format=d.format, **options)
-    if d.verify:
+    if d.verify if verify is None else verify:
         manifest = verify_manifest(manifest, on_error=d.on_error, non_rgb=d.non_rgb, size_policy=d.size_policy)
         if manifest.skipped:
             log.warning("%d bad image(s) skipped (on_error: skip); first: %s", len(manifest.skipped), manifest.skipped[0][1])
@@ -86,8 +86,14 @@ def normalisation(cfg: RunConfig, train: Manifest) -> tuple[tuple, tuple]:
 
 
 def build_run_data(cfg: RunConfig, run_dir: Path | None = None) -> RunData:
-    manifest = assign_splits(load_manifest(cfg), cfg)
+    # split and subsample first, then decode-check only the rows that will be used
+    manifest = assign_splits(load_manifest(cfg, verify=False), cfg)
     manifest = subsample(manifest, cfg.data.max_per_split, cfg.seed)
+    d = cfg.data
+    if d.verify:
+        manifest = verify_manifest(manifest, on_error=d.on_error, non_rgb=d.non_rgb, size_policy=d.size_policy)
+        if manifest.skipped:
+            log.warning("%d bad image(s) skipped (on_error: skip); first: %s", len(manifest.skipped), manifest.skipped[0][1])
     if run_dir is not None:
         manifest.to_csv(Path(run_dir) / "splits.csv")
     train_m = manifest.split("train")
@@ -95,7 +101,6 @@ def build_run_data(cfg: RunConfig, run_dir: Path | None = None) -> RunData:
         raise DataError(f"{manifest.source}: no training rows after splitting")
     train_m.require_classes(2)
     mean, std = normalisation(cfg, train_m)
-    d = cfg.data
     common = dict(image_px=d.image_px, size_policy=d.size_policy, non_rgb=d.non_rgb, cache=d.cache,
                   class_names=manifest.class_names, crop_px=d.crop_px)
     train = PatchDataset(train_m, transform=build_transform(cfg.augment, d.crop_px or d.image_px), **common)

@@ -119,6 +119,9 @@ def fit(cfg: RunConfig, out: str | Path, resume: bool = False, evaluate_after: b
         from histoflow.evaluate.run import evaluate_run
 
         results = evaluate_run(run_dir, data, tta=t.tta, train_seconds=wall)
+        from histoflow.evaluate.report import build_report
+
+        build_report(run_dir)  # report.html (+ explain/ Grad-CAM gallery) at the end of every run
         if cfg.tracking.backend != "none":
             from histoflow.tracking import finish_tracking
 

@@ -1,0 +1,218 @@
+"""Grad-CAM / Grad-CAM++ explanations and a gallery of the most confident TP / FP / FN / TN.
+
+Built on pytorch-grad-cam (jacobgil/pytorch-grad-cam): it is maintained, implements both
+methods (and more) behind one API, and needs only the target layer, which every histoflow
+backbone names as `gradcam_layer` (simple CNN: last ReLU; timm: last `feature_info` stage;
+concat ensemble: its first member). Captum would do as well but is a heavier dependency that
+histoflow does not otherwise need.
+
+Binary models have one logit: the target for class 1 is the logit, for class 0 its negative
+(pytorch-grad-cam's BinaryClassifierOutputTarget), so "evidence for the predicted class" means
+the same thing for binary and multi-class models.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from histoflow.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+METHODS = ("gradcam", "gradcam++")
+CATEGORIES = ("true positive", "false positive", "false negative", "true negative")
+
+
+def _cam_class(method: str):
+    from histoflow._optional import require
+
+    cams = require("pytorch_grad_cam", extra="explain")
+    GradCAM, GradCAMPlusPlus = cams.GradCAM, cams.GradCAMPlusPlus
+
+    try:
+        return {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus}[method]
+    except KeyError:
+        raise ConfigError(f"explain method must be one of {METHODS}, got {method!r}") from None
+
+
+def _targets(model, classes: np.ndarray) -> list:
+    from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget, ClassifierOutputTarget
+
+    if model.num_outputs == 1:
+        return [BinaryClassifierOutputTarget(int(c)) for c in classes]
+    return [ClassifierOutputTarget(int(c)) for c in classes]
+
+
+def _leave_inference_mode(model) -> None:
+    """Clone parameters/buffers that became inference tensors (e.g. `predict_batches` moves the
+    model to channels_last under torch.inference_mode); autograd refuses to save those."""
+    with torch.no_grad():
+        for module in model.modules():
+            for name, t in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+                if t is not None and t.is_inference():
+                    if isinstance(t, torch.nn.Parameter):
+                        module._parameters[name] = torch.nn.Parameter(t.clone(), requires_grad=t.requires_grad)
+                    else:
+                        module._buffers[name] = t.clone()
+
+
+def _vit_adapter(model, layer):
+    """(layer, reshape_transform) for transformer backbones; (layer, None) for CNNs.
+
+    A timm ViT hands out token sequences (N, prefix + H*W, C), not maps: drop the prefix tokens
+    (class/register) and fold the rest into (N, C, H, W). Hook the last block's first norm, as
+    pytorch-grad-cam's ViT tutorial does: with a class-token head, the last block's own patch
+    outputs never reach the logits, so their gradients are zero.
+    """
+    inner = getattr(model.backbone, "model", None)
+    prefix = getattr(inner, "num_prefix_tokens", None)
+    if prefix is None or not hasattr(layer, "norm1"):
+        return layer, None
+
+    def to_map(t: torch.Tensor) -> torch.Tensor:
+        tokens = t[:, prefix:, :]
+        side = int(round(tokens.shape[1] ** 0.5))
+        if side * side != tokens.shape[1]:
+            raise ConfigError(f"{type(inner).__name__}: {tokens.shape[1]} patch tokens do not form a square grid")
+        return tokens.reshape(t.shape[0], side, side, t.shape[2]).permute(0, 3, 1, 2)
+
+    return layer.norm1, to_map
+
+
+def explain_images(model, images: np.ndarray, classes=None, method: str = "gradcam", batch_size: int = 16,
+                   device: torch.device | str = "cpu") -> np.ndarray:
+    """(N, H, W) maps in [0, 1] for uint8 images (N, H, W, 3), explaining `classes` (default: predicted)."""
+    cam_cls = _cam_class(method)
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise DataError(f"explain_images: expected uint8 images (N, H, W, 3), got {images.dtype} {images.shape}")
+    layer = model.gradcam_layer
+    if not any(m is layer for m in model.modules()) or isinstance(layer, torch.nn.Identity):
+        raise ConfigError(f"{type(model.backbone).__name__}: this model has no spatial feature map to explain "
+                          f"(Grad-CAM needs a convolutional backbone)")
+    model = model.eval().to(device)
+    _leave_inference_mode(model)
+    out = []
+    layer, reshape = _vit_adapter(model, layer)
+    with cam_cls(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
+        for start in range(0, len(images), batch_size):
+            chunk = images[start:start + batch_size]
+            # float in [0, 1]: the model's Preprocess takes it as it takes uint8 / 255; requires_grad
+            # keeps gradients flowing even when the backbone was frozen for training
+            x = torch.from_numpy(chunk).permute(0, 3, 1, 2).float().div(255).to(device).requires_grad_(True)
+            if classes is None:
+                with torch.no_grad():
+                    chunk_classes = model.probabilities(model(x)).argmax(1).cpu().numpy()
+            else:
+                chunk_classes = np.asarray(classes)[start:start + batch_size]
+            maps = cam(input_tensor=x, targets=_targets(model, chunk_classes))
+            if not cam.activations_and_grads.gradients:
+                raise ConfigError(f"{type(model.backbone).__name__}: no gradient reached layer "
+                                  f"{type(layer).__name__}; it is not on the path to the output")
+            out.append(maps)
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, *images.shape[1:3]), np.float32)
+
+
+def overlay(image: np.ndarray, cam: np.ndarray, image_weight: float = 0.55) -> np.ndarray:
+    """The map as a JET heatmap over the patch (uint8 RGB)."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    return show_cam_on_image(image.astype(np.float32) / 255, cam, use_rgb=True, image_weight=image_weight)
+
+
+@dataclass
+class GalleryItem:
+    category: str
+    index: int
+    path: str
+    label: str
+    predicted: str
+    probability: float  # of the positive class (binary) or of the predicted class
+
+
+def pick_gallery(y: np.ndarray, probs: np.ndarray, n: int, threshold: float = 0.5) -> list[tuple[str, int]]:
+    """(category, row) for the most confident cases of each category, n in all (n/4 per category).
+
+    Binary: TP / FP / FN / TN, most confident = furthest from the threshold on the wrong or
+    right side. Multi-class: the most confident correct and wrong predictions.
+    """
+    y = np.asarray(y)
+    if len(y) == 0:
+        raise DataError("explain: no predictions to choose a gallery from")
+    if probs.shape[1] == 2:
+        p = probs[:, 1]
+        called = p >= threshold
+        sets = {"true positive": (called & (y == 1), -p), "false positive": (called & (y == 0), -p),
+                "false negative": (~called & (y == 1), p), "true negative": (~called & (y == 0), p)}
+    else:
+        conf, pred = probs.max(1), probs.argmax(1)
+        sets = {"correct": (pred == y, -conf), "wrong": (pred != y, -conf)}
+    per = max(1, n // len(sets))
+    picked = []
+    for name, (mask, key) in sets.items():
+        rows = np.flatnonzero(mask)
+        picked += [(name, int(i)) for i in rows[np.argsort(key[rows], kind="stable")][:per]]
+    return picked
+
+
+def explain_gallery(model, meta: dict, dataset, out_dir: Path, n: int = 32, method: str = "gradcam",
+                    threshold: float = 0.5, probs: np.ndarray | None = None) -> dict:
+    """Write gallery.png (+ gallery.csv, one overlay PNG per case) to `out_dir`; returns a summary."""
+    import pandas as pd
+    from PIL import Image
+
+    from histoflow.predict.patches import predict_dataset
+
+    out_dir = Path(out_dir)
+    if probs is None:
+        probs = predict_dataset(model, dataset, workers=0, progress=False)
+    y = dataset.labels
+    picked = pick_gallery(y, probs, n, threshold)
+    if not picked:
+        raise DataError("explain: no case to show")
+    images = np.stack([dataset.load(i) for _, i in picked])
+    classes = [int(probs[i].argmax()) if probs.shape[1] > 2 else int(probs[i, 1] >= threshold) for _, i in picked]
+    cams = explain_images(model, images, classes, method=method)
+    names = meta["class_names"]
+    items = []
+    cam_dir = out_dir / "cams"
+    cam_dir.mkdir(parents=True, exist_ok=True)
+    for k, ((category, i), img, cam, c) in enumerate(zip(picked, images, cams, classes)):
+        p = float(probs[i, 1] if probs.shape[1] == 2 else probs[i, c])
+        items.append(GalleryItem(category, i, dataset.path(i), names[y[i]], names[c], round(p, 4)))
+        tmp = cam_dir / f".{k:03d}.tmp.png"
+        Image.fromarray(overlay(img, cam)).save(tmp)
+        tmp.replace(cam_dir / f"{k:03d}_{category.replace(' ', '_')}.png")
+    frame = pd.DataFrame([vars(it) for it in items])
+    tmp = out_dir / "gallery.csv.tmp"
+    frame.to_csv(tmp, index=False)
+    tmp.replace(out_dir / "gallery.csv")
+    gallery_plot(images, cams, items, out_dir / "gallery.png", method, binary=probs.shape[1] == 2)
+    counts = frame["category"].value_counts().to_dict()
+    return {"method": method, "n": len(items), "counts": counts, "gallery": str(out_dir / "gallery.png"),
+            "layer": type(model.gradcam_layer).__name__}
+
+
+def gallery_plot(images, cams, items: list[GalleryItem], path: Path, method: str, binary: bool) -> Path:
+    """Rows of (patch, overlay) pairs grouped by category, titled with probability and file name."""
+    from histoflow.evaluate.plots import _save, plt
+
+    cols = 4  # pairs per row
+    rows = int(np.ceil(len(items) / cols))
+    fig, axes = plt.subplots(rows, 2 * cols, figsize=(2 * cols * 1.5, rows * 1.9), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for k, (img, cam, it) in enumerate(zip(images, cams, items)):
+        r, c = divmod(k, cols)
+        axes[r, 2 * c].imshow(img)
+        axes[r, 2 * c + 1].imshow(overlay(img, cam))
+        prob = f"p(pos) {it.probability:.3f}" if binary else f"p {it.probability:.3f}"
+        axes[r, 2 * c].set_title(f"{it.category}\n{prob}", fontsize=6.5, loc="left")
+        axes[r, 2 * c + 1].set_title(Path(it.path).name[-28:], fontsize=5.5, loc="left")
+    fig.suptitle(f"{'Grad-CAM++' if method == 'gradcam++' else 'Grad-CAM'} of the predicted class "
+                 f"(red: strongest evidence)", fontsize=9)
+    return _save(fig, Path(path))

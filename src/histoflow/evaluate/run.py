@@ -33,19 +33,6 @@ def write_json(path: Path, payload: dict) -> Path:
     return path
 
 
-<<<<<<< HEAD
-=======
-def dataset_for_checkpoint(manifest: Manifest, meta: dict, workers_cache: str = "none") -> PatchDataset:
-    """A dataset whose labels are mapped onto the checkpoint's classes; unknown classes are an error."""
-    known = list(meta["class_names"])
-    unknown = sorted(set(manifest.frame["label"]) - set(known) - {""})
-    if unknown:
-        raise DataError(f"{manifest.source}: class(es) {unknown} are not known to the model (it knows {known})")
-    cfg = meta.get("run_config", {}).get("data", {})
-    return PatchDataset(manifest, image_px=meta["image_px"], size_policy=cfg.get("size_policy", "resize"),
-                        non_rgb=cfg.get("non_rgb", "convert"), class_names=known)
-
-
 def clinical_results(y: np.ndarray, probs: np.ndarray, class_names: list[str], threshold: float = 0.5,
                      groups: pd.DataFrame | None = None, n_boot: int = 1000, seed: int = 0) -> dict:
     """Operating points, bootstrap CIs, calibration and patient/slide-level results (JSON-ready)."""
@@ -66,7 +53,6 @@ def clinical_results(y: np.ndarray, probs: np.ndarray, class_names: list[str], t
     return out
 
 
->>>>>>> report
 def evaluate_split(model, meta: dict, dataset: PatchDataset, out_dir: Path, name: str, tta: bool,
                    workers: int = 2, threshold: float = 0.5, groups: pd.DataFrame | None = None,
                    n_boot: int = 1000, seed: int = 0) -> tuple[dict, np.ndarray]:

@@ -210,3 +210,25 @@ def test_ddp_two_cpu_processes_gloo(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert len(pd.read_csv(out / "history.csv")) == 2
     assert (out / "metrics.json").exists()
+
+
+def test_stain_normalisation_travels_in_the_checkpoint(tmp_path):
+    target = need_data("stills", "tiatoolbox_target_image.png")
+    run = fit(tiny("train.epochs=1", "preprocess.stain_norm=macenko", f"preprocess.target={target}",
+                   "augment.hed_jitter={sigma: 0.05, bias: 0.05}"), tmp_path / "run", evaluate_after=False)
+    _, meta = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert meta["preprocess"]["stain_norm"] == "macenko" and meta["preprocess"]["normalizer"]
+    copy = tmp_path / "target_gone.png"  # prediction must not need the target image any more
+    assert not copy.exists()
+    from histoflow.data.datasets import dataset_for_checkpoint
+    from histoflow.data.manifest import read_manifest
+
+    ds = dataset_for_checkpoint(read_manifest(need_data("kaggle_hcd")), meta, labelled=False)
+    assert ds.preprocess is not None
+    raw = ds.preprocess  # normalised pixels differ from the raw file
+    from histoflow.data.images import read_image
+
+    img = read_image(ds.path(0))
+    assert (raw(img) != img).any()
+    frame = predict_to_csv(run / "checkpoints" / "best.pt", need_data("kaggle_hcd"), tmp_path / "p.csv")
+    assert len(frame) == 18

@@ -53,7 +53,8 @@ class PatchDataset(Dataset):
 
     def __init__(self, manifest: Manifest, image_px: int | None = None, transform: Callable | None = None,
                  size_policy: str = "resize", non_rgb: str = "convert", cache: str = "none",
-                 class_names: list[str] | None = None, crop_px: int | None = None):
+                 class_names: list[str] | None = None, crop_px: int | None = None,
+                 preprocess: Callable | None = None):
         if size_policy not in SIZE_POLICIES:
             raise ConfigError(f"size_policy must be one of {SIZE_POLICIES}, got {size_policy!r}")
         self.class_names = list(class_names or manifest.class_names)
@@ -69,6 +70,7 @@ class PatchDataset(Dataset):
         if crop_px is not None and image_px is not None and crop_px > image_px:
             raise ConfigError(f"data.crop_px ({crop_px}) must not exceed data.image_px ({image_px})")
         self.crop_px = crop_px
+        self.preprocess = preprocess  # stain normalisation / CLAHE, identical at train and predict time
         self.transform = transform
         self.size_policy = size_policy
         self.non_rgb = non_rgb
@@ -92,6 +94,8 @@ class PatchDataset(Dataset):
         path, item = self.path(i), int(self.items[i])
         img = self._read_h5(path, item) if item >= 0 else read_image(path, self.non_rgb)
         img = fit_size(img, self.image_px, self.size_policy, path)
+        if self.preprocess is not None:
+            img = self.preprocess(img)
         if self.crop_px:  # centre crop, e.g. PCam's label lives in the central 32x32 px
             top = (img.shape[0] - self.crop_px) // 2
             left = (img.shape[1] - self.crop_px) // 2
@@ -140,5 +144,12 @@ def dataset_for_checkpoint(manifest: Manifest, meta: dict, labelled: bool = True
     else:
         manifest = Manifest(manifest.frame.assign(label=""), known, manifest.format, manifest.source)
     data_cfg = meta.get("run_config", {}).get("data", {})
+    preprocess = None
+    if meta.get("preprocess"):  # the fitted stain normaliser travels in the checkpoint
+        from histoflow.preprocess.pipeline import Preprocessor
+
+        pre = Preprocessor.from_state(meta["preprocess"])
+        preprocess = None if pre.is_identity else pre
     return PatchDataset(manifest, image_px=meta["image_px"], size_policy=data_cfg.get("size_policy", "resize"),
-                        non_rgb=data_cfg.get("non_rgb", "convert"), class_names=known, crop_px=data_cfg.get("crop_px"))
+                        non_rgb=data_cfg.get("non_rgb", "convert"), class_names=known, crop_px=data_cfg.get("crop_px"),
+                        preprocess=preprocess)

@@ -11,14 +11,16 @@ from histoflow.data.images import read_image
 from histoflow.data.manifest import Manifest
 
 
-def channel_stats(manifest: Manifest, max_images: int = 2000, seed: int = 0, image_px: int | None = None) -> tuple[list[float], list[float]]:
+def channel_stats(manifest: Manifest, max_images: int = 2000, seed: int = 0, image_px: int | None = None,
+                  preprocess=None, crop_px: int | None = None) -> tuple[list[float], list[float]]:
     """Per-channel mean and std in [0, 1] over a seeded sample of images."""
     from histoflow.data.datasets import PatchDataset
 
     rng = np.random.default_rng(seed)
     n = len(manifest)
     idx = np.sort(rng.choice(n, size=min(n, max_images), replace=False))
-    ds = PatchDataset(manifest.subset(idx), image_px=image_px, class_names=manifest.class_names)
+    ds = PatchDataset(manifest.subset(idx), image_px=image_px, class_names=manifest.class_names,
+                      preprocess=preprocess, crop_px=crop_px)
     total = np.zeros(3)
     total_sq = np.zeros(3)
     count = 0

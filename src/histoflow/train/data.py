@@ -30,6 +30,7 @@ class RunData:
     test: PatchDataset | None
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    preprocess_state: dict | None = None  # fitted stain normaliser / CLAHE, stored in checkpoints
 
 
 def load_manifest(cfg: RunConfig, verify: bool | None = None) -> Manifest:
@@ -73,7 +74,7 @@ def subsample(manifest: Manifest, max_per_split: int | None, seed: int) -> Manif
     return manifest.subset(np.sort(np.array(keep)))
 
 
-def normalisation(cfg: RunConfig, train: Manifest) -> tuple[tuple, tuple]:
+def normalisation(cfg: RunConfig, train: Manifest, preprocess=None) -> tuple[tuple, tuple]:
     n = cfg.normalize
     if n.kind == "imagenet":
         return IMAGENET_MEAN, IMAGENET_STD
@@ -81,7 +82,8 @@ def normalisation(cfg: RunConfig, train: Manifest) -> tuple[tuple, tuple]:
         if n.mean is None or n.std is None:
             raise DataError("normalize.kind: fixed needs normalize.mean and normalize.std")
         return tuple(n.mean), tuple(n.std)
-    mean, std = channel_stats(train, max_images=2000, seed=cfg.seed, image_px=cfg.data.image_px)
+    mean, std = channel_stats(train, max_images=2000, seed=cfg.seed, image_px=cfg.data.image_px,
+                              preprocess=preprocess, crop_px=cfg.data.crop_px)
     return tuple(mean), tuple(std)
 
 
@@ -100,10 +102,15 @@ def build_run_data(cfg: RunConfig, run_dir: Path | None = None) -> RunData:
     if len(train_m) == 0:
         raise DataError(f"{manifest.source}: no training rows after splitting")
     train_m.require_classes(2)
-    mean, std = normalisation(cfg, train_m)
+    from histoflow.preprocess.pipeline import build_preprocessor
+
+    pre = build_preprocessor(cfg.preprocess)
+    preprocess = None if pre.is_identity else pre
+    mean, std = normalisation(cfg, train_m, preprocess)
     common = dict(image_px=d.image_px, size_policy=d.size_policy, non_rgb=d.non_rgb, cache=d.cache,
-                  class_names=manifest.class_names, crop_px=d.crop_px)
+                  class_names=manifest.class_names, crop_px=d.crop_px, preprocess=preprocess)
     train = PatchDataset(train_m, transform=build_transform(cfg.augment, d.crop_px or d.image_px), **common)
     val = PatchDataset(manifest.split("val"), **common) if "val" in manifest.splits else None
     test = PatchDataset(manifest.split("test"), **common) if "test" in manifest.splits else None
-    return RunData(manifest, manifest.class_names, train, val, test, mean, std)
+    return RunData(manifest, manifest.class_names, train, val, test, mean, std,
+                   None if preprocess is None else pre.state_dict())

@@ -87,7 +87,8 @@ def fit(cfg: RunConfig, out: str | Path, resume: bool = False, evaluate_after: b
 
     def save(name: str, extra: dict) -> None:
         save_checkpoint(ckpt_dir / name, model, model_config=model_cfg, class_names=data.class_names,
-                        image_px=cfg.data.image_px, run_config=cfg.model_dump(mode="json"), extra=extra)
+                        image_px=cfg.data.image_px, run_config=cfg.model_dump(mode="json"),
+                        preprocess=data.preprocess_state, extra=extra)
 
     t = cfg.train
     weights = class_weights(data.train.labels, n_classes) if cfg.data.balance.loss_weights else None

@@ -30,6 +30,9 @@ def find_pcam(root: Path) -> Path | None:
     return None
 
 
+RECIPE = Path(__file__).resolve().parents[2] / "configs" / "pcam_simple_cnn.yaml"
+
+
 def run_demo(data_root: Path | None, out: Path, console: Console) -> int:
     from histoflow.data.manifest import read_manifest
     from histoflow.data.summary import summarize
@@ -51,5 +54,46 @@ def run_demo(data_root: Path | None, out: Path, console: Console) -> int:
     (out / "data").mkdir(parents=True, exist_ok=True)
     manifest.to_csv(out / "data" / "manifest.csv")
     (out / "data" / "summary.json").write_text(json.dumps(summary, indent=2))
-    console.print(f"data step took {time.perf_counter() - start:.1f} s; outputs in {out}")
+    console.print(f"data step took {time.perf_counter() - start:.1f} s")
+
+    run_dir = train_step(pcam, out, console)
+    predict_step(root, pcam, run_dir, out, console)
+    console.rule("done")
+    console.print(f"total {time.perf_counter() - start:.0f} s. Outputs: {out}; open {run_dir / 'report.html'}",
+                  highlight=False)
     return 0
+
+
+def train_step(pcam: Path, out: Path, console: Console) -> Path:
+    from histoflow.cli import _print_metrics
+    from histoflow.config import load_config
+    from histoflow.train.fit import fit
+
+    run_dir = out / "pcam_simple_cnn"
+    console.rule("2. train the default recipe on pcam/train, evaluate on pcam/valid (8-view TTA)")
+    console.print(f"$ histoflow train {RECIPE.relative_to(RECIPE.parents[1])} --set data.path={pcam} --out {run_dir}",
+                  highlight=False, markup=False)
+    cfg = load_config(RECIPE, [f"data.path={pcam}"])
+    if (run_dir / "metrics.json").exists():
+        console.print(f"{run_dir} is complete: showing its results (delete it to train again)")
+    else:
+        started = time.perf_counter()
+        fit(cfg, run_dir, resume=(run_dir / "checkpoints" / "last.ckpt").exists())
+        console.print(f"trained and evaluated in {time.perf_counter() - started:.0f} s")
+    _print_metrics(run_dir / "metrics.json")
+    return run_dir
+
+
+def predict_step(root: Path, pcam: Path, run_dir: Path, out: Path, console: Console) -> None:
+    from histoflow.predict.folder import predict_to_csv
+
+    images = root / "kaggle_hcd"  # unlabelled Kaggle-format patches, when present
+    if not images.is_dir():
+        images = next(p for p in (pcam / "valid" / "1", pcam) if p.exists())
+    console.rule("3. predict unlabelled patches")
+    csv = out / "predictions.csv"
+    console.print(f"$ histoflow predict --checkpoint {run_dir / 'checkpoints' / 'best.pt'} --data {images} --out {csv}",
+                  highlight=False, markup=False)
+    frame = predict_to_csv(run_dir / "checkpoints" / "best.pt", images, csv, tta=True)
+    console.print(frame.head(5).to_string(index=False), highlight=False, markup=False)
+    console.print(f"{len(frame)} predictions in {csv}")

@@ -438,6 +438,7 @@ def _write_pictures(pred, slide, slide_id, out_dir, plan, values, xs, ys, pos, r
     write_geojson(out_dir / "tiles.geojson", tiles_geojson(xs, ys, pos, geom.region_px0, cfg.aggregate.threshold, cls))
     thumb, ds, tissue = _thumbnail(slide, plan, cfg)
     if thumb is None:
+        report["heatmap"] = "not written: no readable thumbnail (see the log)"
         return
     score = report["score"]
     title = (f"{slide_id}: {report['score_method']} = {'n/a' if score is None else f'{score:.3f}'}  "
@@ -456,9 +457,18 @@ def _thumbnail(slide, plan: TilePlan, cfg: SlidePredictConfig):
     """(RGB thumbnail, its downsample, tissue mask) or Nones when there is no slide to look at."""
     if slide is None:
         return None, 1.0, None
+    from histoflow.errors import SlideReadError
+
     w, h = slide.dimensions
     ds = max(1.0, max(w, h) / cfg.thumbnail_px)
-    return slide.read_downsampled(ds), ds, plan.tissue
+    # a corrupt region costs tiles, not the picture: fall back to the coarsest level, which the
+    # tissue mask was already read from successfully
+    for attempt in dict.fromkeys([ds, max(ds, slide.level_downsamples[-1])]):
+        try:
+            return slide.read_downsampled(attempt), attempt, plan.tissue
+        except SlideReadError as exc:
+            log.warning("%s: thumbnail at downsample %.3g failed (%s)", slide.slide_id, attempt, exc)
+    return None, 1.0, None
 
 
 def _atomic_parquet(path: Path, table, pq) -> None:

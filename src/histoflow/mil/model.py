@@ -33,6 +33,10 @@ class GatedAttentionMIL(nn.Module):
         if num_classes < 2:
             raise ConfigError(f"MIL needs at least 2 classes, got {num_classes}")
         self.task, self.num_classes = task, num_classes
+        # embeddings from different backbones live on very different scales: standardise with
+        # the training bags' statistics (set by train_mil, saved with the weights)
+        self.register_buffer("feat_mean", torch.zeros(in_features))
+        self.register_buffer("feat_std", torch.ones(in_features))
         self.project = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(dropout))
         self.attn_v = nn.Linear(hidden, attention)
         self.attn_u = nn.Linear(hidden, attention)
@@ -50,7 +54,7 @@ class GatedAttentionMIL(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (N, F) tiles of one bag -> (outputs, attention weights (N,) summing to 1)."""
-        h = self.project(x)
+        h = self.project((x - self.feat_mean) / self.feat_std)
         a = torch.softmax(self.attention(h), dim=0)
         z = (a.unsqueeze(-1) * h).sum(0)
         return self.head(z), a

@@ -230,6 +230,9 @@ def _train(cfg: MILConfig, out: Path, rng) -> dict:
     parts = {s: [b for b, t in zip(bags, split) if t == s] for s in ("train", "val", "test")}
     in_features = bags[0]["x"].shape[1]
     model = GatedAttentionMIL(in_features, len(classes), cfg.data.task, **cfg.model.model_dump())
+    tiles = np.concatenate([b["x"] for b in parts["train"]])
+    model.feat_mean.copy_(torch.from_numpy(tiles.mean(0)))
+    model.feat_std.copy_(torch.from_numpy(tiles.std(0) + 1e-6))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     key = _select_key(cfg.data.task)
     best, best_state, history = -np.inf, None, []
@@ -244,7 +247,7 @@ def _train(cfg: MILConfig, out: Path, rng) -> dict:
             opt.zero_grad()
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         val, _ = _evaluate(model, parts["val"] or parts["train"], cfg.data.task)
         score = val.get(key, val["accuracy"])
         history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), **{f"val_{k}": v for k, v in val.items()}})

@@ -166,3 +166,38 @@ def test_mil_aggregator_in_predict_slide(tmp_path):
              model_config={"hidden": 8, "attention": 4, "dropout": 0.25}, extra={"embedding": {"checkpoint_fingerprint": "x"}})
     with pytest.raises(CheckpointError, match="another checkpoint"):
         predict_slides(ckpt, [slide], tmp_path / "o2", SlidePredictConfig(mil_checkpoint=str(tmp_path / "other.pt")))
+
+
+def test_embed_slides_then_train_mil_from_the_cli(tmp_path):
+    """`histoflow embed` on slide files (resumable) and `histoflow train-mil` on what it wrote."""
+    from typer.testing import CliRunner
+
+    from histoflow.cli import app
+    from histoflow.cli_slidepred import register
+    from histoflow.slide.montage import write_pyramid_tiff
+    from tests.test_predict_slide import PATTERN, _tiny_checkpoint, pattern_image
+
+    if "train-mil" not in {c.name for c in app.registered_commands}:
+        register(app)
+    ckpt = _tiny_checkpoint(tmp_path / "m.pt")
+    slides = [write_pyramid_tiff(tmp_path / f"s{i}.tif", pattern_image(np.kron(np.roll(PATTERN, i, 1), np.ones((3, 3), int))),
+                                 mpp=1.0, tile_px=64, min_level_px=128) for i in range(2)]
+    runner = CliRunner()
+    args = ["--quiet", "embed", *map(str, slides), "--checkpoint", str(ckpt), "--out", str(tmp_path / "emb"), "--mpp", "1"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    import pyarrow.parquet as pq
+
+    e = np.load(tmp_path / "emb" / "s0" / "embeddings.npy")
+    assert e.shape[1] == 16 and e.shape[0] == pq.read_table(tmp_path / "emb" / "s0" / "tiles.parquet").num_rows > 0
+    res = runner.invoke(app, args)
+    assert json.loads(res.output)["resumed"] == ["s0", "s1"]
+    bags = _synthetic_bags(24)
+    _write_bags(tmp_path / "bags", bags)
+    res = runner.invoke(app, ["--quiet", "train-mil", "--set", f"data.embeddings={tmp_path / 'bags'}",
+                              "--set", f"data.labels={tmp_path / 'bags' / 'bags.csv'}", "--set", "train.epochs=2",
+                              "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "run" / "mil.pt").exists() and (tmp_path / "run" / "predictions.csv").exists()
+    res = runner.invoke(app, ["train-mil", "--set", "data.embeddings=x", "--set", "data.labels=nope.csv"])
+    assert res.exit_code == 2 and "nope.csv" in res.output

@@ -252,3 +252,34 @@ def test_cli_predict_slide_on_the_real_slide(tmp_path):
     ckpt2 = _tiny_checkpoint(tmp_path / "m2.pt", mpp=0.972)
     res = runner.invoke(app, ["predict-slide", str(slide), "--checkpoint", str(ckpt2), "--out", str(tmp_path / "o2")])
     assert res.exit_code == 0, res.output
+
+
+@pytest.mark.slow
+def test_pcam_model_heatmap_reproduces_a_montage_of_real_patches(tmp_path):
+    """Train a small PCam model (a few minutes under load), stitch real held-out PCam patches
+    into a pyramidal TIFF in a known pattern, and check that the heatmap finds the pattern."""
+    from histoflow.config import load_config
+    from histoflow.slide.montage import montage_array
+    from histoflow.train.fit import fit
+    from sklearn.metrics import roc_auc_score
+
+    pcam = need_data("pcam")
+    cfg = load_config(None, [f"data.path={pcam / 'train'}", "data.max_per_split=1500", "data.image_px=96",
+                             "model.name=simple_cnn", "model.params={widths: [16, 32, 64], depth: 1}",
+                             "train.epochs=2", "data.num_workers=0"])
+    run = fit(cfg, tmp_path / "run", evaluate_after=False)
+    rows, cols = 10, 12
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    pattern = ((xx - 3) ** 2 + (yy - 5) ** 2 < 8).astype(int)     # a tumour disc
+    pattern[2:9, 8:10] = 1                                           # and a bar
+    pattern[0, :] = -1                                               # a strip of glass
+    pools = {k: sorted((pcam / "valid" / str(k)).glob("*.jpg")) for k in (0, 1)}  # never trained on
+    img, _ = montage_array(pattern, pools, seed=1)
+    slide = write_pyramid_tiff(tmp_path / "montage.tif", img, mpp=0.972, min_level_px=256)
+    s = predict_slides(run / "checkpoints" / "best.pt", [slide], tmp_path / "pred",
+                       SlidePredictConfig(mpp=0.972, tissue_threshold=0.25), progress=False)
+    assert not s["failed"]
+    grid = np.load(tmp_path / "pred" / "montage" / "probabilities.npy")[..., 1]
+    seen = np.isfinite(grid)
+    assert not (seen & (pattern < 0)).any() and seen.sum() > 0.4 * (pattern >= 0).sum()
+    assert roc_auc_score(pattern[seen], grid[seen]) > 0.75

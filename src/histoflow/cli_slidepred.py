@@ -125,7 +125,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("train-mil")
     def train_mil_cmd(
-        config: Optional[Path] = typer.Argument(None, help="MIL config YAML (see configs/mil_pcam_bags.yaml)."),
+        config: Optional[Path] = typer.Argument(None, help="MIL config YAML (see configs/mil/pcam_bags.yaml)."),
         set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a key: --set data.task=ordinal."),
         out: Optional[Path] = typer.Option(None, help="Run folder [default: the config's `out`]."),
     ) -> None:

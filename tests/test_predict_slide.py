@@ -191,6 +191,8 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path):
     reps = [predict_slide(pred, p, out) for p in paths]
     assert reps[0].get("resumed") and not reps[1].get("resumed")
     assert os.stat(out / "s0" / "tiles.parquet").st_mtime_ns == before
+    # more reader threads or bigger batches change the speed, not the result: still done
+    assert predict_slide(predictor(SlidePredictConfig(mpp=1.0, workers=1, batch_size=7)), paths[0], out).get("resumed")
     # other settings: the old result does not count as done
     pred2 = predictor(SlidePredictConfig(mpp=1.0, aggregate=AggregateConfig(method="max")))
     assert not predict_slide(pred2, paths[0], out).get("resumed")

@@ -314,8 +314,12 @@ def load_predictor(checkpoint: str | Path, cfg: SlidePredictConfig) -> Predictor
     return pred
 
 
+SPEED_ONLY = ("batch_size", "workers", "prefetch", "device")  # change how fast, not what comes out
+
+
 def run_fingerprint(pred: Predictor) -> str:
-    blob = json.dumps({"checkpoint": pred.fingerprint, "cfg": pred.cfg.to_dict(), "tile_px": pred.tile_px,
+    cfg = {k: v for k, v in pred.cfg.to_dict().items() if k not in SPEED_ONLY}
+    blob = json.dumps({"checkpoint": pred.fingerprint, "cfg": cfg, "tile_px": pred.tile_px,
                        "mpp": pred.mpp}, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 

@@ -1,0 +1,1 @@
+"""Multiple-instance learning from slide (bag) labels: embed tiles once, train attention MIL."""

@@ -1,0 +1,134 @@
+"""Overlapping stages for slide inference: reader threads decode tiles while the model runs.
+
+Why threads, not DataLoader processes: the expensive steps (OpenSlide/tifffile/libjpeg
+decoding, OpenCV resizing, the model's kernels) all release the GIL, so threads overlap them
+as well as processes would, start instantly, share the in-memory slides used by tests and
+montages, and need no pickling. Each thread opens its own reader (file handles and decoder
+caches are not shared between threads).
+
+`stream_batches` keeps up to `prefetch` batches in flight: while the model consumes batch i,
+readers are already decoding batches i+1..i+prefetch, so the model never waits for I/O unless
+decoding is slower than the model overall.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Batch:
+    indices: np.ndarray              # positions (in the source's order) of the tiles that were read
+    images: np.ndarray               # (n, tile_px, tile_px, 3) uint8
+    errors: list[tuple[int, str]] = field(default_factory=list)  # (position, message) of tiles that failed
+
+
+class SlideTileSource:
+    """Tiles of one slide read from the slide file, one reader per thread."""
+
+    def __init__(self, slide_path: str, specs: Sequence, open_reader: Callable[[], object]):
+        self.slide_path, self.specs = slide_path, list(specs)
+        self._open = open_reader
+        self._local = threading.local()
+        self._readers: list = []
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    def _reader(self):
+        r = getattr(self._local, "reader", None)
+        if r is None:
+            r = self._local.reader = self._open()
+            with self._lock:
+                self._readers.append(r)
+        return r
+
+    def read(self, i: int) -> np.ndarray:
+        from histoflow.tiling.extract import read_tile
+
+        return read_tile(self._reader(), self.specs[i])
+
+    def close(self) -> None:
+        for r in self._readers:
+            if hasattr(r, "close") and getattr(r, "backend", "") != "array":
+                r.close()
+        self._readers.clear()
+
+
+class EncodedTileSource:
+    """Tiles already extracted to shards: JPEG/PNG bytes decoded in the reader threads."""
+
+    def __init__(self, images: Sequence[bytes], tile_px: int):
+        self.images, self.tile_px = list(images), tile_px
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def read(self, i: int) -> np.ndarray:
+        import cv2
+
+        arr = cv2.imdecode(np.frombuffer(self.images[i], np.uint8), cv2.IMREAD_COLOR)
+        if arr is None:
+            raise ValueError("cannot decode the stored tile image")
+        arr = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+        if arr.shape[:2] != (self.tile_px, self.tile_px):
+            arr = cv2.resize(arr, (self.tile_px, self.tile_px), interpolation=cv2.INTER_AREA)
+        return arr
+
+    def close(self) -> None:
+        pass
+
+
+def _read_batch(source, positions: range, tile_px: int) -> Batch:
+    ok, imgs, errors = [], [], []
+    for i in positions:
+        try:
+            img = source.read(i)
+        except Exception as exc:  # noqa: BLE001 - a corrupt region costs its tile, not the slide
+            errors.append((i, f"{type(exc).__name__}: {exc}"))
+            continue
+        if img.shape != (tile_px, tile_px, 3):
+            errors.append((i, f"tile has shape {img.shape}, expected {(tile_px, tile_px, 3)}"))
+            continue
+        ok.append(i)
+        imgs.append(img)
+    images = np.stack(imgs) if imgs else np.zeros((0, tile_px, tile_px, 3), np.uint8)
+    return Batch(np.asarray(ok, np.int64), images, errors)
+
+
+def stream_batches(source, tile_px: int, batch_size: int = 64, workers: int = 2,
+                   prefetch: int = 4) -> Iterator[Batch]:
+    """Batches of decoded tiles in source order, read `prefetch` batches ahead by `workers` threads."""
+    n = len(source)
+    starts = list(range(0, n, batch_size))
+    if workers <= 0:  # plain loop: debugging, or measuring what the overlap buys
+        for s in starts:
+            yield _read_batch(source, range(s, min(n, s + batch_size)), tile_px)
+        return
+    pending: deque = deque()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tile-reader") as pool:
+        try:
+            it = iter(starts)
+            for s in it:
+                pending.append(pool.submit(_read_batch, source, range(s, min(n, s + batch_size)), tile_px))
+                if len(pending) >= max(prefetch, workers):
+                    break
+            while pending:
+                batch = pending.popleft().result()
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append(pool.submit(_read_batch, source, range(nxt, min(n, nxt + batch_size)), tile_px))
+                yield batch
+        finally:
+            for f in pending:  # an abandoned generator must not leave readers running
+                f.cancel()

@@ -12,7 +12,7 @@ from histoflow.slide import open_slide  # noqa: E402
 from histoflow.tiling import TileConfig, extract_tiles  # noqa: E402
 
 __all__ += ["open_slide", "TileConfig", "extract_tiles", "TileDataset", "create_model", "list_models", "fit",
-            "evaluate", "predict"]
+            "evaluate", "predict", "predict_slide"]
 
 
 def __getattr__(name):
@@ -37,4 +37,8 @@ def __getattr__(name):
         from histoflow.predict.folder import predict_to_csv
 
         return predict_to_csv
+    if name == "predict_slide":
+        from histoflow.predict.slide import predict_slides
+
+        return predict_slides
     raise AttributeError(f"module 'histoflow' has no attribute {name!r}")

@@ -259,6 +259,10 @@ from histoflow.cli_slides import register as _register_slides  # noqa: E402
 
 _register_slides(app)
 
+from histoflow.cli_slidepred import register as _register_slidepred  # noqa: E402
+
+_register_slidepred(app)
+
 from histoflow.cli_report import register as _register_report  # noqa: E402
 
 _register_report(app)

@@ -303,6 +303,7 @@ def parse_space(tune: dict, base: RunConfig, source: str = "config") -> SearchSp
     """Parse and check a `tune:` section against the config it will modify."""
     if not isinstance(tune, dict):
         raise ConfigError(f"{source}: tune must be a mapping of config keys to ranges or choices")
+    settings = _settings(tune, source)
     params: list[Param] = []
     for key, spec in tune.items():
         if key in SETTINGS:
@@ -316,7 +317,7 @@ def parse_space(tune: dict, base: RunConfig, source: str = "config") -> SearchSp
         if p.key in seen:
             raise ConfigError(f"{source}: tune.{p.key} is given twice (an alias and its full key?)")
         seen.add(p.key)
-    space = SearchSpace(params, _settings(tune, source))
+    space = SearchSpace(params, settings)
     _check_values(space, base, source)
     return space
 

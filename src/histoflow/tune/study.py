@@ -153,10 +153,35 @@ def objective_value(run_dir: Path, metric: str) -> float:
     return float(value)
 
 
-def make_objective(cfg: RunConfig, space: SearchSpace, out: Path):
+def pruning_callback(trial, monitor: str):
+    """optuna_integration's Lightning pruning callback, raising at the end of the epoch.
+
+    The stock callback raises TrialPruned in on_validation_end, before the epoch's history.csv
+    row and last.pt are written; deferring the raise to on_train_epoch_end (it runs after
+    histoflow's callbacks) keeps a pruned trial's run folder a true record of what it did.
+    """
     optuna = _optuna()
     from optuna_integration import PyTorchLightningPruningCallback
 
+    class EpochEndPruning(PyTorchLightningPruningCallback):
+        pruned: Exception | None = None
+
+        def on_validation_end(self, trainer, pl_module):
+            try:
+                super().on_validation_end(trainer, pl_module)
+            except optuna.TrialPruned as exc:
+                self.pruned = exc
+                trainer.should_stop = True  # even if a later hook swallowed the raise below
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            if self.pruned is not None:
+                raise self.pruned
+
+    return EpochEndPruning(trial, monitor=monitor)
+
+
+def make_objective(cfg: RunConfig, space: SearchSpace, out: Path):
+    optuna = _optuna()
     from histoflow.train.fit import fit
 
     def objective(trial) -> float:
@@ -166,7 +191,7 @@ def make_objective(cfg: RunConfig, space: SearchSpace, out: Path):
         run_dir = out / "trials" / f"trial_{trial.number:04d}"
         trial.set_user_attr("run_dir", str(run_dir.resolve()))
         log.info("trial %d: %s", trial.number, values)
-        pruning = PyTorchLightningPruningCallback(trial, monitor=space.settings.metric)
+        pruning = pruning_callback(trial, space.settings.metric)
         try:
             fit(trial_cfg, run_dir, callbacks=[pruning])
         except optuna.TrialPruned:

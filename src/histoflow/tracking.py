@@ -74,6 +74,9 @@ def check_tracking(cfg, timeout_s: float = TIMEOUT_S) -> str:
             with urllib.request.urlopen(url, timeout=timeout_s) as reply:  # noqa: S310 - user's own server
                 if reply.status != 200:
                     raise ConfigError(f"{where}: {url} answered HTTP {reply.status}; is it an MLflow server?")
+        except urllib.error.HTTPError as exc:
+            raise ConfigError(f"{where}: {url} answered HTTP {exc.code} ({exc.reason}); is it an MLflow server "
+                              f"(or is a proxy answering for it)? Training was not started.") from None
         except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ConfigError(f"{where}: MLflow server not reachable ({reason}) within {timeout_s:g} s; "

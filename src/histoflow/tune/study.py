@@ -131,7 +131,7 @@ def _fail_stale(study, out: Path) -> None:
     optuna = _optuna()
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         log.warning("trial %d was left running by an interrupted study; marking it failed", t.number)
-        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
 
 
 def objective_value(run_dir: Path, metric: str) -> float:

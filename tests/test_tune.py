@@ -100,6 +100,24 @@ def test_bad_spaces_are_config_errors(spec, words):
     assert words in space_error(spec)
 
 
+def test_samplers_and_pruners_follow_the_settings():
+    from histoflow.tune.study import make_pruner, make_sampler
+
+    base = RunConfig()
+    space = parse_space({"lr": [0.1, 0.01], "pruner": "hyperband", "sampler": "random"}, base)
+    assert isinstance(make_pruner(space, epochs=6), optuna.pruners.HyperbandPruner)
+    assert isinstance(make_sampler(space, seed=1), optuna.samplers.RandomSampler)
+    space = parse_space({"lr": [0.1, 0.01], "pruner": "none"}, base)
+    assert isinstance(make_pruner(space, epochs=6), optuna.pruners.NopPruner)
+    assert isinstance(make_sampler(space, seed=1), optuna.samplers.TPESampler)
+    # seeded: the same seed proposes the same values
+    draws = []
+    for _ in range(2):
+        study = optuna.create_study(sampler=make_sampler(space, seed=3))
+        draws.append([study.ask().suggest_float("x", 0, 1) for _ in range(3)])
+    assert draws[0] == draws[1]
+
+
 def test_baseline_values_inside_and_outside_the_space():
     base = RunConfig()
     inside = parse_space({"lr": {"low": 1e-4, "high": 1e-2}, "train.batch_size": [64, 128]}, base)
@@ -113,7 +131,7 @@ def test_baseline_values_inside_and_outside_the_space():
 def test_study_writes_outputs_and_resumes_with_the_same_command(tmp_path):
     from histoflow.tune.study import run_study
 
-    cfg = load_config(tiny_config(tmp_path))
+    cfg = load_config(tiny_config(tmp_path, train={**TINY["train"], "epochs": 1}))
     out = tmp_path / "study"
     result = run_study(cfg, out, n_trials=2)
     assert result.n_complete + result.n_pruned == 2 and result.best_value is not None
@@ -139,7 +157,8 @@ def test_study_writes_outputs_and_resumes_with_the_same_command(tmp_path):
     assert run_study(cfg, out, n_trials=3).n_complete == result.n_complete  # nothing left to do
 
     # the same study with another space is refused before anything trains
-    changed = load_config(tiny_config(tmp_path, tune={**SPACE, "train.batch_size": [8, 32]}))
+    changed = load_config(tiny_config(tmp_path, tune={**SPACE, "train.batch_size": [8, 32]},
+                                      train={**TINY["train"], "epochs": 1}))
     n_dirs = len(list((out / "trials").iterdir()))
     with pytest.raises(ConfigError, match=r"different search space(.|\n)*changed train.batch_size"):
         run_study(changed, out, n_trials=4)

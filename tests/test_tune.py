@@ -4,7 +4,6 @@ through the Lightning callback, storage errors, and a study shared through a rea
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 

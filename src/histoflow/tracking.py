@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import socket
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -209,7 +210,6 @@ def finish_tracking(cfg, run_dir: str | Path, results: dict) -> str | None:
     metrics = final_metrics(results)
     if metrics:
         from mlflow.entities import Metric
-        import time
 
         now = int(time.time() * 1000)
         client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])

@@ -69,10 +69,11 @@ def open_storage(url: str, timeout_s: float = STORAGE_TIMEOUT_S):
 
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    engine_kwargs = {"connect_args": connect_timeout_args(url, timeout_s)} if not url.startswith("sqlite") else {}
     if url.startswith("sqlite"):
-        # several trials' writes queue behind one another instead of failing with "database is locked"
+        # concurrent writers (a second worker, optuna-dashboard) wait instead of failing with "database is locked"
         engine_kwargs = {"connect_args": {"timeout": 30}}
+    else:
+        engine_kwargs = {"connect_args": connect_timeout_args(url, timeout_s)}
     heartbeat = {} if url.startswith("sqlite") else {
         # several machines on one study: a trial whose worker died is failed after the grace period
         "heartbeat_interval": 60, "grace_period": 300,
@@ -90,12 +91,12 @@ def open_storage(url: str, timeout_s: float = STORAGE_TIMEOUT_S):
                           f"Training was not started.") from None
 
 
-def make_sampler(space: SearchSpace, seed: int):
+def make_sampler(space: SearchSpace, seed: int, n_trials: int = 12):
     optuna = _optuna()
     if space.settings.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     # few trials: TPE's default of 10 random start-up trials would be most of a 12-trial study
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(10, (space.settings.trials or 12) // 3)))
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(10, n_trials // 3)))
 
 
 def make_pruner(space: SearchSpace, epochs: int):
@@ -226,7 +227,7 @@ def run_study(cfg: RunConfig, out: str | Path, n_trials: int | None = None, stor
     name = study_name or cfg.name
     study = optuna.create_study(study_name=name, storage=rdb, load_if_exists=True,
                                 direction=space.settings.direction,
-                                sampler=make_sampler(space, cfg.seed), pruner=make_pruner(space, cfg.train.epochs))
+                                sampler=make_sampler(space, cfg.seed, n_trials), pruner=make_pruner(space, cfg.train.epochs))
     check_same_space(study, space, url)
     if default_storage:
         _fail_stale(study, out)

@@ -162,3 +162,21 @@ def test_fit_and_tune_log_to_a_real_mlflow_server(tmp_path, mlflow_server):
                                   filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert len(children) == 2
     assert {"trials.csv", "best.yaml", "plots"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+
+def test_log_evaluation_folder(tmp_path):
+    """`histoflow evaluate` output (metrics.json + report/) logged as its own run."""
+    from histoflow.config import RunConfig
+    from histoflow.tracking import log_evaluation
+
+    out = tmp_path / "eval"
+    (out / "report").mkdir(parents=True)
+    (out / "report" / "roc_all.png").write_bytes(b"\x89PNG fake")
+    results = {"checkpoint": "best.pt", "all": {"auc": 0.91, "n": 40}}
+    (out / "metrics.json").write_text(json.dumps(results))
+    cfg = RunConfig(tracking={"backend": "mlflow", "uri": str(tmp_path / "mlruns"), "experiment": "evals"})
+    run_id = log_evaluation(cfg, out, results)
+    client = mlflow.MlflowClient(tracking_uri=resolve_uri(str(tmp_path / "mlruns"))[0])
+    run = client.get_run(run_id)
+    assert run.data.metrics["final_all_auc"] == pytest.approx(0.91) and run.data.params["checkpoint"] == "best.pt"
+    assert {"metrics.json", "report"} <= {a.path for a in client.list_artifacts(run_id)}

@@ -266,3 +266,29 @@ def study_run(cfg, name: str, params: dict[str, Any]) -> Iterator[Any]:
     finally:
         _PARENT_RUN.reset(token)
         client.set_terminated(run.info.run_id, status)
+
+
+def log_evaluation(cfg, out: str | Path, results: dict, run_name: str = "evaluate") -> str | None:
+    """A standalone evaluation (`histoflow evaluate`'s output folder) as its own MLflow run:
+    final metrics, metrics.json and the report plots. Returns the run id."""
+    if cfg.tracking.backend == "none":
+        return None
+    mlflow = _mlflow()
+    uri = check_tracking(cfg)
+    _, artifacts = resolve_uri(cfg.tracking.uri)
+    out = Path(out)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment_id = _ensure_experiment(client, cfg.tracking.experiment, artifacts)
+    run = client.create_run(experiment_id, run_name=run_name, tags={"histoflow.kind": "evaluate",
+                                                                    "histoflow.run_dir": str(out.resolve())})
+    run_id = run.info.run_id
+    if isinstance(results.get("checkpoint"), str):
+        client.log_param(run_id, "checkpoint", results["checkpoint"])
+    for key, value in final_metrics(results).items():
+        client.log_metric(run_id, key, value)
+    if (out / "metrics.json").exists():
+        client.log_artifact(run_id, str(out / "metrics.json"))
+    if (out / "report").is_dir():
+        client.log_artifacts(run_id, str(out / "report"), artifact_path="report")
+    client.set_terminated(run_id, "FINISHED")
+    return run_id

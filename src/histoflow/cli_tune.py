@@ -42,6 +42,12 @@ def register(app: typer.Typer) -> None:
         from histoflow.tune.study import run_study
 
         def work():
+            import os
+
+            if os.environ.get("HISTOFLOW_QUIET"):
+                import optuna  # its per-trial INFO lines are progress output: --quiet silences them too
+
+                optuna.logging.set_verbosity(optuna.logging.WARNING)
             cfg = load_config(config, list(set_ or []))
             folder = out or Path("runs") / f"{cfg.name}-tune"
             return run_study(cfg, folder, n_trials=trials, storage=storage, study_name=study, source=str(config))

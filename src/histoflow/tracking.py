@@ -213,11 +213,12 @@ def finish_tracking(cfg, run_dir: str | Path, results: dict) -> str | None:
 
         now = int(time.time() * 1000)
         client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
-    for name in ("config.yaml", "metrics.json", "history.csv", "splits.csv"):
+    for name in ("config.yaml", "metrics.json", "history.csv", "splits.csv", "report.html"):
         if (run_dir / name).exists():
             client.log_artifact(run_id, str(run_dir / name))
-    if (run_dir / "report").is_dir():
-        client.log_artifacts(run_id, str(run_dir / "report"), artifact_path="report")
+    for folder in ("report", "explain"):  # plots; the Grad-CAM gallery report.html links to
+        if (run_dir / folder).is_dir():
+            client.log_artifacts(run_id, str(run_dir / folder), artifact_path=folder)
     if (run_dir / "checkpoints" / "best.pt").exists():
         client.log_artifact(run_id, str(run_dir / "checkpoints" / "best.pt"), artifact_path="checkpoints")
     client.set_terminated(run_id, "FINISHED")

@@ -16,7 +16,7 @@ def test_help_on_every_verb():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
     verbs = ["doctor", "models", "train", "evaluate", "predict", "demo", "data", "explain", "report", "calibrate",
-             "info", "tile", "normalize", "predict-slide", "embed", "train-mil"]
+             "info", "tile", "normalize", "predict-slide", "embed", "train-mil", "tune"]
     for verb in verbs:
         assert verb in result.output
         sub = runner.invoke(app, [verb, "--help"])

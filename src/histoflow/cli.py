@@ -267,6 +267,10 @@ from histoflow.cli_report import register as _register_report  # noqa: E402
 
 _register_report(app)
 
+from histoflow.cli_tune import register as _register_tune  # noqa: E402
+
+_register_tune(app)
+
 
 def _main() -> None:  # pragma: no cover
     sys.exit(app())

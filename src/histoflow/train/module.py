@@ -6,6 +6,8 @@ optional class weights and label smoothing). Validation AUC comes from torchmetr
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import torch
 import torchmetrics
@@ -106,6 +108,7 @@ class ClassifierModule(L.LightningModule):
         if s.name == "plateau":
             sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=s.gamma, patience=s.patience)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_auc", "interval": "epoch"}}
-        total = int(self.trainer.estimated_stepping_batches)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=o.lr, total_steps=max(2, total), pct_start=s.pct_start)
+        # OneCycleLR divides by its warm-up length: very short runs need at least 2 warm-up steps
+        total = max(int(self.trainer.estimated_stepping_batches), math.ceil(2 / max(s.pct_start, 1e-3)) + 1)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=o.lr, total_steps=total, pct_start=s.pct_start)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

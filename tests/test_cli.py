@@ -55,3 +55,17 @@ def test_demo_without_data_says_how_to_get_it(tmp_path):
     assert result.exit_code == 1
     assert "histoflow data download pcam" in result.output
     assert "HISTOFLOW_DATA=" in result.output
+
+
+def test_demo_end_to_end_on_real_pcam_quick(tmp_path):
+    """`make demo`'s code path (inspect -> train -> evaluate -> report -> predict), on a subset."""
+    root = need_data("pcam").parent
+    result = runner.invoke(app, ["--quiet", "demo", "--data-root", str(root), "--out", str(tmp_path), "--set", "data.max_per_split=200",
+                                 "--set", "train.epochs=1", "--set", "model.params={widths: [8, 16], depth: 1}"])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "pcam_simple_cnn"
+    assert (run / "metrics.json").exists() and (run / "report.html").exists()
+    assert (tmp_path / "data" / "summary.json").exists()
+    preds = (tmp_path / "predictions.csv").read_text().splitlines()
+    assert preds[0].startswith("path,") and len(preds) > 10
+    assert "val_tta: n 200" in result.output

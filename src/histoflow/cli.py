@@ -243,11 +243,12 @@ def predict(
 def demo(
     data_root: Optional[Path] = typer.Option(None, help="Folder holding pcam/ [default: $HISTOFLOW_DATA]."),
     out: Path = typer.Option(Path("runs/demo"), help="Output folder of the demo run."),
+    set_: list[str] = typer.Option(None, "--set", help="Override the recipe, e.g. --set train.epochs=1 (quick look)."),
 ) -> None:
     """The main job on real PCam patches (what `make demo` runs)."""
     from histoflow.demo import run_demo
 
-    code = run_verb(run_demo, data_root, out, console)
+    code = run_verb(run_demo, data_root, out, console, list(set_ or []))
     raise typer.Exit(code or 0)
 
 

@@ -33,7 +33,7 @@ def find_pcam(root: Path) -> Path | None:
 RECIPE = Path(__file__).resolve().parents[2] / "configs" / "pcam_simple_cnn.yaml"
 
 
-def run_demo(data_root: Path | None, out: Path, console: Console) -> int:
+def run_demo(data_root: Path | None, out: Path, console: Console, overrides: list[str] | None = None) -> int:
     from histoflow.data.manifest import read_manifest
     from histoflow.data.summary import summarize
     from histoflow.data.verify import verify_manifest
@@ -56,7 +56,7 @@ def run_demo(data_root: Path | None, out: Path, console: Console) -> int:
     (out / "data" / "summary.json").write_text(json.dumps(summary, indent=2))
     console.print(f"data step took {time.perf_counter() - start:.1f} s")
 
-    run_dir = train_step(pcam, out, console)
+    run_dir = train_step(pcam, out, console, overrides or [])
     predict_step(root, pcam, run_dir, out, console)
     console.rule("done")
     console.print(f"total {time.perf_counter() - start:.0f} s. Outputs: {out}; open {run_dir / 'report.html'}",
@@ -64,16 +64,17 @@ def run_demo(data_root: Path | None, out: Path, console: Console) -> int:
     return 0
 
 
-def train_step(pcam: Path, out: Path, console: Console) -> Path:
+def train_step(pcam: Path, out: Path, console: Console, overrides: list[str]) -> Path:
     from histoflow.cli import _print_metrics
     from histoflow.config import load_config
     from histoflow.train.fit import fit
 
     run_dir = out / "pcam_simple_cnn"
     console.rule("2. train the default recipe on pcam/train, evaluate on pcam/valid (8-view TTA)")
-    console.print(f"$ histoflow train {RECIPE.relative_to(RECIPE.parents[1])} --set data.path={pcam} --out {run_dir}",
+    extra = "".join(f" --set {o}" for o in overrides)
+    console.print(f"$ histoflow train {RECIPE.relative_to(RECIPE.parents[1])} --set data.path={pcam}{extra} --out {run_dir}",
                   highlight=False, markup=False)
-    cfg = load_config(RECIPE, [f"data.path={pcam}"])
+    cfg = load_config(RECIPE, [f"data.path={pcam}", *overrides])
     if (run_dir / "metrics.json").exists():
         console.print(f"{run_dir} is complete: showing its results (delete it to train again)")
     else:

@@ -32,6 +32,7 @@ class HistoryWriter(L.Callback):
     def __init__(self, path: Path):
         self.path = Path(path)
         self._start = time.perf_counter()
+        self.epoch_offset = 0  # a second training stage (head_then_full) continues the numbering
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._start = time.perf_counter()
@@ -41,11 +42,12 @@ class HistoryWriter(L.Callback):
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train_", "val_"))}
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
-        row = {"epoch": trainer.current_epoch, **metrics, "lr": lr, "seconds": round(time.perf_counter() - self._start, 2)}
+        epoch = trainer.current_epoch + self.epoch_offset
+        row = {"epoch": epoch, **metrics, "lr": lr, "seconds": round(time.perf_counter() - self._start, 2)}
         rows = []
         if self.path.exists():
             with open(self.path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < trainer.current_epoch]
+                rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < epoch]
         rows.append(row)
         fields = list(dict.fromkeys(k for r in rows for k in r))
         tmp = self.path.with_name(self.path.name + ".tmp")

@@ -189,6 +189,9 @@ def _fit_lightning(cfg, model, weights, train_loader, val_loader, run_dir, save,
         if remaining <= 0:
             return
         trainer_kw["logger"] = [TensorBoardLogger(run_dir, name="tb", version="full"), *extra_loggers]
+        for callback in callbacks:
+            if isinstance(callback, HistoryWriter):
+                callback.epoch_offset = head_epochs
         trainer = L.Trainer(max_epochs=remaining, **trainer_kw)
         trainer.fit(module, train_loader, val_loader)
         return

@@ -75,6 +75,10 @@ def fit(cfg: RunConfig, out: str | Path, resume: bool = False, evaluate_after: b
         raise ConfigError(f"--resume: no {ckpt_dir / 'last.ckpt'} to resume from")
     if not resume and (ckpt_dir / "last.ckpt").exists():
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    if cfg.tracking.backend != "none":  # an unreachable tracking server fails before any work
+        from histoflow.tracking import check_tracking
+
+        check_tracking(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     L.seed_everything(cfg.seed, workers=True, verbose=False)

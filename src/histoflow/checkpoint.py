@@ -44,14 +44,20 @@ def save_checkpoint(path: str | Path, model, *, model_config: dict, class_names:
     return path
 
 
-def read_checkpoint(path: str | Path) -> dict:
+def load_file(path: str | Path, what: str = "checkpoint") -> object:
+    """torch.load on CPU with errors that name the file: missing, or not a readable checkpoint."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
+        raise CheckpointError(f"{path}: {what} not found")
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any unpickling error means an unusable file
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    blob = load_file(path)
     if not isinstance(blob, dict) or "histoflow_version" not in blob:
         raise CheckpointError(f"{path}: not a histoflow checkpoint (a bare state dict? use model.weights: {path} "
                               f"to start a new model from it)")

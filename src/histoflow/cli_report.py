@@ -15,19 +15,12 @@ def explain_checkpoint(checkpoint: Path, data: Path, out: Path, n: int = 32, met
                        split: Optional[str] = None, threshold: float = 0.5, format: str = "auto") -> dict:
     """Grad-CAM gallery of a checkpoint on labelled data: out/gallery.png, gallery.csv, cams/."""
     from histoflow.checkpoint import load_checkpoint
-    from histoflow.data.manifest import read_manifest
-    from histoflow.errors import DataError
     from histoflow.evaluate.gradcam import explain_gallery
-    from histoflow.evaluate.run import dataset_for_checkpoint
+    from histoflow.evaluate.run import dataset_for_checkpoint, labelled_manifest
 
     model, meta = load_checkpoint(checkpoint)
-    manifest = read_manifest(data, format=format)
-    if split:
-        if split not in manifest.splits:
-            raise DataError(f"{data}: no split {split!r} (splits: {manifest.splits or 'none'})")
-        manifest = manifest.split(split)
-    if not manifest.labelled:
-        raise DataError(f"{data}: images are unlabelled; the gallery sorts cases into TP/FP/FN/TN and needs labels")
+    manifest = labelled_manifest(data, format, split,
+                                 unlabelled_hint="the gallery sorts cases into TP/FP/FN/TN and needs labels")
     dataset = dataset_for_checkpoint(manifest, meta)
     return explain_gallery(model, meta, dataset, out, n=n, method=method, threshold=threshold)
 

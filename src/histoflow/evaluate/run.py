@@ -105,17 +105,24 @@ def evaluate_run(run_dir: Path, data, tta: bool = False, train_seconds: float | 
     return results
 
 
-def evaluate_checkpoint(checkpoint: Path, data_path: Path, out: Path, split: str | None = None, tta: bool = False,
-                        format: str = "auto", threshold: float = 0.5) -> dict:
-    """`histoflow evaluate`: a checkpoint on any labelled patch data."""
-    model, meta = load_checkpoint(checkpoint)
+def labelled_manifest(data_path: Path, format: str = "auto", split: str | None = None,
+                      unlabelled_hint: str = "use `histoflow predict` for unlabelled data"):
+    """The (optionally one split of a) labelled manifest that evaluation and explanation need."""
     manifest = read_manifest(data_path, format=format)
     if split:
         if split not in manifest.splits:
             raise DataError(f"{data_path}: no split {split!r} (splits: {manifest.splits or 'none'})")
         manifest = manifest.split(split)
     if not manifest.labelled:
-        raise DataError(f"{data_path}: images are unlabelled; use `histoflow predict` for unlabelled data")
+        raise DataError(f"{data_path}: images are unlabelled; {unlabelled_hint}")
+    return manifest
+
+
+def evaluate_checkpoint(checkpoint: Path, data_path: Path, out: Path, split: str | None = None, tta: bool = False,
+                        format: str = "auto", threshold: float = 0.5) -> dict:
+    """`histoflow evaluate`: a checkpoint on any labelled patch data."""
+    model, meta = load_checkpoint(checkpoint)
+    manifest = labelled_manifest(data_path, format, split)
     dataset = dataset_for_checkpoint(manifest, meta)
     out = Path(out)
     name = split or "data"

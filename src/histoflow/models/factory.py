@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from histoflow.config import ModelConfig
@@ -33,13 +32,10 @@ def create_model(cfg: ModelConfig | str, num_classes: int, mean=None, std=None) 
 def load_backbone_weights(model: Classifier, path: str | Path) -> None:
     """Load a local checkpoint into the backbone: histoflow's own (backbone only, the head is
     new), or a plain timm/torchvision state dict. Keys that do not fit are listed, not hidden."""
+    from histoflow.checkpoint import load_file
+
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: weights file not found")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
+    blob = load_file(path, what="weights file")
     if isinstance(blob, dict) and "histoflow_version" in blob:
         state = {k[len("backbone."):]: v for k, v in blob["state_dict"].items() if k.startswith("backbone.")}
     else:

@@ -19,8 +19,10 @@ import torch
 from histoflow.config import load_config
 from histoflow.data.batch_augment import BatchAugment
 from histoflow.models.factory import create_model
+from histoflow.runtime import keep_freed_memory_in_heap
 from histoflow.train.data import build_run_data
-from histoflow.train.fit import fit, make_loader
+from histoflow.data.loading import make_loader
+from histoflow.train.fit import fit
 
 DATA = Path(os.environ.get("HISTOFLOW_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 OVERRIDES = ["data.max_per_split=3072", "train.epochs=2", "train.tta=false", "data.verify=false",
@@ -80,6 +82,7 @@ def main() -> dict:
         print(json.dumps({"bench": "train_throughput", "skipped": f"no data at {pcam}"}))
         return {}
     os.environ["HISTOFLOW_QUIET"] = "1"
+    keep_freed_memory_in_heap()  # histoflow's fit does this; give the plain loop the same allocator
     recipe = Path(__file__).resolve().parents[1] / "configs" / "pcam_simple_cnn.yaml"
     cfg = load_config(recipe, [f"data.path={pcam}", *OVERRIDES])
     plain, ours = [], []

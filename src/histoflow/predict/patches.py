@@ -6,9 +6,10 @@ import contextlib
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
+from histoflow.data.loading import make_loader
 from histoflow.data.transforms import dihedral_views
+from histoflow.runtime import keep_freed_memory_in_heap
 
 
 def autocast_for(device: torch.device):
@@ -25,6 +26,7 @@ def default_device() -> torch.device:
 def predict_batches(model, loader, tta: bool = False, device: torch.device | None = None, progress: bool = False) -> np.ndarray:
     """(N, num_classes) probabilities for every image the loader yields, in order."""
     device = device or default_device()
+    keep_freed_memory_in_heap()  # see histoflow.runtime
     model.eval().to(device)
     model = model.to(memory_format=torch.channels_last)
     out = []
@@ -46,6 +48,5 @@ def predict_batches(model, loader, tta: bool = False, device: torch.device | Non
 
 def predict_dataset(model, dataset, batch_size: int = 256, workers: int = 2, tta: bool = False,
                     device: torch.device | None = None, progress: bool = False) -> np.ndarray:
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=torch.cuda.is_available())
+    loader = make_loader(dataset, batch_size, workers, persistent=False)
     return predict_batches(model, loader, tta=tta, device=device, progress=progress)

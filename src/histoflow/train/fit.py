@@ -19,14 +19,16 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from lightning.pytorch.utilities import rank_zero_only
 
 from histoflow.checkpoint import save_checkpoint
 from histoflow.config import RunConfig, save_config
+from histoflow.data.loading import make_loader
 from histoflow.data.samplers import balanced_sampler, class_weights
 from histoflow.errors import ConfigError
 from histoflow.models.factory import create_model, set_backbone_trainable
-from histoflow.train.callbacks import HistoflowCheckpoint, HistoryWriter, StopOnNonFiniteLoss
+from histoflow.runtime import keep_freed_memory_in_heap
+from histoflow.train.callbacks import HistoflowCheckpoint, HistoryWriter, StopOnNonFiniteLoss, ema_weights
 from histoflow.train.data import build_run_data
 from histoflow.train.module import ClassifierModule
 
@@ -42,13 +44,6 @@ def resolve_precision(precision: str, accelerator: str) -> str:
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     capability = torch.backends.cpu.get_cpu_capability()
     return "bf16-mixed" if ("AVX512_BF16" in capability or "AMX" in capability) else "32-true"
-
-
-def make_loader(dataset, batch_size: int, workers: int, shuffle: bool = False, sampler=None, seed: int = 0) -> DataLoader:
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-                      num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
-                      drop_last=False, generator=generator)
 
 
 def _progress_bar() -> list:
@@ -82,6 +77,7 @@ def fit(cfg: RunConfig, out: str | Path, resume: bool = False, evaluate_after: b
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    keep_freed_memory_in_heap()  # 1.3-1.7x faster CPU training steps, see histoflow.runtime
     started = time.perf_counter()
 
     data = build_run_data(cfg, run_dir)
@@ -113,9 +109,10 @@ def fit(cfg: RunConfig, out: str | Path, resume: bool = False, evaluate_after: b
             loggers = [*(loggers or []), *tracking_loggers(cfg, run_dir)]
         _fit_lightning(cfg, model, weights, train_loader, val_loader, run_dir, save, resume,
                        list(callbacks or []), list(loggers or []))
+        if t.ema_decay and val_loader is None and rank_zero_only.rank == 0:
+            save("last.pt", {"epoch": t.epochs - 1})  # no validation: EMA copied its averages in at train end
 
     wall = time.perf_counter() - started
-    from lightning.pytorch.utilities import rank_zero_only
 
     if rank_zero_only.rank != 0:  # DDP: other ranks stop here; rank 0 evaluates and writes
         return run_dir
@@ -154,6 +151,8 @@ def _fit_lightning(cfg, model, weights, train_loader, val_loader, run_dir, save,
         *_progress_bar(),
         *extra_callbacks,
     ]
+    if t.ema_decay:
+        callbacks.append(ema_weights(t.ema_decay))  # after HistoflowCheckpoint: see ema_weights
     if t.early_stopping:
         e = t.early_stopping
         callbacks.append(EarlyStopping(monitor=e.monitor, mode=e.mode, patience=e.patience, check_finite=True))

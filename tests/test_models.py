@@ -70,3 +70,21 @@ def test_freeze_backbone_leaves_only_head_trainable():
     assert trainable_parameters(model) == 512 + 1
     set_backbone_trainable(model, True)
     assert trainable_parameters(model) > 11_000_000
+
+
+
+def test_pool_first_matches_pool_last_when_bn_scale_is_positive():
+    """conv-pool-BN-ReLU computes what conv-BN-ReLU-pool does (max-pool commutes with a
+    monotonic map), on a quarter of the pixels."""
+    from histoflow.models.baselines import SimpleCNN
+
+    torch.manual_seed(0)
+    last, first = SimpleCNN((8, 16, 32), 1), SimpleCNN((8, 16, 32), 1, pool_first=True)
+    assert [type(m).__name__ for m in first.body][:4] == ["Conv2d", "MaxPool2d", "BatchNorm2d", "ReLU"]
+    for bn in (m for m in last.body if isinstance(m, torch.nn.BatchNorm2d)):
+        bn.weight.data.uniform_(0.5, 2.0)
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2.0)
+    first.load_state_dict({k: v for k, v in zip(first.state_dict(), last.state_dict().values())})
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(first.eval()(x), last.eval()(x), atol=1e-5)

@@ -104,3 +104,30 @@ def test_policy_from_yaml_builds_and_runs():
     out = transform(img)
     assert out.dtype == torch.uint8 and out.shape == (3, 96, 96)
     assert build_transform(AugmentConfig(), 96) is None
+
+
+@pytest.mark.parametrize("cache", ["none", "memory"])
+def test_batched_loading_matches_per_item_and_plain_dataloader(cache):
+    from histoflow.data.loading import make_loader
+
+    m = read_manifest(need_data("pcam", "valid")).subset(np.arange(0, 3000, 150))
+    ds = PatchDataset(m, image_px=96, cache=cache, crop_px=64)
+    reference = torch.stack([ds[i][0] for i in range(len(ds))])
+    labels = torch.tensor([ds[i][1] for i in range(len(ds))])
+    for workers in (0, 2):
+        ours = list(make_loader(ds, 8, workers, persistent=False))
+        plain = list(DataLoader(ds, batch_size=8, num_workers=workers))  # a user's own loader still works
+        for batches in (ours, plain):
+            assert torch.equal(torch.cat([b[0] for b in batches]), reference)
+            assert torch.equal(torch.cat([b[1] for b in batches]), labels)
+    x, _ = ours[0]
+    assert x.shape == (8, 3, 64, 64) and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_batched_loading_keeps_per_image_transforms():
+    from histoflow.data.loading import make_loader
+
+    m = read_manifest(need_data("breakhis")).subset(np.arange(6))
+    ds = PatchDataset(m, image_px=64, transform=build_transform(AugmentConfig(hflip=True), 64))
+    x, y = next(iter(make_loader(ds, 6, 0)))
+    assert x.shape == (6, 3, 64, 64) and len(y) == 6

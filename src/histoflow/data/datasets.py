@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from histoflow.data.images import read_image
 from histoflow.data.manifest import Manifest
@@ -46,6 +46,19 @@ def fit_size(img: np.ndarray, image_px: int | None, policy: str, source: str) ->
         out[top:top + h, left:left + w] = img[sy:sy + h, sx:sx + w]
         return out
     raise ConfigError(f"size_policy must be one of {SIZE_POLICIES}, got {policy!r}")
+
+
+class StackedSamples(list):
+    """One batch that `PatchDataset.__getitems__` already stacked into a single tensor.
+
+    It is still a list of `(image, label)` samples (views into that tensor), so torch's
+    default_collate works on it as on any batch; `histoflow.data.loading.collate` takes the
+    stacked tensors as they are instead of copying every image again.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        super().__init__(zip(images, labels.tolist()))
+        self.images, self.labels = images, labels
 
 
 class PatchDataset(Dataset):
@@ -126,6 +139,31 @@ class PatchDataset(Dataset):
         if self.transform is not None:
             img = self.transform(img)
         return img, int(self.labels[i])
+
+    def __getitems__(self, indices: list[int]) -> list:
+        """A whole batch at once (torch's DataLoader calls this when it exists).
+
+        Images are decoded straight into one (B, H, W, 3) uint8 array, handed on as a
+        (B, 3, H, W) channels-last view: no per-sample tensors and no second copy in collate.
+        Per-image transforms and unsized images take the per-item path.
+        """
+        if self.transform is not None or (self.image_px is None and self._cache is None):
+            return [self[i] for i in indices]
+        rows = np.asarray(indices, dtype=np.int64)
+        side = self.crop_px or self.image_px
+        images = torch.empty((len(rows), side, side, 3), dtype=torch.uint8)
+        if get_worker_info() is not None:
+            # filled in place in shared memory: the batch reaches the main process as a file
+            # descriptor, with no copy (a private buffer would be copied into shm on the way)
+            images.share_memory_()
+        pixels = images.numpy()
+        if self._cache is not None:
+            np.take(self._cache, rows, axis=0, out=pixels)
+        else:
+            for k, i in enumerate(rows):
+                pixels[k] = self.load(int(i))
+        images = images.permute(0, 3, 1, 2)
+        return StackedSamples(images, torch.from_numpy(self.labels[rows]))
 
     def __getstate__(self):
         state = self.__dict__.copy()

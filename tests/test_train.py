@@ -59,6 +59,21 @@ def test_same_seed_same_weights(tmp_path):
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
 
 
+def test_ema_checkpoints_hold_the_averaged_weights_that_were_validated(tmp_path):
+    raw = fit(tiny(), tmp_path / "raw")
+    ema = fit(tiny("train.ema_decay=0.9"), tmp_path / "ema")
+    # EMA never changes the raw training trajectory, so any difference is the averaging
+    s_raw, s_ema = (read_checkpoint(r / "checkpoints" / "last.pt")["state_dict"] for r in (raw, ema))
+    assert not all(torch.equal(s_raw[k], s_ema[k]) for k in s_raw)
+    history = pd.read_csv(ema / "history.csv")
+    best = read_checkpoint(ema / "checkpoints" / "best.pt")
+    validated = history.loc[history["epoch"] == best["epoch"], "val_auc"].item()
+    evaluated = json.loads((ema / "metrics.json").read_text())["val"]["auc"]
+    assert evaluated == pytest.approx(validated, abs=1e-5)  # best.pt is what was validated: the average
+    with pytest.raises(ConfigError, match="ema_decay"):
+        tiny("train.ema_decay=1.5")
+
+
 def test_existing_run_needs_resume(tmp_path):
     fit(tiny("train.epochs=1"), tmp_path / "run", evaluate_after=False)
     with pytest.raises(ConfigError, match="already holds a run; pass --resume"):

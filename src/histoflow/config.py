@@ -153,6 +153,14 @@ class TrainConfig(Strict):
     deterministic: bool = True
     max_steps_per_epoch: int | None = None  # cap batches per epoch (smoke runs)
     tta: bool = False                  # 8-view dihedral test-time augmentation in evaluation
+    ema_decay: float | None = None     # exponential moving average of the weights (e.g. 0.998), used for val/predict
+
+    @field_validator("ema_decay")
+    @classmethod
+    def _decay_in_range(cls, v: float | None) -> float | None:
+        if v is not None and not 0.0 < v < 1.0:
+            raise ValueError("must be between 0 and 1 (e.g. 0.998), or null for no averaging")
+        return v
 
     @field_validator("epochs", "batch_size")
     @classmethod

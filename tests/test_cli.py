@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import yaml
 from typer.testing import CliRunner
 
 from histoflow.cli import app
@@ -31,6 +32,10 @@ def test_data_inspect_idc_writes_manifest_and_summary(tmp_path):
     assert summary["n_images"] == 103 and summary["patients"] == 1
     assert summary["image_sizes"]["50x50"] == 102
     assert (tmp_path / "manifest.csv").exists()
+    record = yaml.safe_load((tmp_path / "command.yaml").read_text())  # what produced these files
+    assert record["command"].endswith("data inspect")
+    assert record["options"]["on_error"] == "raise" and record["options"]["seed"] == 42  # defaults resolved
+    assert record["options"]["path"] == str(need_data("idc", "8975"))
 
 
 def test_data_inspect_bad_folder_exit_code(tmp_path):

@@ -220,3 +220,22 @@ def test_cli_report_and_calibrate(tiny_run, tmp_path):
     assert "Temperature scaling" in (tmp_path / "r.html").read_text()
     missing = runner.invoke(app, ["report", str(tmp_path / "nowhere")])
     assert missing.exit_code == 2 and "no such directory" in missing.output
+
+
+def test_evaluate_and_predict_verbs_record_their_options(tiny_run, tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from histoflow.cli import app
+
+    runner = CliRunner()
+    ckpt, valid = tiny_run / "checkpoints" / "best.pt", need_data("pcam", "valid")
+    few = tmp_path / "few"
+    few.mkdir()
+    for p in sorted((valid / "1").glob("*.jpg"))[:3]:
+        (few / p.name).write_bytes(p.read_bytes())
+    result = runner.invoke(app, ["predict", "--checkpoint", str(ckpt), "--data", str(few), "--out", str(tmp_path / "preds.csv")])
+    assert result.exit_code == 0, result.output
+    record = yaml.safe_load((tmp_path / "preds.command.yaml").read_text())
+    assert record["command"].endswith("predict") and record["options"]["tta"] is False
+    assert record["options"]["checkpoint"] == str(ckpt)

@@ -43,12 +43,40 @@ def main(quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings 
 
 
 def run_verb(fn, *args, **kwargs):
-    """Run a library call; a HistoflowError becomes a one-line message and exit code 2."""
+    """Run a library call; a HistoflowError becomes a one-line message and exit code 2.
+    On success the verb's resolved options are written beside its output (record_command)."""
     try:
-        return fn(*args, **kwargs)
+        result = fn(*args, **kwargs)
     except HistoflowError as exc:
         console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+    record_command()
+    return result
+
+
+def record_command() -> Path | None:
+    """Write the running verb and every option it resolved (defaults included) as YAML into its
+    `--out` folder (`command.yaml`), or beside an `--out` file (`<name>.command.yaml`): what
+    produced an output stays next to it. `train` and `tune` also write their full run config."""
+    import click
+    import yaml
+
+    from histoflow import __version__
+
+    ctx = click.get_current_context(silent=True)
+    out = ctx.params.get("out") if ctx is not None else None
+    if out is None:
+        return None
+    out = Path(out)
+    target = out.with_name(out.stem + ".command.yaml") if out.suffix else out / "command.yaml"
+    options = {k: (str(v) if isinstance(v, Path) else [str(i) for i in v] if isinstance(v, (list, tuple)) else v)
+               for k, v in ctx.params.items()}
+    record = {"command": ctx.command_path, "options": options, "histoflow": __version__}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(record, sort_keys=False))
+    tmp.replace(target)
+    return target
 
 
 def print_summary(summary: dict) -> None:

@@ -18,6 +18,7 @@ from histoflow.errors import ConfigError, DataError
 from histoflow.slide import ArraySlide, open_slide
 from histoflow.slide.synthetic import write_synthetic_slide
 from histoflow.tiling import TileConfig, extract_tiles, plan_slide, read_tile, tile_grid, tissue_mask
+from histoflow.tiling.extract import LocalEngine
 from histoflow.tiling.grid import resolve_geometry
 
 CMU = ("wsi", "cmu-1-small-region.svs")
@@ -86,7 +87,7 @@ def test_grid_keeps_tissue_tiles_with_deterministic_ids():
 def test_cmu_extraction_shards_manifest_reports(tmp_path):
     slide = need_data(*CMU)
     cfg = TileConfig(tile_px=256, mpp=0.5, tiles_per_shard=10)
-    summary = extract_tiles([slide], tmp_path, cfg, workers=2, progress=False)
+    summary = extract_tiles([slide], tmp_path, cfg, engine=LocalEngine(workers=2, progress=False, min_pool_tiles=0))
     report = json.loads((tmp_path / "slides" / "cmu-1-small-region" / "report.json").read_text())
     assert report["status"] == "complete" and report["kept"] == summary["tiles_kept"] > 10
     assert report["candidates"] == report["kept"] + sum(report["rejected"].values())
@@ -112,11 +113,15 @@ def test_png_tiles_are_lossless_and_loop_equals_pool(tmp_path):
     # small shards: the pool takes its shard-per-task path (workers write shards); the loop is in-process
     cfg = TileConfig(tile_px=128, mpp=1.0, image_format="png", tiles_per_shard=4)
     extract_tiles([slide], tmp_path / "loop", cfg, workers=1, progress=False)
-    pool = extract_tiles([slide], tmp_path / "pool", cfg, workers=2, progress=False)
-    assert pool["reports"]["cmu-1-small-region"]["shards"] >= 6
+    small = LocalEngine(workers=2, progress=False)
+    extract_tiles([slide], tmp_path / "small", cfg, engine=small)
+    assert not small.pool_started  # a few hundred tiles: cheaper in-process than starting a pool
+    engine = LocalEngine(workers=2, progress=False, min_pool_tiles=0)
+    pool = extract_tiles([slide], tmp_path / "pool", cfg, engine=engine)
+    assert engine.pool_started and pool["reports"]["cmu-1-small-region"]["shards"] >= 6
     a = pq.read_table(tmp_path / "loop" / "manifest.parquet")
     b = pq.read_table(tmp_path / "pool" / "manifest.parquet")
-    assert a.equals(b)
+    assert a.equals(b) and a.equals(pq.read_table(tmp_path / "small" / "manifest.parquet"))
     from histoflow.data.images import decode_bytes
 
     spec = plan_slide(str(slide), cfg).specs[3]

@@ -58,12 +58,15 @@ def record_command() -> Path | None:
     """Write the running verb and every option it resolved (defaults included) as YAML into its
     `--out` folder (`command.yaml`), or beside an `--out` file (`<name>.command.yaml`): what
     produced an output stays next to it. `train` and `tune` also write their full run config."""
-    import click
     import yaml
 
     from histoflow import __version__
 
-    ctx = click.get_current_context(silent=True)
+    try:  # typer >= 0.20 carries its own copy of click; older typer runs on click itself
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover
+        from click import get_current_context
+    ctx = get_current_context(silent=True)
     out = ctx.params.get("out") if ctx is not None else None
     if out is None:
         return None

@@ -88,3 +88,16 @@ def test_pool_first_matches_pool_last_when_bn_scale_is_positive():
     first.load_state_dict({k: v for k, v in zip(first.state_dict(), last.state_dict().values())})
     x = torch.randn(2, 3, 32, 32)
     assert torch.allclose(first.eval()(x), last.eval()(x), atol=1e-5)
+
+
+def test_simple_cnn_depth_per_stage():
+    from histoflow.models.baselines import SimpleCNN
+
+    model = SimpleCNN((8, 16, 32), [1, 1, 2], pool_first=True)
+    convs = [m for m in model.body if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [8, 16, 32, 32]
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 32)
+    built = create_model(ModelConfig(name="simple_cnn", params={"widths": [8, 16, 32], "depth": [1, 1, 2]}), 2)
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in built.backbone.body) == 4
+    with pytest.raises(ConfigError, match="one depth >= 1 per stage"):
+        SimpleCNN((8, 16, 32), [1, 2])

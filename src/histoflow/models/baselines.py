@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from torch import nn
 
+from histoflow.errors import ConfigError
 from histoflow.models.registry import register_model
 
 
@@ -20,15 +23,22 @@ class SimpleCNN(nn.Module):
     network's expressive power is unchanged.
     """
 
-    def __init__(self, widths=(32, 64, 128, 256), depth: int = 2, in_channels: int = 3, pool_first: bool = False):
+    def __init__(self, widths=(32, 64, 128, 256), depth: int | Sequence[int] = 2, in_channels: int = 3,
+                 pool_first: bool = False):
         super().__init__()
+        # one depth for every stage, or one per stage: [1, 1, 2, 2] adds convolutions only where
+        # the maps are small and they are cheap
+        depths = [int(depth)] * len(widths) if isinstance(depth, int) else [int(d) for d in depth]
+        if len(depths) != len(widths) or min(depths) < 1:
+            raise ConfigError(f"simple_cnn: depth must be >= 1 or a list of one depth >= 1 per stage "
+                              f"({len(widths)} widths), got {depth}")
         layers: list[nn.Module] = []
         c_in = in_channels
-        for i, width in enumerate(widths):
+        for i, (width, stage_depth) in enumerate(zip(widths, depths)):
             pool_here = i < len(widths) - 1
-            for d in range(depth):
+            for d in range(stage_depth):
                 layers.append(nn.Conv2d(c_in, width, 3, padding=1, bias=False))
-                if pool_here and pool_first and d == depth - 1:
+                if pool_here and pool_first and d == stage_depth - 1:
                     layers.append(nn.MaxPool2d(2))
                 layers += [nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
                 c_in = width
@@ -47,9 +57,9 @@ class SimpleCNN(nn.Module):
 
 
 @register_model("simple_cnn", "small configurable CNN (widths, depth); fast on CPU for 50-96 px patches")
-def simple_cnn(widths=(32, 64, 128, 256), depth: int = 2, pool_first: bool = False, pretrained: bool = False,
+def simple_cnn(widths=(32, 64, 128, 256), depth: int | Sequence[int] = 2, pool_first: bool = False, pretrained: bool = False,
                **_) -> nn.Module:
-    return SimpleCNN(tuple(widths), depth, pool_first=pool_first)
+    return SimpleCNN(tuple(widths), depth if isinstance(depth, int) else tuple(depth), pool_first=pool_first)
 
 
 class ColourHistogram(nn.Module):

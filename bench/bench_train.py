@@ -18,10 +18,10 @@ import torch
 
 from histoflow.config import load_config
 from histoflow.data.batch_augment import BatchAugment
+from histoflow.data.loading import make_loader
 from histoflow.models.factory import create_model
 from histoflow.runtime import keep_freed_memory_in_heap
 from histoflow.train.data import build_run_data
-from histoflow.data.loading import make_loader
 from histoflow.train.fit import fit
 
 DATA = Path(os.environ.get("HISTOFLOW_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))

@@ -71,10 +71,16 @@ def record_command() -> Path | None:
     if out is None:
         return None
     out = Path(out)
-    target = out.with_name(out.stem + ".command.yaml") if out.suffix else out / "command.yaml"
-    options = {k: (str(v) if isinstance(v, Path) else [str(i) for i in v] if isinstance(v, (list, tuple)) else v)
-               for k, v in ctx.params.items()}
-    record = {"command": ctx.command_path, "options": options, "histoflow": __version__}
+    # an --out folder (it exists: the verb succeeded) holds it; an --out file gets a sibling
+    target = out / "command.yaml" if out.is_dir() else out.with_name(out.stem + ".command.yaml")
+
+    def plain(value):  # YAML-safe: paths as strings, lists of paths as lists of strings
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return str(value) if isinstance(value, Path) else value
+
+    record = {"command": ctx.command_path, "options": {k: plain(v) for k, v in ctx.params.items()},
+              "histoflow": __version__}
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
     tmp.write_text(yaml.safe_dump(record, sort_keys=False))

@@ -3,8 +3,8 @@
 glibc's malloc serves every allocation above its mmap threshold (128 KiB, growing to at most
 32 MiB) with a fresh mmap and returns it to the OS on free. A CNN training step allocates and
 frees activations of tens of MiB each step, so every step faults hundreds of thousands of
-fresh zeroed pages in: measured here, a 96 px simple_cnn step spent a third of its time in the
-kernel, and raising the threshold made training steps 1.3-1.7x faster. The freed memory then
+fresh zeroed pages in: measured here, the training benchmark spent a third of its CPU time in
+the kernel, and raising the threshold made 96 px simple_cnn steps 1.2-1.9x faster. The freed memory then
 stays in the process heap (peak RSS is kept, not returned) which suits a training or
 prediction process. Set HISTOFLOW_MALLOC_TUNING=0 to leave malloc alone.
 

@@ -110,15 +110,10 @@ class ImageFileSource:
         return len(self.paths)
 
     def read(self, i: int) -> np.ndarray:
-        import cv2
+        from histoflow.data.datasets import fit_size
+        from histoflow.data.images import read_image
 
-        bgr = cv2.imread(self.paths[i], cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise ValueError(f"{self.paths[i]}: cannot read image")
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        if rgb.shape[:2] != (self.tile_px, self.tile_px):
-            rgb = cv2.resize(rgb, (self.tile_px, self.tile_px), interpolation=cv2.INTER_AREA)
-        return rgb
+        return fit_size(read_image(self.paths[i]), self.tile_px, "resize", self.paths[i])
 
     def close(self) -> None:
         pass

@@ -59,7 +59,7 @@ class SimpleCNN(nn.Module):
 @register_model("simple_cnn", "small configurable CNN (widths, depth); fast on CPU for 50-96 px patches")
 def simple_cnn(widths=(32, 64, 128, 256), depth: int | Sequence[int] = 2, pool_first: bool = False, pretrained: bool = False,
                **_) -> nn.Module:
-    return SimpleCNN(tuple(widths), depth if isinstance(depth, int) else tuple(depth), pool_first=pool_first)
+    return SimpleCNN(tuple(widths), depth, pool_first=pool_first)
 
 
 class ColourHistogram(nn.Module):

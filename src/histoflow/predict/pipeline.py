@@ -75,15 +75,10 @@ class EncodedTileSource:
         return len(self.images)
 
     def read(self, i: int) -> np.ndarray:
-        import cv2
+        from histoflow.data.datasets import fit_size
+        from histoflow.data.images import decode_bytes
 
-        arr = cv2.imdecode(np.frombuffer(self.images[i], np.uint8), cv2.IMREAD_COLOR)
-        if arr is None:
-            raise ValueError("cannot decode the stored tile image")
-        arr = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
-        if arr.shape[:2] != (self.tile_px, self.tile_px):
-            arr = cv2.resize(arr, (self.tile_px, self.tile_px), interpolation=cv2.INTER_AREA)
-        return arr
+        return fit_size(decode_bytes(self.images[i], f"stored tile {i}"), self.tile_px, "resize", f"stored tile {i}")
 
     def close(self) -> None:
         pass

@@ -292,3 +292,58 @@ def test_big_lazily_written_tiff_is_read_by_regions(tmp_path):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["failed"] == [] and result["kept"] > 200
     assert result["rss_mb"] < 500, result  # < 2/3 of the decoded level 0 (805 MB), whatever the slide size
+
+
+@pytest.mark.parametrize("case", ["cmu_openslide", "pyramid_tifffile", "pyramid_openslide_level1", "array"])
+def test_block_reads_equal_tile_by_tile_reads(case, pyramid):
+    """Neighbouring tiles are cut from one region read; the pixels must be exactly those of
+    reading each tile alone, with overlap, at level 0 and on a lower pyramid level."""
+    from histoflow.tiling.extract import _blocks, read_tiles
+
+    if case == "cmu_openslide":
+        slide, cfg = open_slide(need_data(*CMU)), TileConfig(tile_px=256, mpp=0.5, overlap_px=192)
+    elif case == "pyramid_tifffile":
+        slide, cfg = open_slide(pyramid, backend="tifffile"), TileConfig(tile_px=128, mpp=0.25, overlap_px=32,
+                                                                          tissue_threshold=0)
+    elif case == "pyramid_openslide_level1":
+        slide, cfg = open_slide(pyramid, backend="openslide"), TileConfig(tile_px=128, mpp=1.0, overlap_px=64,
+                                                                           tissue_threshold=0)
+    else:
+        slide, cfg = _array_slide(), TileConfig(tile_px=64, mpp=0.5, overlap_px=16, tissue_threshold=0)
+    mask = tissue_mask(slide.read_downsampled(16), 16, mpp=slide.mpp)
+    specs = tile_grid(slide, mask, cfg).specs[:120]
+    blocks = _blocks(slide, specs)
+    assert len(blocks) < len(specs) / 4, "neighbouring tiles should share reads"
+    if case == "pyramid_openslide_level1":
+        assert specs[0].level > 0
+    if case == "cmu_openslide":  # small: the level read for the mask is kept and tiles are cut from it
+        assert slide.kept_level is not None and slide.kept_level[0] == specs[0].level
+    blocked = read_tiles(slide, specs)
+    fresh = slide if case == "array" else open_slide(slide.path, backend=slide.backend)
+    assert fresh.kept_level is None or case == "array"
+    for spec, img in zip(specs, blocked):  # against the backend's own read of each tile alone
+        alone = fresh.read_region((spec.x, spec.y), spec.level, (spec.read_px, spec.read_px))
+        if spec.read_px != spec.tile_px:
+            alone = read_tile(fresh, spec)
+        np.testing.assert_array_equal(img, alone, err_msg=spec.tile_id)
+
+
+def test_a_failed_block_read_falls_back_to_single_tiles():
+    from histoflow.errors import SlideReadError
+    from histoflow.tiling.extract import read_tiles
+
+    slide = _array_slide(levels=1)
+    cfg = TileConfig(tile_px=64, mpp=0.25, tissue_threshold=0)
+    specs = tile_grid(slide, tissue_mask(slide.read_downsampled(16), 16, mpp=slide.mpp), cfg).specs[:6]
+    real = slide.read_region
+    bad_x = specs[2].x
+
+    def flaky(xy, level, size):  # a corrupt stretch: any read touching tile 2 fails
+        if xy[0] <= bad_x < xy[0] + size[0]:
+            raise SlideReadError(f"corrupt at x={xy[0]}")
+        return real(xy, level, size)
+
+    slide.read_region = flaky
+    out = read_tiles(slide, specs)
+    assert isinstance(out[2], SlideReadError)
+    assert all(isinstance(img, np.ndarray) for k, img in enumerate(out) if k != 2)

@@ -14,6 +14,7 @@ from histoflow.slide.base import BaseSlide
 
 class ArraySlide(BaseSlide):
     backend = "array"
+    keeps_small_levels = False  # its levels are in memory already
 
     def __init__(self, array: np.ndarray, mpp: float | None = None, slide_id: str | None = None,
                  path: str | None = None, levels: int = 1, vendor: str | None = "array"):

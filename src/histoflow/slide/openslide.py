@@ -93,4 +93,5 @@ class OpenSlideSlide(BaseSlide):
         return np.asarray(self._slide.associated_images[name].convert("RGB"))
 
     def close(self) -> None:
+        self.kept_level = None
         self._slide.close()

@@ -160,4 +160,5 @@ class TiffSlide(BaseSlide):
             out[b0 - y:b1 - y, a0 - x:a1 - x] = seg[b0 - sy:b1 - sy, a0 - sx:a1 - sx]
 
     def close(self) -> None:
+        self.kept_level = None
         self._tif.close()

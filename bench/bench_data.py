@@ -2,9 +2,10 @@
 against the raw decode rate of the same files in one loop (the baseline). Target: the Dataset
 delivers at least 90% of the raw decode rate per core (per worker).
 
-The loader is histoflow's own (`make_loader`: batched `__getitems__` decoding), timed over a
-whole pass including worker start-up; the steady-state rate (from the first batch on) is printed
-beside it.
+The loader is histoflow's own (`make_loader`: batched `__getitems__` decoding) with torch
+DataLoader process workers, timed over a whole pass including worker start-up; the steady-state
+rate (from the first batch on) is printed beside it, and so is the rate of histoflow's thread
+workers (`ThreadLoader`, what prediction uses).
 """
 
 from __future__ import annotations
@@ -42,6 +43,13 @@ def raw_parallel(paths: list[str], workers: int) -> float:
     return sum(rates) / workers
 
 
+def _loader_rate(loader) -> float:
+    start, seen = time.perf_counter(), 0
+    for x, _ in loader:
+        seen += len(x)
+    return seen / (time.perf_counter() - start)
+
+
 DATA = Path(os.environ.get("HISTOFLOW_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
@@ -56,12 +64,13 @@ def main(n: int = 20000, workers: int = 2, batch_size: int = 256) -> dict:
     paths = manifest.frame["path"].tolist()
     for p in paths:  # warm the page cache for both contenders alike
         Path(p).read_bytes()
-    results = {"raw": [], "dataset": [], "steady": [], "raw_parallel": []}
+    results = {"raw": [], "dataset": [], "steady": [], "raw_parallel": [], "threads": []}
     for _ in range(2):  # interleave the contenders so machine noise hits both
         results["raw"].append(_decode_all(paths))
         results["raw_parallel"].append(raw_parallel(paths, workers))
         ds = PatchDataset(manifest, image_px=96)
-        loader = make_loader(ds, batch_size, workers, persistent=False)
+        results["threads"].append(_loader_rate(make_loader(ds, batch_size, workers, persistent=False, threads=True)))
+        loader = make_loader(ds, batch_size, workers, persistent=False, threads=False)
         start = time.perf_counter()
         seen, first = 0, None
         for x, _ in loader:
@@ -79,7 +88,9 @@ def main(n: int = 20000, workers: int = 2, batch_size: int = 256) -> dict:
            "steady_state_ratio_per_core": round(steady / workers / raw, 3),
            "target_ratio_per_core": 0.9,
            "raw_decode_img_s_per_core_all_cores_busy": round(raw_par),
-           "ratio_to_all_cores_busy_raw": round(dataset / workers / raw_par, 3), "torch": torch.__version__, "loadavg_1m": round(os.getloadavg()[0], 2)}
+           "ratio_to_all_cores_busy_raw": round(dataset / workers / raw_par, 3),
+           "thread_workers_img_s": round(max(results["threads"])),
+           "thread_workers_ratio_per_core": round(max(results["threads"]) / workers / raw, 3), "torch": torch.__version__, "loadavg_1m": round(os.getloadavg()[0], 2)}
     print(json.dumps(out))
     return out
 

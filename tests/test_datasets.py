@@ -116,8 +116,9 @@ def test_batched_loading_matches_per_item_and_plain_dataloader(cache):
     labels = torch.tensor([ds[i][1] for i in range(len(ds))])
     for workers in (0, 2):
         ours = list(make_loader(ds, 8, workers, persistent=False))
+        processes = list(make_loader(ds, 8, workers, persistent=False, threads=False))
         plain = list(DataLoader(ds, batch_size=8, num_workers=workers))  # a user's own loader still works
-        for batches in (ours, plain):
+        for batches in (ours, processes, plain):
             assert torch.equal(torch.cat([b[0] for b in batches]), reference)
             assert torch.equal(torch.cat([b[1] for b in batches]), labels)
     x, _ = ours[0]
@@ -131,3 +132,24 @@ def test_batched_loading_keeps_per_image_transforms():
     ds = PatchDataset(m, image_px=64, transform=build_transform(AugmentConfig(hflip=True), 64))
     x, y = next(iter(make_loader(ds, 6, 0)))
     assert x.shape == (6, 3, 64, 64) and len(y) == 6
+
+
+def test_thread_workers_keep_order_and_seeded_shuffles(tmp_path):
+    from histoflow.data.loading import ThreadLoader, make_loader
+
+    m = read_manifest(need_data("pcam", "valid")).subset(np.arange(0, 3000, 60))
+    ds = PatchDataset(m, image_px=96)
+    assert ds.decodes_without_gil()
+    loader = make_loader(ds, 7, 2)
+    assert isinstance(loader, ThreadLoader) and len(loader) == 8  # 50 images in batches of 7
+    reference = torch.stack([ds[i][0] for i in range(len(ds))])
+    assert torch.equal(torch.cat([x for x, _ in loader]), reference)  # in order, twice
+    assert torch.equal(torch.cat([x for x, _ in loader]), reference)
+    a = torch.cat([y for _, y in make_loader(ds, 7, 2, shuffle=True, seed=3)])
+    b = torch.cat([y for _, y in make_loader(ds, 7, 2, shuffle=True, seed=3)])
+    assert torch.equal(a, b) and sorted(a.tolist()) == sorted(torch.tensor(ds.labels).tolist())
+    # HDF5 (h5py serialises on one lock) and per-image transforms keep process workers
+    h5 = PatchDataset(read_manifest(pcam_h5_from_jpegs(need_data("pcam", "valid"), tmp_path, n_per_class=4)), image_px=96)
+    assert not h5.decodes_without_gil() and not isinstance(make_loader(h5, 4, 2), ThreadLoader)
+    flipped = PatchDataset(m, image_px=96, transform=build_transform(AugmentConfig(hflip=True), 96))
+    assert not isinstance(make_loader(flipped, 4, 2), ThreadLoader)

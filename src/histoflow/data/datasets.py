@@ -140,6 +140,16 @@ class PatchDataset(Dataset):
             img = self.transform(img)
         return img, int(self.labels[i])
 
+    def decodes_without_gil(self) -> bool:
+        """Whether a batch decodes in GIL-free code (file reads, libjpeg-turbo/PIL, numpy), so
+        thread workers scale: the batched path over image files, not HDF5 (h5py serialises
+        every call on one lock) nor per-image Python transforms."""
+        if self.transform is not None or self.preprocess is not None:
+            return False
+        if self._cache is not None:
+            return True
+        return self.image_px is not None and not bool((np.asarray(self.items) >= 0).any())
+
     def __getitems__(self, indices: list[int]) -> list:
         """A whole batch at once (torch's DataLoader calls this when it exists).
 

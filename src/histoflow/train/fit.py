@@ -93,8 +93,11 @@ def fit(cfg: RunConfig, out: str | Path, resume: bool = False, evaluate_after: b
     t = cfg.train
     weights = class_weights(data.train.labels, n_classes) if cfg.data.balance.loss_weights else None
     sampler = balanced_sampler(data.train.labels, n_classes, cfg.seed) if cfg.data.balance.sampler else None
-    train_loader = make_loader(data.train, t.batch_size, cfg.data.num_workers, shuffle=True, sampler=sampler, seed=cfg.seed)
-    val_loader = make_loader(data.val, t.batch_size * 2, cfg.data.num_workers) if data.val is not None else None
+    # torch DataLoaders (process workers): Lightning swaps in distributed samplers for --devices N
+    train_loader = make_loader(data.train, t.batch_size, cfg.data.num_workers, shuffle=True, sampler=sampler,
+                               seed=cfg.seed, threads=False)
+    val_loader = (make_loader(data.val, t.batch_size * 2, cfg.data.num_workers, threads=False)
+                  if data.val is not None else None)
 
     if getattr(model.backbone, "sklearn_fit", False):
         from histoflow.models.baselines import fit_sklearn_head

@@ -247,3 +247,24 @@ def test_stain_normalisation_travels_in_the_checkpoint(tmp_path):
     assert (raw(img) != img).any()
     frame = predict_to_csv(run / "checkpoints" / "best.pt", need_data("kaggle_hcd"), tmp_path / "p.csv")
     assert len(frame) == 18
+
+
+@pytest.mark.gpu
+def test_mixed_precision_training_on_gpu_then_predict_on_cpu(tmp_path):
+    """precision auto on CUDA means bf16/16-mixed; the checkpoint must still load and predict on a CPU."""
+    from histoflow.train.fit import resolve_precision
+
+    assert resolve_precision("auto", "gpu") in ("bf16-mixed", "16-mixed")
+    run = fit(tiny("train.accelerator=gpu", "train.deterministic=false", "augment.dihedral=true",
+                   "augment.where=batch", "train.tta=true"), tmp_path / "run")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["environment"]["device"].startswith("CUDA")
+    assert 0.0 <= metrics["val"]["auc"] <= 1.0 and metrics["val_tta"]["n"] == 48
+    model, _ = load_checkpoint(run / "checkpoints" / "best.pt", device="cpu")
+    assert all(p.device.type == "cpu" and p.dtype == torch.float32 for p in model.parameters())
+    images = tmp_path / "images"
+    images.mkdir()
+    for src in sorted(need_data("pcam", "valid", "1").iterdir())[:16]:
+        (images / src.name).write_bytes(src.read_bytes())
+    frame = predict_to_csv(run / "checkpoints" / "best.pt", images, tmp_path / "p.csv")
+    assert len(frame) == 16 and frame["p_1"].between(0, 1).all()

@@ -153,3 +153,24 @@ def test_thread_workers_keep_order_and_seeded_shuffles(tmp_path):
     assert not h5.decodes_without_gil() and not isinstance(make_loader(h5, 4, 2), ThreadLoader)
     flipped = PatchDataset(m, image_px=96, transform=build_transform(AugmentConfig(hflip=True), 96))
     assert not isinstance(make_loader(flipped, 4, 2), ThreadLoader)
+
+
+def test_jpeg_decoded_in_place_equals_load_and_bad_files_keep_their_errors(tmp_path):
+    """The batched path decodes same-size JPEGs straight into the batch; other files take load()."""
+    import shutil
+
+
+    src = sorted(need_data("pcam", "valid", "1").iterdir())[:6]
+    folder = tmp_path / "1"
+    folder.mkdir()
+    for f in src:
+        shutil.copy(f, folder / f.name)
+    m = read_manifest(tmp_path)
+    ds = PatchDataset(m, image_px=96)
+    batch = ds.__getitems__(list(range(len(ds)))).images
+    assert torch.equal(batch, torch.stack([torch.from_numpy(ds.load(i)).permute(2, 0, 1) for i in range(len(ds))]))
+    small = PatchDataset(m, image_px=64)  # another size: resized by load(), not decoded in place
+    assert small.__getitems__([0]).images.shape == (1, 3, 64, 64)
+    (folder / src[2].name).write_bytes((folder / src[2].name).read_bytes()[:300])  # truncated JPEG
+    with pytest.raises(DataError, match=src[2].name):
+        PatchDataset(m, image_px=96).__getitems__([0, 1, 2])

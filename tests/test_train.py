@@ -59,6 +59,23 @@ def test_same_seed_same_weights(tmp_path):
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
 
 
+def test_thread_workers_train_deterministically(tmp_path, monkeypatch):
+    """On one device, images decode on thread workers (ThreadLoader); same seed, same weights."""
+    from histoflow.data.loading import ThreadLoader
+
+    passes = []
+    original = ThreadLoader.__iter__
+    monkeypatch.setattr(ThreadLoader, "__iter__", lambda self: passes.append(1) or original(self))
+    a = fit(tiny("data.num_workers=2", "augment.dihedral=true", "augment.where=batch"), tmp_path / "a",
+            evaluate_after=False)
+    b = fit(tiny("data.num_workers=2", "augment.dihedral=true", "augment.where=batch"), tmp_path / "b",
+            evaluate_after=False)
+    sa, sb = (read_checkpoint(r / "checkpoints" / "last.pt")["state_dict"] for r in (a, b))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert len(pd.read_csv(a / "history.csv")) == 2
+    assert len(passes) >= 4  # train and val passes of both runs went through the thread workers
+
+
 def test_ema_checkpoints_hold_the_averaged_weights_that_were_validated(tmp_path):
     raw = fit(tiny(), tmp_path / "raw")
     ema = fit(tiny("train.ema_decay=0.9"), tmp_path / "ema")

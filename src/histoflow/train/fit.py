@@ -93,10 +93,12 @@ def fit(cfg: RunConfig, out: str | Path, resume: bool = False, evaluate_after: b
     t = cfg.train
     weights = class_weights(data.train.labels, n_classes) if cfg.data.balance.loss_weights else None
     sampler = balanced_sampler(data.train.labels, n_classes, cfg.seed) if cfg.data.balance.sampler else None
-    # torch DataLoaders (process workers): Lightning swaps in distributed samplers for --devices N
+    # Several devices need torch DataLoaders (Lightning swaps in distributed samplers); on one,
+    # make_loader picks thread workers where the data decodes outside the GIL
+    threads = None if str(t.devices) in ("1", "auto") and t.strategy in ("auto", "single_device") else False
     train_loader = make_loader(data.train, t.batch_size, cfg.data.num_workers, shuffle=True, sampler=sampler,
-                               seed=cfg.seed, threads=False)
-    val_loader = (make_loader(data.val, t.batch_size * 2, cfg.data.num_workers, threads=False)
+                               seed=cfg.seed, threads=threads)
+    val_loader = (make_loader(data.val, t.batch_size * 2, cfg.data.num_workers, threads=threads)
                   if data.val is not None else None)
 
     if getattr(model.backbone, "sklearn_fit", False):

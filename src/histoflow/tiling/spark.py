@@ -1,7 +1,7 @@
 """The Spark engine: the same pure functions as the local engine, mapped over RDDs.
 
-Slides are planned on executors (one task per slide), then one task per shard reads, checks
-and encodes its tiles and writes the shard itself, straight to the output folder: pixels never
+Slides are planned on executors (one task per slide), then tasks of a few shards each read,
+check and encode their tiles and write each shard themselves, straight to the output folder: pixels never
 travel through the driver, which only collects small stats. `out` must therefore be a path
 every executor can write (a local disk for local[*], a shared filesystem such as NFS on a
 cluster). pyspark is imported here only, when this engine is used.
@@ -46,8 +46,9 @@ def spark_session(master: str = "local[*]", app_name: str = "histoflow-tile", co
 class SparkEngine:
     name = "spark"
 
-    def __init__(self, master: str = "local[*]", session=None, conf: dict | None = None):
+    def __init__(self, master: str = "local[*]", session=None, conf: dict | None = None, tasks_per_core: int = 3):
         self.master = master
+        self.tasks_per_core = tasks_per_core  # a few per core: stragglers even out, overhead stays small
         self._given = session
         self._conf = conf
         self.spark = None
@@ -92,8 +93,12 @@ class SparkEngine:
             return
         out_str = str(Path(out).resolve())
         sc = self.spark.sparkContext
-        # one partition per shard: a shard is the unit of work, retry and resume
-        rdd = sc.parallelize(tasks, len(tasks)).map(lambda specs: write_slide_shard(out_str, specs, cfg))
+        # A shard stays the unit of output and resume (each is written atomically by one call),
+        # but a Spark task carries several: one task per shard cost ~30% of the throughput in
+        # task overhead on local[2] (1,150-1,340 vs 1,610-1,760 tiles/s with 2-4 tasks per core).
+        n_partitions = min(len(tasks), max(1, sc.defaultParallelism) * self.tasks_per_core)
+        rdd = sc.parallelize(tasks, n_partitions).mapPartitions(
+            lambda shards: [write_slide_shard(out_str, specs, cfg) for specs in shards])
         # collect, not toLocalIterator: the latter runs one partition (one core) at a time
         for stats in rdd.collect():
             on_shard(stats)

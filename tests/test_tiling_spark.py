@@ -58,11 +58,14 @@ def test_spark_local_matches_local_engine(spark, slides, tmp_path):
     from histoflow.tiling.spark import SparkEngine
 
     local = extract_tiles(slides, tmp_path / "local", CFG, workers=2, progress=False)
-    sp = extract_tiles(slides, tmp_path / "spark", CFG, engine=SparkEngine(session=spark), progress=False)
+    # 1 task per core: local[2] runs 2 tasks, each carrying several of the 5 shards
+    sp = extract_tiles(slides, tmp_path / "spark", CFG, engine=SparkEngine(session=spark, tasks_per_core=1),
+                       progress=False)
     assert sp["engine"] == "spark" and sp["tiles_kept"] == local["tiles_kept"] > 20
     assert sp["failed"] == local["failed"] == ["missing"]
     assert "missing.svs: slide file not found" in sp["reports"]["missing"]["error"]
     assert_same_output(tmp_path / "local", tmp_path / "spark")
+    assert len(list((tmp_path / "spark").glob("shards/*/*.parquet"))) > 2
     for sid in ("cmu-1-small-region", "pyr"):
         r = json.loads((tmp_path / "spark" / "slides" / sid / "report.json").read_text())
         assert r["status"] == "complete" and r["worker_maxrss_mb"] < 1024

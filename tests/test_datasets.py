@@ -169,8 +169,42 @@ def test_jpeg_decoded_in_place_equals_load_and_bad_files_keep_their_errors(tmp_p
     ds = PatchDataset(m, image_px=96)
     batch = ds.__getitems__(list(range(len(ds)))).images
     assert torch.equal(batch, torch.stack([torch.from_numpy(ds.load(i)).permute(2, 0, 1) for i in range(len(ds))]))
-    small = PatchDataset(m, image_px=64)  # another size: resized by load(), not decoded in place
-    assert small.__getitems__([0]).images.shape == (1, 3, 64, 64)
+    for side in (64, 128):  # other sizes (too big / too small for the batch): resized by load()
+        other = PatchDataset(m, image_px=side)
+        batch = other.__getitems__([0, 1])
+        assert torch.equal(batch.images, torch.stack([torch.from_numpy(other.load(i)).permute(2, 0, 1) for i in (0, 1)]))
     (folder / src[2].name).write_bytes((folder / src[2].name).read_bytes()[:300])  # truncated JPEG
     with pytest.raises(DataError, match=src[2].name):
         PatchDataset(m, image_px=96).__getitems__([0, 1, 2])
+
+
+def test_batch_arrays_are_reused_only_once_released():
+    """Thread-worker batches reuse arrays the consumer let go of, and never one it still holds."""
+    from histoflow.data.loading import make_loader
+
+    ds = PatchDataset(read_manifest(need_data("pcam", "valid")).subset(np.arange(12)), image_px=96)
+    first = ds.__getitems__([0, 1, 2, 3]).images
+    kept = first.clone()
+    second = ds.__getitems__([4, 5, 6, 7]).images  # `first` is held: a new array
+    assert first.data_ptr() != second.data_ptr()
+    assert torch.equal(first, kept)  # and the held batch is untouched
+    pointer = first.data_ptr()
+    del first
+    third = ds.__getitems__([8, 9, 10, 11]).images
+    assert third.data_ptr() == pointer  # released: its array is used again
+    assert torch.equal(third, torch.stack([torch.from_numpy(ds.load(i)).permute(2, 0, 1) for i in (8, 9, 10, 11)]))
+    held = list(make_loader(ds, 4, 2, threads=True))  # a consumer that keeps every batch
+    assert len({x.data_ptr() for x, _ in held}) == 3
+    assert torch.equal(torch.cat([x for x, _ in held]), ds.__getitems__(list(range(12))).images)
+
+
+def test_read_file_reads_big_files_whole(tmp_path):
+    from histoflow.data.images import FIRST_READ, read_file
+
+    for size in (0, 10, FIRST_READ - 1, FIRST_READ, FIRST_READ + 1, 3 * FIRST_READ + 7):
+        path = tmp_path / f"f{size}"
+        data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
+        path.write_bytes(data)
+        assert read_file(path) == data
+    with pytest.raises(FileNotFoundError):
+        read_file(tmp_path / "missing")

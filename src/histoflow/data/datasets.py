@@ -13,14 +13,16 @@ shared by fork.
 from __future__ import annotations
 
 import logging
-import os
+import sys
+import threading
+from collections.abc import Sequence
 from typing import Callable
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from histoflow.data.images import decode_bytes, read_image, simplejpeg
+from histoflow.data.images import decode_bytes, decode_jpeg_into, read_file, read_image
 from histoflow.data.manifest import Manifest
 from histoflow.errors import ConfigError, DataError
 
@@ -49,17 +51,60 @@ def fit_size(img: np.ndarray, image_px: int | None, policy: str, source: str) ->
     raise ConfigError(f"size_policy must be one of {SIZE_POLICIES}, got {policy!r}")
 
 
-class StackedSamples(list):
+class StackedSamples(Sequence):
     """One batch that `PatchDataset.__getitems__` already stacked into a single tensor.
 
-    It is still a list of `(image, label)` samples (views into that tensor), so torch's
-    default_collate works on it as on any batch; `histoflow.data.loading.collate` takes the
-    stacked tensors as they are instead of copying every image again.
+    It is still a sequence of `(image, label)` samples, so torch's default_collate works on it as
+    on any batch, but those per-sample views are made only when asked for:
+    `histoflow.data.loading.collate` takes the stacked tensors as they are, and making 256 views
+    per batch is GIL-held work the decode threads would wait on.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor):
-        super().__init__(zip(images, labels.tolist()))
         self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, k: int):
+        if not -len(self) <= k < len(self):
+            raise IndexError(k)
+        return self.images[k], int(self.labels[k])
+
+
+class ReusedBatchArrays:
+    """Batch arrays that are handed out again once nobody holds them any more.
+
+    A fresh batch array is new memory: the kernel faults in and zeroes its pages on every batch,
+    ~4% of the decode time on PCam (bench/bench_data.py). Whether an array handed out earlier is
+    still in use is read off its reference count: the batch tensor, and every view of it, holds a
+    reference to the array, so the count falls back to the pool's own once the consumer lets go.
+    Arrays a consumer keeps (e.g. `list(loader)`) are never written again; the pool then makes
+    new ones. Thread workers share one pool; process workers use shared memory instead.
+    """
+
+    def __init__(self, keep: int = 8):
+        self.keep = keep
+        self._arrays: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def get(self, shape: tuple[int, ...]) -> np.ndarray:
+        with self._lock:
+            for arr in self._arrays:
+                # references: the list, `arr`, getrefcount's argument. Not enumerate(): its
+                # reused result tuple would hold one more.
+                if arr.shape == shape and sys.getrefcount(arr) == 3:
+                    return arr
+            # numpy asks the kernel for huge pages on big arrays (torch.empty does not): fewer
+            # page faults for the arrays that are new
+            arr = np.empty(shape, dtype=np.uint8)
+            if len(self._arrays) >= self.keep:
+                self._arrays.pop(0)  # all in use or of another shape: let the oldest go
+            self._arrays.append(arr)
+            return arr
+
+    def __reduce__(self):  # a process worker gets an empty pool of its own (and no lock)
+        return ReusedBatchArrays, (self.keep,)
 
 
 class PatchDataset(Dataset):
@@ -79,6 +124,7 @@ class PatchDataset(Dataset):
         frame = manifest.frame
         self.paths = np.array(frame["path"].tolist(), dtype=np.bytes_)
         self.items = frame["item"].to_numpy(dtype=np.int64)
+        self._has_h5 = bool((self.items >= 0).any())  # rows that are items of an HDF5 file
         self.labels = np.array([index.get(lbl, -1) for lbl in frame["label"]], dtype=np.int64)
         self.image_px = image_px
         if crop_px is not None and image_px is not None and crop_px > image_px:
@@ -89,6 +135,7 @@ class PatchDataset(Dataset):
         self.size_policy = size_policy
         self.non_rgb = non_rgb
         self._h5: dict[str, object] = {}
+        self._batch_arrays = ReusedBatchArrays()
         self._cache: np.ndarray | None = None
         if cache == "memory":
             self._cache = self._preload()
@@ -137,8 +184,7 @@ class PatchDataset(Dataset):
         side = self.crop_px or self.image_px
         out = np.empty((n, side, side, 3), dtype=np.uint8)
         log.info("caching %d images in memory (%.0f MB)", n, out.nbytes / 1e6)
-        for i in range(n):
-            self._fill(out[i], i)
+        self._fill_rows(out, range(n))
         return out
 
     def __getitem__(self, i: int):
@@ -155,7 +201,7 @@ class PatchDataset(Dataset):
             return False
         if self._cache is not None:
             return True
-        return self.image_px is not None and not bool((np.asarray(self.items) >= 0).any())
+        return self.image_px is not None and not self._has_h5
 
     def __getitems__(self, indices: list[int]) -> list:
         """A whole batch at once (torch's DataLoader calls this when it exists).
@@ -166,56 +212,44 @@ class PatchDataset(Dataset):
         """
         if self.transform is not None or (self.image_px is None and self._cache is None):
             return [self[i] for i in indices]
-        rows = np.asarray(indices, dtype=np.int64)
+        rows = [int(i) for i in indices]
         side = self.crop_px or self.image_px
-        images = torch.empty((len(rows), side, side, 3), dtype=torch.uint8)
         if get_worker_info() is not None:
             # filled in place in shared memory: the batch reaches the main process as a file
             # descriptor, with no copy (a private buffer would be copied into shm on the way)
-            images.share_memory_()
-        pixels = images.numpy()
+            images = torch.empty((len(rows), side, side, 3), dtype=torch.uint8).share_memory_()
+            pixels = images.numpy()
+        else:
+            pixels = self._batch_arrays.get((len(rows), side, side, 3))
+            images = torch.from_numpy(pixels)
         if self._cache is not None:
             np.take(self._cache, rows, axis=0, out=pixels)
         else:
-            for k, i in enumerate(rows):
-                self._fill(pixels[k], int(i))
-        images = images.permute(0, 3, 1, 2)
-        return StackedSamples(images, torch.from_numpy(self.labels[rows]))
+            self._fill_rows(pixels, rows)
+        return StackedSamples(images.permute(0, 3, 1, 2), torch.from_numpy(self.labels[rows]))
 
-    def _fill(self, out: np.ndarray, i: int) -> None:
-        """Write row i's image into `out` (one row of a batch or of the cache), reading its file
-        once. Same-size JPEGs (PCam, most patch sets) decode straight into `out`: no intermediate
-        array, ~25% faster per image; everything else, and any error, goes through load()."""
-        data = self._read_bytes(i) if self.items[i] < 0 else None
-        if not (data and self._decode_jpeg_into(out, data)):
-            out[...] = self.load(i, data)
+    def _fill_rows(self, pixels: np.ndarray, rows) -> None:
+        """Write the images of `rows` into pixels[0], pixels[1], ... (a batch or the cache),
+        reading each file once.
 
-    def _read_bytes(self, i: int) -> bytes | None:
-        """The file's bytes, or None when it cannot be read (load() then words the error).
-        os.open/os.read, not open(): half the time per small file, and two decode threads no
-        longer serialise on the io objects' GIL-held set-up (49k vs 138k files/s here)."""
-        try:
-            fd = os.open(self.paths[i], os.O_RDONLY)
+        Same-size JPEGs (PCam, most patch sets) decode straight into the batch: no intermediate
+        array. Everything else, and every error, goes through load() with the bytes already read.
+        This loop is the hot path of every epoch and is kept flat on purpose (no per-image method
+        calls or numpy scalars): each Python step holds the GIL the other decode thread waits on.
+        """
+        in_place = self.preprocess is None and not self.crop_px
+        paths, items, has_h5 = self.paths, self.items, self._has_h5
+        for k, i in enumerate(rows):
+            out = pixels[k]
+            if has_h5 and items[i] >= 0:
+                out[...] = self.load(i)
+                continue
             try:
-                return os.read(fd, os.fstat(fd).st_size + 1)
-            finally:
-                os.close(fd)
-        except OSError:
-            return None
-
-    def _decode_jpeg_into(self, out: np.ndarray, data: bytes) -> bool:
-        """Decode a baseline JPEG of exactly out's size into `out`; False for anything else
-        (other sizes or formats, crops, stain normalisation, corrupt data)."""
-        if simplejpeg is None or self.preprocess is not None or self.crop_px or data[:2] != b"\xff\xd8":
-            return False
-        try:
-            h, w, colour, _ = simplejpeg.decode_jpeg_header(data)
-            if (h, w) != out.shape[:2] or colour not in ("YCbCr", "Gray", "RGB"):
-                return False
-            simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out)
-            return True
-        except ValueError:
-            return False
+                data = read_file(paths[i])
+            except OSError:
+                data = None  # load() reads again and words the error
+            if not (in_place and data and decode_jpeg_into(out, data)):
+                out[...] = self.load(i, data)
 
     def __getstate__(self):
         state = self.__dict__.copy()

@@ -69,7 +69,7 @@ def read_file(path: str | bytes | os.PathLike) -> bytes:
 
 def decode_jpeg_into(out: np.ndarray, data: bytes) -> bool:
     """Decode a JPEG of exactly out's height and width into `out` (HxWx3 uint8) in place;
-    False for anything else (another size or format, CMYK, corrupt data), which the caller then
+    False for anything else (another size or format, corrupt data), which the caller then
     decodes the general way so that errors are worded in one place.
 
     No separate header parse: simplejpeg refuses an image too big for the buffer and returns a

@@ -15,6 +15,10 @@ of three interleaved rounds:
   Timed over a whole pass from the loader's creation.
 - torch_dataloader: torch's DataLoader with process workers over the same dataset (what training
   on several devices uses), whole pass including worker start-up.
+- fill_loop_threads / fill_loop_processes (diagnostics): the dataset's own batch-filling loop over
+  half the files each, in 2 threads or 2 already running processes, into a reused private array,
+  with no loader around it. Their difference is what the GIL costs thread workers; the processes'
+  figure is the ceiling of any loader that still has to hand its batches to this process.
 
 Ratios are per core: images/s / workers / raw rate.
 """
@@ -25,7 +29,10 @@ import json
 import multiprocessing as mp
 import os
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +63,26 @@ def raw_all_cores(pool, paths: list[str], workers: int) -> float:
     return len(paths) / (time.perf_counter() - start) / workers
 
 
+_DATASET: PatchDataset | None = None  # set before the pool forks: the processes inherit it
+_ARRAY = threading.local()
+
+
+def _fill_part(part: int, parts: int = 2) -> int:
+    """Fill every `parts`-th row of _DATASET, batch by batch, into one reused array."""
+    if not hasattr(_ARRAY, "a"):
+        _ARRAY.a = np.empty((256, 96, 96, 3), dtype=np.uint8)
+    rows = list(range(part, len(_DATASET), parts))
+    for s in range(0, len(rows), 256):
+        _DATASET._fill_rows(_ARRAY.a, rows[s:s + 256])
+    return len(rows)
+
+
+def fill_loop_rate(executor_map, workers: int) -> float:
+    start = time.perf_counter()
+    list(executor_map(partial(_fill_part, parts=workers), range(workers)))
+    return len(_DATASET) / (time.perf_counter() - start)
+
+
 def loader_rate(loader) -> float:
     start, seen = time.perf_counter(), 0
     for x, _ in loader:
@@ -74,9 +101,11 @@ def main(n: int = 20000, workers: int = 2, batch_size: int = 256, rounds: int = 
     paths = manifest.frame["path"].tolist()
     for p in paths:  # warm the page cache for every contender alike
         Path(p).read_bytes()
-    ds = PatchDataset(manifest, image_px=96)
-    results: dict[str, list[float]] = {"raw_one_loop": [], "raw_all_cores": [], "loader": [], "torch_dataloader": []}
-    with mp.get_context("fork").Pool(workers) as pool:
+    global _DATASET
+    ds = _DATASET = PatchDataset(manifest, image_px=96)
+    results: dict[str, list[float]] = {"raw_one_loop": [], "raw_all_cores": [], "loader": [], "torch_dataloader": [],
+                                       "fill_loop_threads": [], "fill_loop_processes": []}
+    with mp.get_context("fork").Pool(workers) as pool, ThreadPoolExecutor(workers) as threads:
         pool.map(len, [[]] * workers)  # started before timing
         for _ in range(rounds):  # interleaved, so machine noise hits every contender
             results["raw_one_loop"].append(_decode_all(paths))
@@ -84,6 +113,8 @@ def main(n: int = 20000, workers: int = 2, batch_size: int = 256, rounds: int = 
             loader = make_loader(ds, batch_size, workers, persistent=False)
             results["loader"].append(loader_rate(loader))
             results["torch_dataloader"].append(loader_rate(make_loader(ds, batch_size, workers, persistent=False, threads=False)))
+            results["fill_loop_threads"].append(fill_loop_rate(threads.map, workers))
+            results["fill_loop_processes"].append(fill_loop_rate(partial(pool.map, chunksize=1), workers))
     best = {k: max(v) for k, v in results.items()}
     raw, raw_busy = best["raw_one_loop"], best["raw_all_cores"]
     out = {"bench": "data_loading", "images": len(paths), "workers": workers, "batch_size": batch_size,
@@ -97,6 +128,8 @@ def main(n: int = 20000, workers: int = 2, batch_size: int = 256, rounds: int = 
            "torch_dataloader_ratio_per_core": round(best["torch_dataloader"] / workers / raw, 3),
            "torch_dataloader_ratio_to_raw_all_cores": round(best["torch_dataloader"] / workers / raw_busy, 3),
            "raw_all_cores_scaling": round(raw_busy / raw, 3),
+           "fill_loop_threads_ratio_per_core": round(best["fill_loop_threads"] / workers / raw, 3),
+           "fill_loop_processes_ratio_per_core": round(best["fill_loop_processes"] / workers / raw, 3),
            "rounds": {k: [round(x) for x in v] for k, v in results.items()},
            "torch": torch.__version__, "loadavg_1m": round(os.getloadavg()[0], 2)}
     print(json.dumps(out))

@@ -15,10 +15,11 @@ of three interleaved rounds:
   Timed over a whole pass from the loader's creation.
 - torch_dataloader: torch's DataLoader with process workers over the same dataset (what training
   on several devices uses), whole pass including worker start-up.
-- fill_loop_threads / fill_loop_processes (diagnostics): the dataset's own batch-filling loop over
-  half the files each, in 2 threads or 2 already running processes, into a reused private array,
-  with no loader around it. Their difference is what the GIL costs thread workers; the processes'
-  figure is the ceiling of any loader that still has to hand its batches to this process.
+- fill_loop_one_thread / _threads / _processes (diagnostics): the dataset's own batch-filling
+  loop (chunked file reads, JPEGs decoded in place) with no loader around it, into a reused
+  private array: on one thread; and over half the files each in 2 threads or 2 already running
+  processes. One thread against raw_one_loop is what the loop itself gains over the plain
+  per-image loop; threads against processes is what the GIL costs thread workers.
 
 Ratios are per core: images/s / workers / raw rate.
 """
@@ -77,6 +78,12 @@ def _fill_part(part: int, parts: int = 2) -> int:
     return len(rows)
 
 
+def fill_loop_one_thread() -> float:
+    start = time.perf_counter()
+    _fill_part(0, parts=1)
+    return len(_DATASET) / (time.perf_counter() - start)
+
+
 def fill_loop_rate(executor_map, workers: int) -> float:
     start = time.perf_counter()
     list(executor_map(partial(_fill_part, parts=workers), range(workers)))
@@ -104,7 +111,7 @@ def main(n: int = 20000, workers: int = 2, batch_size: int = 256, rounds: int = 
     global _DATASET
     ds = _DATASET = PatchDataset(manifest, image_px=96)
     results: dict[str, list[float]] = {"raw_one_loop": [], "raw_all_cores": [], "loader": [], "torch_dataloader": [],
-                                       "fill_loop_threads": [], "fill_loop_processes": []}
+                                       "fill_loop_one_thread": [], "fill_loop_threads": [], "fill_loop_processes": []}
     with mp.get_context("fork").Pool(workers) as pool, ThreadPoolExecutor(workers) as threads:
         pool.map(len, [[]] * workers)  # started before timing
         for _ in range(rounds):  # interleaved, so machine noise hits every contender
@@ -113,6 +120,7 @@ def main(n: int = 20000, workers: int = 2, batch_size: int = 256, rounds: int = 
             loader = make_loader(ds, batch_size, workers, persistent=False)
             results["loader"].append(loader_rate(loader))
             results["torch_dataloader"].append(loader_rate(make_loader(ds, batch_size, workers, persistent=False, threads=False)))
+            results["fill_loop_one_thread"].append(fill_loop_one_thread())
             results["fill_loop_threads"].append(fill_loop_rate(threads.map, workers))
             results["fill_loop_processes"].append(fill_loop_rate(partial(pool.map, chunksize=1), workers))
     best = {k: max(v) for k, v in results.items()}
@@ -128,6 +136,7 @@ def main(n: int = 20000, workers: int = 2, batch_size: int = 256, rounds: int = 
            "torch_dataloader_ratio_per_core": round(best["torch_dataloader"] / workers / raw, 3),
            "torch_dataloader_ratio_to_raw_all_cores": round(best["torch_dataloader"] / workers / raw_busy, 3),
            "raw_all_cores_scaling": round(raw_busy / raw, 3),
+           "fill_loop_one_thread_ratio": round(best["fill_loop_one_thread"] / raw, 3),
            "fill_loop_threads_ratio_per_core": round(best["fill_loop_threads"] / workers / raw, 3),
            "fill_loop_processes_ratio_per_core": round(best["fill_loop_processes"] / workers / raw, 3),
            "rounds": {k: [round(x) for x in v] for k, v in results.items()},

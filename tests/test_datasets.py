@@ -208,3 +208,17 @@ def test_read_file_reads_big_files_whole(tmp_path):
         assert read_file(path) == data
     with pytest.raises(FileNotFoundError):
         read_file(tmp_path / "missing")
+
+
+def test_files_read_in_chunks_land_in_their_rows(monkeypatch):
+    """_fill_rows reads a chunk of files, then decodes it; rows must not shift across chunks."""
+    import histoflow.data.datasets as datasets
+
+    monkeypatch.setattr(datasets, "READ_AHEAD", 3)
+    m = read_manifest(need_data("pcam", "valid")).subset(np.arange(0, 1500, 150))
+    ds = PatchDataset(m, image_px=96)
+    order = [7, 2, 9, 0, 5, 3, 8, 1]
+    expected = torch.stack([torch.from_numpy(ds.load(i)).permute(2, 0, 1) for i in order])
+    assert torch.equal(ds.__getitems__(order).images, expected)
+    cached = PatchDataset(m, image_px=96, cache="memory")
+    assert torch.equal(cached.__getitems__(order).images, expected)

@@ -249,7 +249,7 @@ class PatchDataset(Dataset):
         Files are read a chunk at a time, then decoded: interleaving each file's open/read/close
         with its decode handed the GIL between two decode threads at every call, and in two
         phases one thread's file calls mostly run while the other decodes (~5% more images/s
-        from 2 threads; the fill-loop rows of bench/bench_data.py).
+        from 2 threads, measured A/B on PCam; bench/bench_data.py has the fill loop's rows).
         """
         in_place = self.preprocess is None and not self.crop_px
         paths, items, has_h5 = self.paths, self.items, self._has_h5

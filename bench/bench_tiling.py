@@ -57,14 +57,20 @@ def naive_many(paths: list[str], cfg) -> tuple[int, float]:
     return tuple(map(sum, zip(*(naive(p, cfg) for p in paths))))
 
 
-def naive_elsewhere(paths: list[str], cfg) -> tuple[int, float]:
-    """The naive loop in a child process (timed there): its OpenSlide cache (1 GiB by default)
-    and the tile bytes it keeps must not count in the engine's peak memory, measured here."""
+def in_fresh_process(fn, *args):
+    """fn(*args) in a freshly spawned process (timed there): its memory, imports and caches are
+    its own, so the peak memory each contender reports is its own too."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
-        return pool.submit(naive_many, paths, cfg).result()
+        return pool.submit(fn, *args).result()
+
+
+def naive_elsewhere(paths: list[str], cfg) -> tuple[int, float]:
+    """The naive loop in a child process: its OpenSlide cache (1 GiB by default) and the tile
+    bytes it keeps must not count in the engine's peak memory."""
+    return in_fresh_process(naive_many, paths, cfg)
 
 
 def _warm_up(paths, cfg) -> None:
@@ -91,11 +97,7 @@ def engine_child(paths, cfg, out: Path, workers: int) -> dict:
 def engine_elsewhere(paths, cfg, out: Path, workers: int) -> dict:
     """The local engine in a fresh child process: its peak memory is its own (the tiling
     process's VmHWM, from the start of the job), not this benchmark's."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
-        return pool.submit(engine_child, [str(p) for p in paths], cfg, out, workers).result()
+    return in_fresh_process(engine_child, [str(p) for p in paths], cfg, out, workers)
 
 
 def engine_run(paths, cfg, out: Path, **kw) -> dict:

@@ -36,7 +36,7 @@ def result(name: str, seed: int, out: Path, code: int, secs: float) -> dict:
     row = {"name": name, "seed": seed, "rc": code, "secs": round(secs)}
     try:
         metrics = json.loads((out / "metrics.json").read_text())
-        history = list(csv.DictReader(open(out / "history.csv")))
+        history = list(csv.DictReader((out / "history.csv").read_text().splitlines()))
         row.update(best_epoch=metrics["epoch"], auc=metrics["val"]["auc"], tta=metrics.get("val_tta", {}).get("auc"),
                    last=round(float(history[-1]["val_auc"]), 6))
     except (OSError, KeyError, ValueError) as exc:
@@ -69,11 +69,12 @@ def main() -> None:
             log = open(f"{out}.log", "w")
             proc = subprocess.Popen([sys.executable, "-c", CHILD, str(args.recipe), json.dumps(overrides), str(out)],
                                     stdout=log, stderr=subprocess.STDOUT, env=env)
-            running.append((name, seed, out, proc, time.time()))
+            running.append((name, seed, out, proc, time.time(), log))
         for item in list(running):
-            name, seed, out, proc, started = item
+            name, seed, out, proc, started, log = item
             if proc.poll() is not None:
                 running.remove(item)
+                log.close()
                 rows.append(result(name, seed, out, proc.returncode, time.time() - started))
                 print(json.dumps(rows[-1]), flush=True)
         time.sleep(1)

@@ -159,7 +159,6 @@ def test_jpeg_decoded_in_place_equals_load_and_bad_files_keep_their_errors(tmp_p
     """The batched path decodes same-size JPEGs straight into the batch; other files take load()."""
     import shutil
 
-
     src = sorted(need_data("pcam", "valid", "1").iterdir())[:6]
     folder = tmp_path / "1"
     folder.mkdir()

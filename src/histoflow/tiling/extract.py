@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections import Counter, OrderedDict, deque
+from itertools import groupby
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -344,7 +345,8 @@ def process_tile(spec: TileSpec, cfg: TileConfig) -> tuple[str, dict | str]:
 def process_tiles(specs: Sequence[TileSpec], cfg: TileConfig) -> tuple[list, float]:
     """A batch of tiles (one pool task) and this worker's peak memory so far."""
     results: list[tuple[str, dict | str]] = []
-    for slide_path, group in _by_slide(specs):
+    for slide_path, tiles in groupby(specs, key=lambda spec: spec.slide):  # runs of one slide
+        group = list(tiles)
         try:
             images = read_tiles(_reader(slide_path, cfg), group)
         except Exception as exc:  # noqa: BLE001 - the slide cannot be opened: every tile fails
@@ -353,14 +355,6 @@ def process_tiles(specs: Sequence[TileSpec], cfg: TileConfig) -> tuple[list, flo
     return results, max_rss_mb()
 
 
-def _by_slide(specs: Sequence[TileSpec]) -> list[tuple[str, list[TileSpec]]]:
-    groups: list[tuple[str, list[TileSpec]]] = []
-    for spec in specs:
-        if groups and groups[-1][0] == spec.slide:
-            groups[-1][1].append(spec)
-        else:
-            groups.append((spec.slide, [spec]))
-    return groups
 
 
 class ShardAccumulator:
@@ -511,19 +505,21 @@ class LocalEngine:
                 return
             # no pool: threads of this process (see the class docstring)
             executor = self._pool or ThreadPoolExecutor(self.workers, thread_name_prefix="histoflow-tile")
-            window: deque = deque()
-            for b in batches:  # a bounded window of tasks in flight: memory stays flat for millions of tiles
-                window.append((b, executor.submit(process_tiles, b, cfg)))
-                if len(window) >= 4 * self.workers:
+            try:
+                window: deque = deque()
+                for b in batches:  # a bounded window of tasks in flight: memory stays flat for millions of tiles
+                    window.append((b, executor.submit(process_tiles, b, cfg)))
+                    if len(window) >= 4 * self.workers:
+                        done_b, fut = window.popleft()
+                        consume(done_b, *fut.result())
+                        advance(len(done_b))
+                while window:
                     done_b, fut = window.popleft()
                     consume(done_b, *fut.result())
                     advance(len(done_b))
-            while window:
-                done_b, fut = window.popleft()
-                consume(done_b, *fut.result())
-                advance(len(done_b))
-            if executor is not self._pool:
-                executor.shutdown()
+            finally:
+                if executor is not self._pool:  # threads started here stop here, also on an error
+                    executor.shutdown(cancel_futures=True)
 
 
     def _extract_by_shard(self, out: Path, specs: Sequence[TileSpec], cfg: TileConfig, on_shard) -> None:

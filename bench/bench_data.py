@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from histoflow.data.datasets import PatchDataset
-from histoflow.data.images import read_image
+from histoflow.core.images import read_image
 from histoflow.data.loading import ThreadLoader, make_loader
 from histoflow.data.manifest import read_manifest
 

@@ -27,7 +27,7 @@ if not DATA.exists():  # a worktree sits beside main: look there too
 
 def tiles(n: int, px: int, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
     """(n, px, px, 3) uint8 tiles and one target image."""
-    from histoflow.data.images import read_image
+    from histoflow.core.images import read_image
 
     rng = np.random.default_rng(seed)
     files = sorted((DATA / "breakhis_400x").rglob("*.png"))  # 700x460: room for 256 px crops

@@ -20,7 +20,7 @@ from histoflow.config import load_config
 from histoflow.data.batch_augment import BatchAugment
 from histoflow.data.loading import make_loader
 from histoflow.models.factory import create_model
-from histoflow.runtime import keep_freed_memory_in_heap
+from histoflow.core.runtime import keep_freed_memory_in_heap
 from histoflow.train.data import build_run_data
 from histoflow.train.fit import fit
 

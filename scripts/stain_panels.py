@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from histoflow.data.images import read_image
+from histoflow.core.images import read_image
 from histoflow.preprocess import HedJitter, HsvJitter, MacenkoNormalizer, ReinhardNormalizer
 from histoflow.preprocess.clahe import clahe
 

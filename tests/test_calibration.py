@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from histoflow.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint, store_temperature
-from histoflow.errors import CheckpointError, DataError
+from histoflow.core.errors import CheckpointError, DataError
 from histoflow.evaluate.calibration import (apply_temperature, calibration_summary, expected_calibration_error,
                                             fit_temperature, reliability_curve)
 from histoflow.models.factory import create_model

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from histoflow.errors import ConfigError, DataError
+from histoflow.core.errors import ConfigError, DataError
 from histoflow.preprocess import Clahe, ClaheConfig, PreprocessConfig, apply_clahe
 from histoflow.preprocess.clahe import clahe
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from histoflow.config import apply_overrides, load_config, save_config
-from histoflow.errors import ConfigError
+from histoflow.core.errors import ConfigError
 
 
 def test_defaults_and_overrides(tmp_path):

@@ -14,7 +14,7 @@ from histoflow.data.datasets import PatchDataset, fit_size
 from histoflow.data.manifest import read_manifest
 from histoflow.data.samplers import balanced_sampler, class_weights
 from histoflow.data.transforms import RandomDihedral, build_transform, dihedral_views
-from histoflow.errors import DataError
+from histoflow.core.errors import DataError
 from tests.conftest import need_data
 from tests.helpers import pcam_h5_from_jpegs
 
@@ -24,7 +24,7 @@ def test_idc_dataset_items_and_size_policies():
     ds = PatchDataset(m, image_px=50)
     x, y = ds[0]
     assert x.dtype == torch.uint8 and x.shape == (3, 50, 50) and y in (0, 1)
-    from histoflow.data.images import read_image
+    from histoflow.core.images import read_image
 
     odd = next(i for i in range(len(ds)) if read_image(ds.path(i)).shape[:2] != (50, 50))  # the real edge patch
     assert ds[odd][0].shape == (3, 50, 50)  # resized
@@ -198,7 +198,7 @@ def test_batch_arrays_are_reused_only_once_released():
 
 
 def test_read_file_reads_big_files_whole(tmp_path):
-    from histoflow.data.images import FIRST_READ, read_file
+    from histoflow.core.images import FIRST_READ, read_file
 
     for size in (0, 10, FIRST_READ - 1, FIRST_READ, FIRST_READ + 1, 3 * FIRST_READ + 7):
         path = tmp_path / f"f{size}"

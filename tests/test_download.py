@@ -7,7 +7,7 @@ import gzip
 import pytest
 
 from histoflow.data.download import PCAM_MD5, download, md5sum
-from histoflow.errors import DataError
+from histoflow.core.errors import DataError
 
 NAME = "camelyonpatch_level_2_split_valid_y.h5"
 

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from histoflow.checkpoint import save_checkpoint
 from histoflow.config import ModelConfig
-from histoflow.errors import ConfigError, DataError
+from histoflow.core.errors import ConfigError, DataError
 from histoflow.evaluate.gradcam import explain_images, pick_gallery
 from histoflow.models.factory import create_model
 from histoflow.models.registry import registered

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from histoflow.data.manifest import class_order, detect_format, read_manifest
-from histoflow.errors import DataError
+from histoflow.core.errors import DataError
 from tests.conftest import need_data
 from tests.helpers import pcam_h5_from_jpegs, write_png
 
@@ -69,7 +69,7 @@ def test_kaggle_layout(tmp_path):
     m = read_manifest(tmp_path)
     assert m.format == "kaggle" and len(m) == len(tifs)
     assert m.class_names == ["0", "1"]
-    from histoflow.data.images import read_image
+    from histoflow.core.images import read_image
 
     assert read_image(m.frame["path"][0]).shape == (96, 96, 3)
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from histoflow.config import ModelConfig
-from histoflow.errors import CheckpointError, ConfigError
+from histoflow.core.errors import CheckpointError, ConfigError
 from histoflow.models import create_model, list_models, register_model
 from histoflow.models.factory import set_backbone_trainable, trainable_parameters
 

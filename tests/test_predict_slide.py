@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from tests.conftest import need_data
-from histoflow.errors import ConfigError
+from histoflow.core.errors import ConfigError
 from histoflow.models.classifier import Classifier
 from histoflow.predict.aggregate import AggregateConfig, aggregate, all_scores
 from histoflow.predict.slide import (Predictor, SlidePredictConfig, checkpoint_resolution, predict_slide,

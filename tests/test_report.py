@@ -14,7 +14,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from histoflow.errors import DataError
+from histoflow.core.errors import DataError
 from histoflow.evaluate.report import build_report, load_run, metrics_section
 from tests.conftest import need_data
 

@@ -1,4 +1,4 @@
-"""histoflow.runtime: the malloc tuning that keeps CPU training steps out of the page-fault path."""
+"""histoflow.core.runtime: the malloc tuning that keeps CPU training steps out of the page-fault path."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 PROBE = """
 import resource, sys, torch
 if sys.argv[1] == "tuned":
-    from histoflow.runtime import keep_freed_memory_in_heap
+    from histoflow.core.runtime import keep_freed_memory_in_heap
     assert keep_freed_memory_in_heap()
 x = torch.empty(0)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -35,7 +35,7 @@ def test_freed_activations_are_reused_instead_of_faulted_in_again():
 
 
 def test_tuning_can_be_switched_off():
-    code = "from histoflow.runtime import keep_freed_memory_in_heap as k; print(k())"
+    code = "from histoflow.core.runtime import keep_freed_memory_in_heap as k; print(k())"
     env = {"HISTOFLOW_MALLOC_TUNING": "0", "PATH": ""}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "False"

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import need_data
-from histoflow.errors import ConfigError, SlideReadError
+from histoflow.core.errors import ConfigError, SlideReadError
 from histoflow.slide import ArraySlide, SlideReader, open_slide
 from histoflow.slide.synthetic import write_synthetic_slide
 

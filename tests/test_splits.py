@@ -8,7 +8,7 @@ import pytest
 
 from histoflow.data.manifest import Manifest, read_manifest
 from histoflow.data.splits import kfold_manifests, split_manifest
-from histoflow.errors import ConfigError, DataError
+from histoflow.core.errors import ConfigError, DataError
 from tests.conftest import need_data
 
 

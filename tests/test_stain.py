@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from tests.conftest import need_data
-from histoflow.errors import ConfigError, DataError
+from histoflow.core.errors import ConfigError, DataError
 from histoflow.preprocess import (
     HedJitter,
     HsvJitter,
@@ -34,7 +34,7 @@ skcolor = pytest.importorskip("skimage.color")
 
 
 def _still(name: str) -> np.ndarray:
-    from histoflow.data.images import read_image
+    from histoflow.core.images import read_image
 
     return read_image(need_data("stills", name))  # RGBA on disk: read_image composites on white
 
@@ -47,7 +47,7 @@ def pair() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def tiles() -> np.ndarray:
     """Eight real 96 px PCam tiles (both classes), a batch of NxHxWx3 uint8."""
-    from histoflow.data.images import read_image
+    from histoflow.core.images import read_image
 
     files = sorted(need_data("pcam", "train", "0").glob("*.jpg"))[:4] + sorted(need_data("pcam", "train", "1").glob("*.jpg"))[:4]
     return np.stack([read_image(f) for f in files])

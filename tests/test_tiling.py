@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import REPO, need_data
-from histoflow.errors import ConfigError, DataError
+from histoflow.core.errors import ConfigError, DataError
 from histoflow.slide import ArraySlide, open_slide
 from histoflow.slide.synthetic import write_synthetic_slide
 from histoflow.tiling import TileConfig, extract_tiles, plan_slide, read_tile, tile_grid, tissue_mask
@@ -101,7 +101,7 @@ def test_cmu_extraction_shards_manifest_reports(tmp_path):
     png = (tmp_path / "slides" / "cmu-1-small-region" / "thumbnail.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     # pixels: the encoded tile decodes to the tile read directly (JPEG: close)
-    from histoflow.data.images import decode_bytes
+    from histoflow.core.images import decode_bytes
 
     row = pq.read_table(shards[0]).slice(0, 1).to_pylist()[0]
     direct = read_tile(open_slide(slide), plan_slide(str(slide), cfg).specs[0])
@@ -122,7 +122,7 @@ def test_png_tiles_are_lossless_and_loop_equals_pool(tmp_path):
     a = pq.read_table(tmp_path / "loop" / "manifest.parquet")
     b = pq.read_table(tmp_path / "pool" / "manifest.parquet")
     assert a.equals(b) and a.equals(pq.read_table(tmp_path / "small" / "manifest.parquet"))
-    from histoflow.data.images import decode_bytes
+    from histoflow.core.images import decode_bytes
 
     spec = plan_slide(str(slide), cfg).specs[3]
     shard = pq.read_table(tmp_path / "pool" / "shards" / "cmu-1-small-region" / "part-00000.parquet").to_pylist()
@@ -329,7 +329,7 @@ def test_block_reads_equal_tile_by_tile_reads(case, pyramid):
 
 
 def test_a_failed_block_read_falls_back_to_single_tiles():
-    from histoflow.errors import SlideReadError
+    from histoflow.core.errors import SlideReadError
     from histoflow.tiling.extract import read_tiles
 
     slide = _array_slide(levels=1)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import need_data
-from histoflow.errors import ConfigError
+from histoflow.core.errors import ConfigError
 from histoflow.tiling.grid import _window_fractions
 from histoflow.tiling.tissue import mask_fraction, pen_mask, tissue_mask
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from histoflow.config import load_config
-from histoflow.errors import ConfigError
+from histoflow.core.errors import ConfigError
 from histoflow.tracking import final_metrics, flatten, resolve_uri
 from tests.conftest import need_data
 from tests.pg import free_port

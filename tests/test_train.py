@@ -16,7 +16,7 @@ import torch
 
 from histoflow.checkpoint import load_checkpoint, read_checkpoint
 from histoflow.config import load_config
-from histoflow.errors import CheckpointError, ConfigError, DataError, TrainingError
+from histoflow.core.errors import CheckpointError, ConfigError, DataError, TrainingError
 from histoflow.evaluate.run import evaluate_checkpoint
 from histoflow.predict.folder import predict_to_csv
 from histoflow.train.fit import fit
@@ -258,7 +258,7 @@ def test_stain_normalisation_travels_in_the_checkpoint(tmp_path):
     ds = dataset_for_checkpoint(read_manifest(need_data("kaggle_hcd")), meta, labelled=False)
     assert ds.preprocess is not None
     raw = ds.preprocess  # normalised pixels differ from the raw file
-    from histoflow.data.images import read_image
+    from histoflow.core.images import read_image
 
     img = read_image(ds.path(0))
     assert (raw(img) != img).any()

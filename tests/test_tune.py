@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from histoflow.config import RunConfig, load_config
-from histoflow.errors import ConfigError
+from histoflow.core.errors import ConfigError
 from histoflow.tune.space import parse_space
 from tests.conftest import need_data
 from tests.pg import postgres_server  # noqa: F401 - fixture

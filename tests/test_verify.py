@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from histoflow.data.images import read_image
+from histoflow.core.images import read_image
 from histoflow.data.manifest import read_manifest
 from histoflow.data.verify import verify_manifest
-from histoflow.errors import DataError
+from histoflow.core.errors import DataError
 from tests.conftest import need_data
 from tests.helpers import class_folder_dataset, write_png
 

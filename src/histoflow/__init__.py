@@ -1,6 +1,6 @@
 """histoflow: computational pathology from patches and whole slides."""
 
-__version__ = "0.1.0"
+from histoflow.core.version import __version__
 
 from histoflow.config import RunConfig, load_config  # noqa: E402
 from histoflow.data.manifest import Manifest, read_manifest  # noqa: E402

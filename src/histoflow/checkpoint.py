@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from histoflow import __version__
-from histoflow.errors import CheckpointError
+from histoflow.core.version import __version__
+from histoflow.core.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from histoflow.errors import ConfigError, HistoflowError
+from histoflow.core.errors import ConfigError, HistoflowError
 
 app = typer.Typer(help="histoflow: computational pathology from patches and whole slides.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -60,7 +60,7 @@ def record_command() -> Path | None:
     produced an output stays next to it. `train` and `tune` also write their full run config."""
     import yaml
 
-    from histoflow import __version__
+    from histoflow.core.version import __version__
 
     try:  # typer >= 0.20 carries its own copy of click; older typer runs on click itself
         from typer._click.globals import get_current_context
@@ -153,7 +153,7 @@ def data_download(
 ) -> None:
     """Download a public dataset and verify its checksums (resumable, never half-written)."""
     from histoflow.data.download import PCAM_MD5, download
-    from histoflow.paths import data_root
+    from histoflow.core.paths import data_root
 
     dest = out or data_root() / f"{name}_h5"
     files = None

@@ -20,8 +20,8 @@ log = logging.getLogger(__name__)
 
 
 def _source_files(sources: list[Path]) -> list[Path]:
-    from histoflow.data.images import is_image_file
-    from histoflow.errors import DataError
+    from histoflow.core.images import is_image_file
+    from histoflow.core.errors import DataError
 
     files: list[Path] = []
     for src in sources:
@@ -52,8 +52,8 @@ def normalize_files(sources: list[Path], out: Path, target: Optional[Path], meth
     """Normalise every image under `sources` into `out` (same file names); returns a summary."""
     from rich.progress import Progress
 
-    from histoflow.data.images import read_image
-    from histoflow.errors import ConfigError
+    from histoflow.core.images import read_image
+    from histoflow.core.errors import ConfigError
     from histoflow.preprocess.pipeline import build_preprocessor
 
     if batch_size < 1:

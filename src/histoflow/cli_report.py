@@ -30,7 +30,7 @@ def calibrate_run(run_dir: Path, split: str = "val") -> dict:
     import pandas as pd
 
     from histoflow.checkpoint import read_checkpoint, store_temperature
-    from histoflow.errors import DataError
+    from histoflow.core.errors import DataError
     from histoflow.evaluate.calibration import apply_temperature, expected_calibration_error, fit_temperature
     from histoflow.evaluate.run import write_json
 

@@ -99,7 +99,7 @@ def register(app: typer.Typer) -> None:
         device: Optional[str] = typer.Option(None, help="cpu or cuda [default: cuda when available]."),
     ) -> None:
         """Tile embeddings from a frozen backbone, stored per slide for fast MIL training (resumable)."""
-        from histoflow.errors import ConfigError
+        from histoflow.core.errors import ConfigError
 
         def work():
             if pcam_bags is not None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from histoflow.paths import data_root as default_data_root
+from histoflow.core.paths import data_root as default_data_root
 
 HOW_TO_GET_DATA = """\
 No PCam data found at {where}.

@@ -32,7 +32,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
-from histoflow.errors import ConfigError
+from histoflow.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ _PARENT_RUN: contextvars.ContextVar[str | None] = contextvars.ContextVar("histof
 
 
 def _mlflow():
-    from histoflow._optional import require
+    from histoflow.core.optional import require
 
     return require("mlflow", extra="track")
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from histoflow.config import AugmentConfig
-from histoflow.errors import ConfigError
+from histoflow.core.errors import ConfigError
 
 BATCH_CAPABLE = {"dihedral", "hflip", "vflip", "colour_jitter", "hed_jitter", "hsv_jitter"}
 

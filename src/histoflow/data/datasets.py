@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from histoflow.data.images import decode_bytes, decode_jpeg_into, read_file, read_image
+from histoflow.core.images import decode_bytes, decode_jpeg_into, read_file, read_image
 from histoflow.data.manifest import Manifest
-from histoflow.errors import ConfigError, DataError
+from histoflow.core.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 SIZE_POLICIES = ("resize", "pad", "raise")

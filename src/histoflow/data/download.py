@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from histoflow.errors import DataError
+from histoflow.core.errors import DataError
 
 log = logging.getLogger(__name__)
 

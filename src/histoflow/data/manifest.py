@@ -19,8 +19,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from histoflow.data.images import is_image_file
-from histoflow.errors import DataError
+from histoflow.core.images import is_image_file
+from histoflow.core.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -324,7 +324,7 @@ def detect_format(path: Path) -> str:
 
 def read_manifest(path: str | Path, format: str = "auto", **options) -> Manifest:
     """Read any supported patch layout into a Manifest; says which format it chose."""
-    from histoflow.paths import expand
+    from histoflow.core.paths import expand
 
     path = expand(path)
     if format == "auto":

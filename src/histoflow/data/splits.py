@@ -12,7 +12,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
 from histoflow.data.manifest import Manifest
-from histoflow.errors import ConfigError, DataError
+from histoflow.core.errors import ConfigError, DataError
 
 
 def resolve_group(manifest: Manifest, group_by: str | None) -> np.ndarray | None:

@@ -13,9 +13,9 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from histoflow.data.images import read_image
+from histoflow.core.images import read_image
 from histoflow.data.manifest import Manifest
-from histoflow.errors import DataError
+from histoflow.core.errors import DataError
 
 ON_ERROR = ("raise", "skip")
 

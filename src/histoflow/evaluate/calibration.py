@@ -13,7 +13,7 @@ import logging
 import numpy as np
 import torch
 
-from histoflow.errors import DataError
+from histoflow.core.errors import DataError
 
 log = logging.getLogger(__name__)
 EPS = 1e-7

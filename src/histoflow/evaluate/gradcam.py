@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from histoflow.errors import ConfigError, DataError
+from histoflow.core.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 METHODS = ("gradcam", "gradcam++")
@@ -28,7 +28,7 @@ CATEGORIES = ("true positive", "false positive", "false negative", "true negativ
 
 
 def _cam_class(method: str):
-    from histoflow._optional import require
+    from histoflow.core.optional import require
 
     cams = require("pytorch_grad_cam", extra="explain")
     GradCAM, GradCAMPlusPlus = cams.GradCAM, cams.GradCAMPlusPlus

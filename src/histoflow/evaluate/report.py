@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from histoflow.errors import DataError, HistoflowError
+from histoflow.core.errors import DataError, HistoflowError
 
 log = logging.getLogger(__name__)
 REQUIRED = ("config.yaml", "metrics.json")

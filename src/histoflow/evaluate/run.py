@@ -13,7 +13,7 @@ import pandas as pd
 from histoflow.checkpoint import load_checkpoint
 from histoflow.data.datasets import PatchDataset, dataset_for_checkpoint
 from histoflow.data.manifest import read_manifest
-from histoflow.errors import DataError
+from histoflow.core.errors import DataError
 from histoflow.evaluate import plots
 from histoflow.evaluate.aggregate import group_columns, group_level_metrics
 from histoflow.evaluate.calibration import calibration_summary, reliability_plot

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from histoflow.errors import DataError
+from histoflow.core.errors import DataError
 from histoflow.tiling.shards import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)

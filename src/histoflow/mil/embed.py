@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from histoflow.errors import HistoflowError
+from histoflow.core.errors import HistoflowError
 from histoflow.predict.slide import (Predictor, SlidePredictConfig, load_predictor, open_reader_factory, plan_tiles,
                                      run_model, shard_tiles)
 from histoflow.tiling.shards import atomic_write_bytes, atomic_write_json
@@ -111,7 +111,7 @@ class ImageFileSource:
 
     def read(self, i: int) -> np.ndarray:
         from histoflow.data.datasets import fit_size
-        from histoflow.data.images import read_image
+        from histoflow.core.images import read_image
 
         return fit_size(read_image(self.paths[i]), self.tile_px, "resize", self.paths[i])
 
@@ -121,7 +121,7 @@ class ImageFileSource:
 
 def embed_images(pred: Predictor, paths: Sequence[str | Path], progress: bool = False) -> np.ndarray:
     """(N, F) features of image files, in order; an unreadable file is an error naming it."""
-    from histoflow.errors import DataError
+    from histoflow.core.errors import DataError
 
     res = run_model(pred.model, ImageFileSource(paths, pred.tile_px), pred.tile_px, pred.cfg, pred.device,
                     want_features=True, want_probs=False, progress=progress, description="embed patches")

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from histoflow.errors import CheckpointError, ConfigError
+from histoflow.core.errors import CheckpointError, ConfigError
 
 TASKS = ("binary", "multiclass", "ordinal")
 MIL_FORMAT = 1

@@ -24,7 +24,7 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from histoflow.errors import ConfigError, DataError
+from histoflow.core.errors import ConfigError, DataError
 from histoflow.mil.model import GatedAttentionMIL, predict_bag, save_mil
 from histoflow.tiling.shards import atomic_write_bytes, atomic_write_json
 

@@ -6,7 +6,7 @@ import logging
 
 from torch import nn
 
-from histoflow.errors import ConfigError
+from histoflow.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from histoflow.errors import ConfigError
+from histoflow.core.errors import ConfigError
 from histoflow.models.registry import register_model
 
 

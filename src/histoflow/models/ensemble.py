@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from histoflow.errors import ConfigError
+from histoflow.core.errors import ConfigError
 from histoflow.models.registry import get_factory, register_model
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from torch import nn
 
 from histoflow.config import ModelConfig
-from histoflow.errors import CheckpointError, ConfigError
+from histoflow.core.errors import CheckpointError, ConfigError
 from histoflow.models.classifier import Classifier
 from histoflow.models.registry import get_factory
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from typing import Callable
 
-from histoflow.errors import ConfigError
+from histoflow.core.errors import ConfigError
 
 _FACTORIES: dict[str, Callable] = {}
 _DESCRIPTIONS: dict[str, str] = {}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from histoflow.errors import ConfigError
+from histoflow.core.errors import ConfigError
 
 METHODS = ("max", "mean", "topk_mean", "fraction")
 

@@ -9,7 +9,7 @@ import torch
 
 from histoflow.data.loading import make_loader
 from histoflow.data.transforms import dihedral_views
-from histoflow.runtime import keep_freed_memory_in_heap
+from histoflow.core.runtime import keep_freed_memory_in_heap
 
 
 def autocast_for(device: torch.device):
@@ -26,7 +26,7 @@ def default_device() -> torch.device:
 def predict_batches(model, loader, tta: bool = False, device: torch.device | None = None, progress: bool = False) -> np.ndarray:
     """(N, num_classes) probabilities for every image the loader yields, in order."""
     device = device or default_device()
-    keep_freed_memory_in_heap()  # see histoflow.runtime
+    keep_freed_memory_in_heap()  # see histoflow.core.runtime
     model.eval().to(device)
     model = model.to(memory_format=torch.channels_last)
     out = []

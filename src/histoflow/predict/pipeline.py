@@ -76,7 +76,7 @@ class EncodedTileSource:
 
     def read(self, i: int) -> np.ndarray:
         from histoflow.data.datasets import fit_size
-        from histoflow.data.images import decode_bytes
+        from histoflow.core.images import decode_bytes
 
         return fit_size(decode_bytes(self.images[i], f"stored tile {i}"), self.tile_px, "resize", f"stored tile {i}")
 

@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from histoflow.errors import CheckpointError, ConfigError, DataError, HistoflowError
+from histoflow.core.errors import CheckpointError, ConfigError, DataError, HistoflowError
 from histoflow.predict.aggregate import AggregateConfig, aggregate, all_scores
 from histoflow.predict.heatmap import GridGeometry, regions_geojson, render_heatmap, tiles_geojson, write_geojson
 from histoflow.predict.pipeline import EncodedTileSource, SlideTileSource, stream_batches
@@ -461,7 +461,7 @@ def _thumbnail(slide, plan: TilePlan, cfg: SlidePredictConfig):
     """(RGB thumbnail, its downsample, tissue mask) or Nones when there is no slide to look at."""
     if slide is None:
         return None, 1.0, None
-    from histoflow.errors import SlideReadError
+    from histoflow.core.errors import SlideReadError
 
     w, h = slide.dimensions
     ds = max(1.0, max(w, h) / cfg.thumbnail_px)

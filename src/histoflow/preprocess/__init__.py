@@ -1,7 +1,7 @@
 """histoflow.preprocess: colour — stain normalisation, stain augmentation, CLAHE.
 
 Heavy work is batched torch (CPU or GPU); CLAHE runs OpenCV on the CPU. Names load lazily
-so that `histoflow.config` can import `histoflow.preprocess.config` (pydantic only) without
+so that `histoflow.config` can import `histoflow.config.preprocess` (pydantic only) without
 pulling in torch and OpenCV.
 """
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from histoflow.errors import ConfigError, DataError
+from histoflow.core.errors import ConfigError, DataError
 from histoflow.preprocess.colour import hed_to_rgb, hsv_to_rgb, rgb_to_hed, rgb_to_hsv
 
 

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import torch
 
-from histoflow.errors import ConfigError, DataError
+from histoflow.core.errors import ConfigError, DataError
 
 CLAHE_MODES = ("lab", "rgb")
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from histoflow.errors import DataError
+from histoflow.core.errors import DataError
 
 # sRGB (D65) -> CIE XYZ, the matrix of IEC 61966-2-1 (as scikit-image and OpenCV use).
 _RGB2XYZ = torch.tensor([[0.412453, 0.357580, 0.180423],

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
-from histoflow.errors import ConfigError, DataError
+from histoflow.core.errors import ConfigError, DataError
 from histoflow.preprocess.clahe import clahe
-from histoflow.preprocess.config import ClaheConfig, PreprocessConfig
+from histoflow.config.preprocess import ClaheConfig, PreprocessConfig
 from histoflow.preprocess.stain import StainNormalizer, make_normalizer
 
 log = logging.getLogger(__name__)
@@ -82,8 +82,8 @@ class Preprocessor:
 
 def target_images(target: str | Path) -> tuple[list[np.ndarray], list[Path]]:
     """Read a target image, or the images of a target folder (sorted, at most MAX_TARGET_IMAGES)."""
-    from histoflow.data.images import is_image_file, read_image
-    from histoflow.paths import expand
+    from histoflow.core.images import is_image_file, read_image
+    from histoflow.core.paths import expand
 
     path = expand(target)
     if path.is_dir():

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from histoflow.errors import ConfigError, DataError
+from histoflow.core.errors import ConfigError, DataError
 from histoflow.preprocess.augment import HedJitter, HsvJitter  # noqa: F401  (public here too)
 from histoflow.preprocess.colour import Pixels, as_pixels, lab_to_rgb, rgb_to_lab
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from histoflow.errors import DataError
+from histoflow.core.errors import DataError
 from histoflow.slide.base import BaseSlide
 
 

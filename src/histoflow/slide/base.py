@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from histoflow.errors import ConfigError, SlideReadError
+from histoflow.core.errors import ConfigError, SlideReadError
 
 log = logging.getLogger(__name__)
 

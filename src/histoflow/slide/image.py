@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from histoflow.errors import SlideReadError
+from histoflow.core.errors import SlideReadError
 from histoflow.slide.array import ArraySlide
 
 MAX_PIXELS = 400_000_000  # 1.2 GB decoded; beyond that, ask for a tiled format

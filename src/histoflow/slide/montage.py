@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from histoflow.errors import DataError
+from histoflow.core.errors import DataError
 
 
 def montage_array(pattern: np.ndarray, pools: dict[int, Sequence[Path]], patch_px: int = 96, seed: int = 0,

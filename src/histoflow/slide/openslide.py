@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from histoflow.errors import SlideReadError
+from histoflow.core.errors import SlideReadError
 from histoflow.slide.base import BaseSlide
 
 CACHE_BYTES = 32 * 1024 * 1024  # per reader; OpenSlide's default is 1 GiB shared by the process

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from histoflow.errors import SlideReadError
+from histoflow.core.errors import SlideReadError
 from histoflow.slide.base import BaseSlide
 
 log = logging.getLogger(__name__)

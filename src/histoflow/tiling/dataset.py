@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from histoflow.errors import DataError
+from histoflow.core.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class TileDataset(Dataset):
 
     def load(self, i: int) -> np.ndarray:
         """The decoded HxWx3 uint8 tile of row i."""
-        from histoflow.data.images import decode_bytes
+        from histoflow.core.images import decode_bytes
 
         f_i, rg, row = (int(v) for v in self._loc[i])
         if self._cached is None or self._cached[0] != (f_i, rg):

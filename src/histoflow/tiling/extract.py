@@ -29,7 +29,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from histoflow.errors import ConfigError, DataError, HistoflowError
+from histoflow.core.errors import ConfigError, DataError, HistoflowError
 from histoflow.tiling.grid import TileConfig, TileSpec, tile_grid
 from histoflow.tiling.shards import (atomic_write_bytes, atomic_write_json, shard_path, shard_stats,
                                      slide_dir, write_manifest, write_shard)

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from histoflow.errors import ConfigError, DataError
+from histoflow.core.errors import ConfigError, DataError
 from histoflow.tiling.tissue import METHODS, TissueMask
 
 log = logging.getLogger(__name__)

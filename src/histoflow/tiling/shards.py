@@ -22,7 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from histoflow.errors import DataError
+from histoflow.core.errors import DataError
 
 SCHEMA = pa.schema([
     ("tile_id", pa.string()), ("slide_id", pa.string()), ("x", pa.int64()), ("y", pa.int64()),

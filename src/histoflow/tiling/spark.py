@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from histoflow._optional import require
+from histoflow.core.optional import require
 from histoflow.tiling.extract import SlidePlan, plan_slide, write_slide_shard
 from histoflow.tiling.grid import TileConfig
 

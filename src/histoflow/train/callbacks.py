@@ -10,7 +10,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from histoflow.errors import TrainingError
+from histoflow.core.errors import TrainingError
 
 
 class StopOnNonFiniteLoss(L.Callback):

@@ -15,7 +15,7 @@ from histoflow.data.splits import split_manifest
 from histoflow.data.summary import channel_stats
 from histoflow.data.transforms import build_transform
 from histoflow.data.verify import verify_manifest
-from histoflow.errors import DataError
+from histoflow.core.errors import DataError
 from histoflow.models.classifier import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)

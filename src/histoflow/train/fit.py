@@ -25,9 +25,9 @@ from histoflow.checkpoint import save_checkpoint
 from histoflow.config import RunConfig, save_config
 from histoflow.data.loading import make_loader
 from histoflow.data.samplers import balanced_sampler, class_weights
-from histoflow.errors import ConfigError
+from histoflow.core.errors import ConfigError
 from histoflow.models.factory import create_model, set_backbone_trainable
-from histoflow.runtime import keep_freed_memory_in_heap
+from histoflow.core.runtime import keep_freed_memory_in_heap
 from histoflow.train.callbacks import HistoflowCheckpoint, HistoryWriter, StopOnNonFiniteLoss, ema_weights
 from histoflow.train.data import build_run_data
 from histoflow.train.module import ClassifierModule
@@ -77,7 +77,7 @@ def fit(cfg: RunConfig, out: str | Path, resume: bool = False, evaluate_after: b
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    keep_freed_memory_in_heap()  # 1.2-1.9x faster CPU training steps, see histoflow.runtime
+    keep_freed_memory_in_heap()  # 1.2-1.9x faster CPU training steps, see histoflow.core.runtime
     started = time.perf_counter()
 
     data = build_run_data(cfg, run_dir)

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from histoflow.config import RunConfig, field_paths
-from histoflow.errors import ConfigError
+from histoflow.core.errors import ConfigError
 
 # Short names for the keys people tune most; the full dotted key always works too.
 ALIASES = {

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from histoflow.config import RunConfig, save_config
-from histoflow.errors import ConfigError, TrainingError
+from histoflow.core.errors import ConfigError, TrainingError
 from histoflow.tune.space import SearchSpace, diff_signatures, parse_space
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class StudyResult:
 
 
 def _optuna():
-    from histoflow._optional import require
+    from histoflow.core.optional import require
 
     return require("optuna", extra="tune")
 

@@ -1,4 +1,4 @@
-"""Run configuration: YAML mapped to pydantic models, with `--set a.b=value` overrides.
+"""The run config (`histoflow train`, `tune`): every section of a patch-classifier run.
 
 Every field has a default, so an empty YAML is a valid (laptop-sized) run. Unknown keys are
 errors that name the closest valid key: a typo must never be silently ignored.
@@ -6,23 +6,13 @@ errors that name the closest valid key: a typo must never be silently ignored.
 
 from __future__ import annotations
 
-import difflib
 import os
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
-from histoflow.errors import ConfigError
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-# after Strict: these models subclass it (histoflow.preprocess.config imports only pydantic)
-from histoflow.preprocess.config import HsvJitter, PreprocessConfig  # noqa: E402
+from histoflow.config.base import Strict, load_model_config
+from histoflow.config.preprocess import HsvJitter, PreprocessConfig
 
 
 class SplitConfig(Strict):
@@ -196,84 +186,6 @@ class RunConfig(Strict):
     tune: dict[str, Any] = Field(default_factory=dict)        # search space for `histoflow tune`
 
 
-def _parse_value(text: str) -> Any:
-    """`--set` values are YAML scalars/lists: 1e-3, true, [1, 2], null, resnet18."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def field_paths(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[str]:
-    """Every dotted key a config accepts (for error messages with close matches)."""
-    out = []
-    for name, info in model.model_fields.items():
-        key = f"{prefix}{name}"
-        out.append(key)
-        ann = info.annotation
-        for candidate in getattr(ann, "__args__", ()) or (ann,):
-            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-                out.extend(field_paths(candidate, key + "."))
-    return out
-
-
-def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
-    """Apply `a.b.c=value` strings to a nested dict."""
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        key, value = item.split("=", 1)
-        node = raw
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            if node.get(part) is None:
-                node[part] = {}
-            if not isinstance(node[part], dict):
-                raise ConfigError(f"--set {key}: {part!r} is a value, not a section")
-            node = node[part]
-        node[parts[-1]] = _parse_value(value)
-    return raw
-
-
-def _explain(exc: ValidationError, source: str) -> ConfigError:
-    lines = []
-    known = field_paths()
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
-            msg = "unknown key" + (f" (did you mean {', '.join(close)}?)" if close else "")
-        lines.append(f"  {key}: {msg}")
-    return ConfigError(f"invalid config {source}:\n" + "\n".join(lines))
-
-
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Read YAML (or start from defaults), apply overrides, validate."""
-    raw: dict = {}
-    source = "(defaults)"
-    if path is not None:
-        source = str(path)
-        try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError as exc:
-            raise ConfigError(f"{path}: config file not found") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
-    raw = apply_overrides(raw, overrides)
-    try:
-        return RunConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise _explain(exc, source) from None
-
-
-def save_config(config: BaseModel, path: str | os.PathLike) -> Path:
-    """Write the resolved config as YAML, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    tmp.replace(path)
-    return path
+    """Read a run config YAML (or start from defaults), apply `--set` overrides, validate."""
+    return load_model_config(RunConfig, path, overrides)

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import field_validator
 
-from histoflow.config import Strict
+from histoflow.config.base import Strict
 
 
 class ClaheConfig(Strict):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from histoflow.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint, store_temperature
+from histoflow.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from histoflow.core.errors import CheckpointError, DataError
 from histoflow.evaluate.calibration import (apply_temperature, calibration_summary, expected_calibration_error,
                                             fit_temperature, reliability_curve)
@@ -65,21 +65,21 @@ def test_temperature_stored_in_checkpoint_is_applied_on_load(tmp_path, num_class
     path = save_checkpoint(tmp_path / "best.pt", model, model_config=cfg.model_dump(mode="json"),
                            class_names=[str(i) for i in range(num_classes)], image_px=32)
     x = torch.randint(0, 255, (6, 3, 32, 32), dtype=torch.uint8)
-    raw, meta = load_checkpoint(path)
-    assert meta["temperature"] is None
+    raw, ckpt = load_checkpoint(path)
+    assert ckpt.temperature is None
     with torch.no_grad():
         before = raw.probabilities(raw(x)).numpy()
-    store_temperature(path, 2.5, fitted_on="test")
+    ckpt.with_temperature(2.5, fitted_on="test")
     assert not list(tmp_path.glob("*.tmp"))  # atomic: no temporary file left behind
-    assert read_checkpoint(path)["temperature"] == 2.5
-    scaled, meta = load_checkpoint(path)
-    assert meta["temperature"] == 2.5
+    assert Checkpoint.read(path).temperature == 2.5
+    scaled, ckpt = load_checkpoint(path)
+    assert ckpt.temperature == 2.5
     with torch.no_grad():
         after = scaled.probabilities(scaled(x)).numpy()
     np.testing.assert_allclose(after, apply_temperature(before, 2.5), atol=1e-4)
-    unscaled, meta = load_checkpoint(path, apply_temperature=False)
-    assert meta["temperature"] is None
+    unscaled, ckpt = load_checkpoint(path, apply_temperature=False)
+    assert ckpt.temperature == 2.5  # stored, but not folded into this model (checked below)
     with torch.no_grad():
         np.testing.assert_allclose(unscaled.probabilities(unscaled(x)).numpy(), before, atol=1e-6)
     with pytest.raises(CheckpointError, match="positive"):
-        store_temperature(path, 0.0)
+        Checkpoint.read(path).with_temperature(0.0)

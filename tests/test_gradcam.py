@@ -110,9 +110,8 @@ def test_pick_gallery_takes_the_most_confident_of_each_category():
 
 
 def test_explain_cli_on_real_pcam(tmp_path):
-    import typer
 
-    from histoflow.cli_report import register
+    from histoflow.cli import app
 
     data = need_data("pcam", "valid")
     csv = tmp_path / "m.csv"
@@ -123,8 +122,6 @@ def test_explain_cli_on_real_pcam(tmp_path):
     model = create_model(cfg, 2)
     ckpt = save_checkpoint(tmp_path / "best.pt", model, model_config=cfg.model_dump(mode="json"),
                            class_names=["0", "1"], image_px=48)
-    app = typer.Typer()
-    register(app)
     out = tmp_path / "explain"
     result = CliRunner().invoke(app, ["explain", "--checkpoint", str(ckpt), "--data", str(csv), "--n", "8",
                                       "--out", str(out), "--method", "gradcam++"])

@@ -173,12 +173,8 @@ def test_embed_slides_then_train_mil_from_the_cli(tmp_path):
     from typer.testing import CliRunner
 
     from histoflow.cli import app
-    from histoflow.cli_slidepred import register
     from histoflow.slide.montage import write_pyramid_tiff
     from tests.test_predict_slide import PATTERN, _tiny_checkpoint, pattern_image
-
-    if "train-mil" not in {c.name for c in app.registered_commands}:
-        register(app)
     ckpt = _tiny_checkpoint(tmp_path / "m.pt")
     slides = [write_pyramid_tiff(tmp_path / f"s{i}.tif", pattern_image(np.kron(np.roll(PATTERN, i, 1), np.ones((3, 3), int))),
                                  mpp=1.0, tile_px=64, min_level_px=128) for i in range(2)]

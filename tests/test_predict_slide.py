@@ -232,10 +232,6 @@ def test_cli_predict_slide_on_the_real_slide(tmp_path):
     from typer.testing import CliRunner
 
     from histoflow.cli import app
-    from histoflow.cli_slidepred import register
-
-    if "predict-slide" not in {c.name for c in app.registered_commands}:
-        register(app)
     slide = need_data("wsi", "cmu-1-small-region.svs")
     ckpt = _tiny_checkpoint(tmp_path / "m.pt")
     runner = CliRunner()

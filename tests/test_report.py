@@ -180,9 +180,9 @@ def test_empty_predictions_evaluate_without_crash(tiny_run, tmp_path):
     from histoflow.data.manifest import Manifest
     from histoflow.evaluate.run import evaluate_split
 
-    model, meta = load_checkpoint(tiny_run / "checkpoints" / "best.pt")
+    model, ckpt = load_checkpoint(tiny_run / "checkpoints" / "best.pt")
     empty = PatchDataset(Manifest(pd.DataFrame({"path": [], "label": []}), ["0", "1"]), image_px=32)
-    result, probs = evaluate_split(model, meta, empty, tmp_path, "empty", tta=False, workers=0)
+    result, probs = evaluate_split(model, ckpt, empty, tmp_path, "empty", tta=False, workers=0)
     assert probs.shape == (0, 2) and result["n"] == 0
     assert "no predictions" in " ".join(result["notes"])
     json.dumps(result, allow_nan=False)
@@ -202,18 +202,14 @@ def test_idc_patient_level_results(tiny_run, tmp_path):
 
 
 def test_cli_report_and_calibrate(tiny_run, tmp_path):
-    import typer
 
-    from histoflow.checkpoint import read_checkpoint
-    from histoflow.cli_report import register
-
-    app = typer.Typer()
-    register(app)
+    from histoflow.checkpoint import Checkpoint
+    from histoflow.cli import app
     run = _copy(tiny_run, tmp_path / "run")
     runner = CliRunner()
     result = runner.invoke(app, ["calibrate", str(run)])
     assert result.exit_code == 0, result.output
-    t = read_checkpoint(run / "checkpoints" / "best.pt")["temperature"]
+    t = Checkpoint.read(run / "checkpoints" / "best.pt").temperature
     assert t > 0 and json.loads((run / "calibration.json").read_text())["temperature"] == pytest.approx(t)
     result = runner.invoke(app, ["report", str(run), "--out", str(tmp_path / "r.html")])
     assert result.exit_code == 0, result.output

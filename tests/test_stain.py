@@ -377,15 +377,10 @@ def test_existing_transform_pipeline_uses_hed_jitter():
 # -- command line --------------------------------------------------------------------------------
 
 def test_normalize_cli(tmp_path):
-    import typer
     from PIL import Image
     from typer.testing import CliRunner
 
-    from histoflow.cli_colour import register
-
-    app = typer.Typer()
-    app.command("noop")(lambda: None)  # a one-command typer app would drop the verb name
-    register(app)
+    from histoflow.cli import app
     src = tmp_path / "src"
     src.mkdir()
     for i in range(3):

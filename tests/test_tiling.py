@@ -254,13 +254,8 @@ def test_tile_dataset_with_slide_and_region_labels(tmp_path, pyramid):
 
 # -- CLI -------------------------------------------------------------------------------------------
 def test_tile_command_exit_codes(tmp_path, pyramid):
-    import typer
 
-    from histoflow.cli_slides import register
-
-    app = typer.Typer()
-    app.command("noop")(lambda: None)
-    register(app)
+    from histoflow.cli import app
     runner = CliRunner()
     args = ["tile", str(pyramid), "--out", str(tmp_path / "o"), "--tile-px", "128", "--mpp", "1", "--workers", "1"]
     res = runner.invoke(app, args)

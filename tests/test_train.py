@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from histoflow.checkpoint import load_checkpoint, read_checkpoint
+from histoflow.checkpoint import Checkpoint, load_checkpoint
 from histoflow.config import load_config
 from histoflow.core.errors import CheckpointError, ConfigError, DataError, TrainingError
 from histoflow.evaluate.run import evaluate_checkpoint
@@ -43,9 +43,9 @@ def test_fit_writes_a_complete_run_folder(tmp_path):
                 "f1", "confusion_matrix", "threshold"):
         assert key in metrics["val"], key
     assert metrics["val"]["n"] == 48 and "val_tta" in metrics
-    _, meta = load_checkpoint(run / "checkpoints" / "best.pt")
-    assert meta["class_names"] == ["0", "1"] and meta["image_px"] == 32
-    assert meta["model_config"]["name"] == "simple_cnn" and meta["histoflow_version"]
+    _, ckpt = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert ckpt.class_names == ["0", "1"] and ckpt.image_px == 32
+    assert ckpt.model_config["name"] == "simple_cnn" and ckpt.histoflow_version
     splits = pd.read_csv(run / "splits.csv")
     assert set(splits["split"]) == {"train", "val"}
 
@@ -54,7 +54,7 @@ def test_same_seed_same_weights(tmp_path):
     a = fit(tiny(), tmp_path / "a", evaluate_after=False)
     b = fit(tiny(), tmp_path / "b", evaluate_after=False)
     c = fit(tiny("seed=7"), tmp_path / "c", evaluate_after=False)
-    sa, sb, sc = (read_checkpoint(r / "checkpoints" / "last.pt")["state_dict"] for r in (a, b, c))
+    sa, sb, sc = (Checkpoint.read(r / "checkpoints" / "last.pt").state_dict() for r in (a, b, c))
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
 
@@ -70,7 +70,7 @@ def test_thread_workers_train_deterministically(tmp_path, monkeypatch):
             evaluate_after=False)
     b = fit(tiny("data.num_workers=2", "augment.dihedral=true", "augment.where=batch"), tmp_path / "b",
             evaluate_after=False)
-    sa, sb = (read_checkpoint(r / "checkpoints" / "last.pt")["state_dict"] for r in (a, b))
+    sa, sb = (Checkpoint.read(r / "checkpoints" / "last.pt").state_dict() for r in (a, b))
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert len(pd.read_csv(a / "history.csv")) == 2
     assert len(passes) >= 4  # train and val passes of both runs went through the thread workers
@@ -80,11 +80,11 @@ def test_ema_checkpoints_hold_the_averaged_weights_that_were_validated(tmp_path)
     raw = fit(tiny(), tmp_path / "raw")
     ema = fit(tiny("train.ema_decay=0.9"), tmp_path / "ema")
     # EMA never changes the raw training trajectory, so any difference is the averaging
-    s_raw, s_ema = (read_checkpoint(r / "checkpoints" / "last.pt")["state_dict"] for r in (raw, ema))
+    s_raw, s_ema = (Checkpoint.read(r / "checkpoints" / "last.pt").state_dict() for r in (raw, ema))
     assert not all(torch.equal(s_raw[k], s_ema[k]) for k in s_raw)
     history = pd.read_csv(ema / "history.csv")
-    best = read_checkpoint(ema / "checkpoints" / "best.pt")
-    validated = history.loc[history["epoch"] == best["epoch"], "val_auc"].item()
+    best = Checkpoint.read(ema / "checkpoints" / "best.pt")
+    validated = history.loc[history["epoch"] == best.epoch, "val_auc"].item()
     evaluated = json.loads((ema / "metrics.json").read_text())["val"]["auc"]
     assert evaluated == pytest.approx(validated, abs=1e-5)  # best.pt is what was validated: the average
     with pytest.raises(ConfigError, match="ema_decay"):
@@ -118,8 +118,8 @@ class PoisonWeights:
 def test_nan_loss_stops_clearly_and_keeps_last_good_checkpoint(tmp_path):
     with pytest.raises(TrainingError, match=r"loss became nan at epoch 1, batch 0.*last good checkpoint"):
         fit(tiny("train.epochs=3"), tmp_path / "run", callbacks=[PoisonWeights()])
-    model, meta = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
-    assert meta["epoch"] == 0
+    model, ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
+    assert ckpt.epoch == 0
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
@@ -190,8 +190,8 @@ def test_freeze_backbone_keeps_backbone_weights(tmp_path):
     base = fit(tiny("train.epochs=1"), tmp_path / "base", evaluate_after=False)
     cfg = tiny("model.freeze=backbone", f"model.weights={base / 'checkpoints' / 'best.pt'}")
     run = fit(cfg, tmp_path / "frozen", evaluate_after=False)
-    before = read_checkpoint(base / "checkpoints" / "best.pt")["state_dict"]
-    after = read_checkpoint(run / "checkpoints" / "last.pt")["state_dict"]
+    before = Checkpoint.read(base / "checkpoints" / "best.pt").state_dict()
+    after = Checkpoint.read(run / "checkpoints" / "last.pt").state_dict()
     backbone = [k for k in before if k.startswith("backbone.")]
     assert backbone and all(torch.equal(before[k], after[k]) for k in backbone)
     assert not torch.equal(before["head.1.weight"], after["head.1.weight"])
@@ -202,8 +202,8 @@ def test_head_then_full_unfreezes(tmp_path):
     cfg = tiny("model.freeze=head_then_full", "model.head_epochs=1", "train.epochs=2",
                f"model.weights={base / 'checkpoints' / 'best.pt'}")
     run = fit(cfg, tmp_path / "run", evaluate_after=False)
-    before = read_checkpoint(base / "checkpoints" / "best.pt")["state_dict"]
-    after = read_checkpoint(run / "checkpoints" / "last.pt")["state_dict"]
+    before = Checkpoint.read(base / "checkpoints" / "best.pt").state_dict()
+    after = Checkpoint.read(run / "checkpoints" / "last.pt").state_dict()
     assert not torch.equal(before["backbone.body.0.weight"], after["backbone.body.0.weight"])
     assert len(pd.read_csv(run / "history.csv")) == 2
 

@@ -204,14 +204,9 @@ def test_no_trials_is_a_config_error(tmp_path):
 
 
 def test_cli_tune_reports_bad_space(tmp_path):
-    import typer
     from typer.testing import CliRunner
 
-    from histoflow.cli_tune import register
-
-    app = typer.Typer()
-    app.command("noop")(lambda: None)  # typer needs two commands to keep the verb name
-    register(app)
+    from histoflow.cli import app
     cfg = tiny_config(tmp_path, tune={"train.optimizer.lr": {"low": 0.1, "high": 0.01}})
     result = CliRunner().invoke(app, ["tune", str(cfg), "--trials", "2", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "inverted range" in result.output

@@ -268,23 +268,23 @@ class PatchDataset(Dataset):
         return state
 
 
-def dataset_for_checkpoint(manifest: Manifest, meta: dict, labelled: bool = True) -> PatchDataset:
+def dataset_for_checkpoint(manifest: Manifest, ckpt, labelled: bool = True) -> PatchDataset:
     """A dataset prepared exactly as the checkpoint's training data was (size, crop, colour
     policy); labels are mapped onto the checkpoint's classes, and unknown classes are an error."""
-    known = list(meta["class_names"])
+    known = ckpt.class_names
     if labelled:
         unknown = sorted(set(manifest.frame["label"]) - set(known) - {""})
         if unknown:
             raise DataError(f"{manifest.source}: class(es) {unknown} are not known to the model (it knows {known})")
     else:
         manifest = Manifest(manifest.frame.assign(label=""), known, manifest.format, manifest.source)
-    data_cfg = meta.get("run_config", {}).get("data", {})
+    data_cfg = ckpt.data_config
     preprocess = None
-    if meta.get("preprocess"):  # the fitted stain normaliser travels in the checkpoint
+    if ckpt.preprocess:  # the fitted stain normaliser travels in the checkpoint
         from histoflow.preprocess.pipeline import Preprocessor
 
-        pre = Preprocessor.from_state(meta["preprocess"])
+        pre = Preprocessor.from_state(ckpt.preprocess)
         preprocess = None if pre.is_identity else pre
-    return PatchDataset(manifest, image_px=meta["image_px"], size_policy=data_cfg.get("size_policy", "resize"),
+    return PatchDataset(manifest, image_px=ckpt.image_px, size_policy=data_cfg.get("size_policy", "resize"),
                         non_rgb=data_cfg.get("non_rgb", "convert"), class_names=known, crop_px=data_cfg.get("crop_px"),
                         preprocess=preprocess)

@@ -9,6 +9,7 @@ softmax ignores), so it needs no second pass of the model over the images.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -115,3 +116,37 @@ def reliability_plot(summary: dict, path, title: str = "Reliability") -> "Path |
            title=f"{title} (ECE {ece:.3f})" if ece is not None else title)
     ax.legend(loc="upper left", fontsize=8)
     return _save(fig, Path(path))
+
+
+def calibrate_run(run_dir: Path, split: str = "val") -> dict:
+    """Fit a temperature on the run's `predictions_<split>.csv`, store it in checkpoints/best.pt."""
+    import pandas as pd
+
+    from histoflow.checkpoint import Checkpoint
+    from histoflow.core.errors import DataError
+    from histoflow.core.io import atomic_write_json
+
+    run_dir = Path(run_dir)
+    csv, ckpt = run_dir / f"predictions_{split}.csv", run_dir / "checkpoints" / "best.pt"
+    for path in (csv, ckpt):
+        if not path.is_file():
+            raise DataError(f"{run_dir}: missing {path.relative_to(run_dir)} (train and evaluate the run first)")
+    checkpoint = Checkpoint.read(ckpt)
+    pred = pd.read_csv(csv)
+    names = [f"p_{c}" for c in checkpoint.class_names]
+    if any(c not in pred for c in names):
+        raise DataError(f"{csv}: expected columns {names}, found {list(pred.columns)}")
+    if not pd.api.types.is_integer_dtype(pred["label"]):  # evaluate writes class indices
+        raise DataError(f"{csv}: column label should hold class indices, found {pred['label'].dtype}")
+    y = pred["label"].to_numpy()
+    probs = pred[names].to_numpy()
+    # predictions were made with whatever temperature the checkpoint already held: compose them
+    previous = checkpoint.temperature or 1.0
+    t = fit_temperature(y, probs, source=str(csv))
+    checkpoint.with_temperature(previous * t, fitted_on=f"{csv.name} ({len(y)} predictions)")
+    summary = {"temperature": round(previous * t, 6), "fitted_on": csv.name, "n": int(len(y)),
+               "ece_before": expected_calibration_error(y, probs),
+               "ece_after": expected_calibration_error(y, apply_temperature(probs, t)),
+               "caveat": f"fitted and measured on the same {split} predictions: the ECE after is optimistic"}
+    atomic_write_json(run_dir / "calibration.json", summary)
+    return summary

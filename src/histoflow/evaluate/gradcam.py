@@ -159,7 +159,7 @@ def pick_gallery(y: np.ndarray, probs: np.ndarray, n: int, threshold: float = 0.
     return picked
 
 
-def explain_gallery(model, meta: dict, dataset, out_dir: Path, n: int = 32, method: str = "gradcam",
+def explain_gallery(model, ckpt, dataset, out_dir: Path, n: int = 32, method: str = "gradcam",
                     threshold: float = 0.5, probs: np.ndarray | None = None) -> dict:
     """Write gallery.png (+ gallery.csv, one overlay PNG per case) to `out_dir`; returns a summary."""
     import pandas as pd
@@ -177,7 +177,7 @@ def explain_gallery(model, meta: dict, dataset, out_dir: Path, n: int = 32, meth
     images = np.stack([dataset.load(i) for _, i in picked])
     classes = [int(probs[i].argmax()) if probs.shape[1] > 2 else int(probs[i, 1] >= threshold) for _, i in picked]
     cams = explain_images(model, images, classes, method=method)
-    names = meta["class_names"]
+    names = ckpt.class_names
     items = []
     cam_dir = out_dir / "cams"
     cam_dir.mkdir(parents=True, exist_ok=True)

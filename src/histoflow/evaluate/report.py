@@ -118,10 +118,10 @@ def explain_run(run_dir: Path, checkpoint: Path, split: str, n: int = 32, method
     from histoflow.evaluate.gradcam import explain_gallery
     from histoflow.evaluate.run import dataset_for_checkpoint
 
-    model, meta = load_checkpoint(checkpoint)
+    model, ckpt = load_checkpoint(checkpoint)
     manifest = read_manifest(run_dir / "splits.csv", format="csv").split(split)
-    dataset = dataset_for_checkpoint(manifest, meta)
-    return explain_gallery(model, meta, dataset, run_dir / "explain", n=n, method=method)
+    dataset = dataset_for_checkpoint(manifest, ckpt)
+    return explain_gallery(model, ckpt, dataset, run_dir / "explain", n=n, method=method)
 
 
 # ---------------------------------------------------------------- HTML pieces

@@ -53,29 +53,29 @@ def clinical_results(y: np.ndarray, probs: np.ndarray, class_names: list[str], t
     return out
 
 
-def evaluate_split(model, meta: dict, dataset: PatchDataset, out_dir: Path, name: str, tta: bool,
+def evaluate_split(model, ckpt, dataset: PatchDataset, out_dir: Path, name: str, tta: bool,
                    workers: int = 2, threshold: float = 0.5, groups: pd.DataFrame | None = None,
                    n_boot: int = 1000, seed: int = 0) -> tuple[dict, np.ndarray]:
     """Metrics, clinical results and plots of one split. `groups`: patient/slide per row (or None)."""
     started = time.perf_counter()
     probs = predict_dataset(model, dataset, workers=workers, tta=tta, progress=False)
     y = dataset.labels
-    result = compute_metrics(y, probs, meta["class_names"], threshold)
-    result.update(clinical_results(y, probs, meta["class_names"], threshold, groups, n_boot, seed))
+    result = compute_metrics(y, probs, ckpt.class_names, threshold)
+    result.update(clinical_results(y, probs, ckpt.class_names, threshold, groups, n_boot, seed))
     result["tta"] = tta
-    result["temperature"] = meta.get("temperature")
+    result["temperature"] = ckpt.temperature
     result["seconds"] = round(time.perf_counter() - started, 2)
     report = out_dir / "report"
     reliability_plot(result["calibration"], report / f"calibration_{name}.png", f"Reliability, {name}")
-    plots.roc_plot(y, probs, meta["class_names"], report / f"roc_{name}.png")
-    plots.pr_plot(y, probs, meta["class_names"], report / f"pr_{name}.png")
+    plots.roc_plot(y, probs, ckpt.class_names, report / f"roc_{name}.png")
+    plots.pr_plot(y, probs, ckpt.class_names, report / f"pr_{name}.png")
     if result.get("confusion_matrix") is not None:
-        plots.confusion_plot(result["confusion_matrix"], meta["class_names"], report / f"confusion_{name}.png")
+        plots.confusion_plot(result["confusion_matrix"], ckpt.class_names, report / f"confusion_{name}.png")
     frame = pd.DataFrame({"path": [dataset.path(i) for i in range(len(dataset))], "label": y})
     if groups is not None and len(groups) == len(frame):
         for col in group_columns(groups):
             frame[col] = groups[col].to_numpy()
-    for k, cname in enumerate(meta["class_names"]):
+    for k, cname in enumerate(ckpt.class_names):
         frame[f"p_{cname}"] = probs[:, k]
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f"predictions_{name}.csv.tmp"
@@ -87,18 +87,18 @@ def evaluate_split(model, meta: dict, dataset: PatchDataset, out_dir: Path, name
 def evaluate_run(run_dir: Path, data, tta: bool = False, train_seconds: float | None = None) -> dict:
     """After training: best checkpoint on val (and test) data -> metrics.json, plots."""
     run_dir = Path(run_dir)
-    model, meta = load_checkpoint(run_dir / "checkpoints" / "best.pt")
-    results: dict = {"checkpoint": str(run_dir / "checkpoints" / "best.pt"), "epoch": meta.get("epoch")}
+    model, ckpt = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    results: dict = {"checkpoint": str(run_dir / "checkpoints" / "best.pt"), "epoch": ckpt.epoch}
     if train_seconds is not None:
         results["train_seconds"] = round(train_seconds, 1)
     results["environment"] = environment()
-    seed = int(meta.get("run_config", {}).get("seed", 0))
+    seed = ckpt.seed
     for name, ds in (("val", data.val), ("test", data.test)):
         if ds is not None and len(ds):
             groups = data.manifest.split(name).frame[["patient", "slide"]]
-            results[name], _ = evaluate_split(model, meta, ds, run_dir, name, tta=False, groups=groups, seed=seed)
+            results[name], _ = evaluate_split(model, ckpt, ds, run_dir, name, tta=False, groups=groups, seed=seed)
             if tta:
-                results[f"{name}_tta"], _ = evaluate_split(model, meta, ds, run_dir, f"{name}_tta", tta=True,
+                results[f"{name}_tta"], _ = evaluate_split(model, ckpt, ds, run_dir, f"{name}_tta", tta=True,
                                                            groups=groups, seed=seed)
     plots.history_plot(run_dir / "history.csv", run_dir / "report" / "training_curves.png")
     write_json(run_dir / "metrics.json", results)
@@ -121,12 +121,12 @@ def labelled_manifest(data_path: Path, format: str = "auto", split: str | None =
 def evaluate_checkpoint(checkpoint: Path, data_path: Path, out: Path, split: str | None = None, tta: bool = False,
                         format: str = "auto", threshold: float = 0.5) -> dict:
     """`histoflow evaluate`: a checkpoint on any labelled patch data."""
-    model, meta = load_checkpoint(checkpoint)
+    model, ckpt = load_checkpoint(checkpoint)
     manifest = labelled_manifest(data_path, format, split)
-    dataset = dataset_for_checkpoint(manifest, meta)
+    dataset = dataset_for_checkpoint(manifest, ckpt)
     out = Path(out)
     name = split or "data"
-    result, _ = evaluate_split(model, meta, dataset, out, name, tta=tta, threshold=threshold,
+    result, _ = evaluate_split(model, ckpt, dataset, out, name, tta=tta, threshold=threshold,
                                groups=manifest.frame[["patient", "slide"]])
     payload = {"checkpoint": str(checkpoint), "data": str(data_path), "split": split, name: result,
                "environment": environment()}

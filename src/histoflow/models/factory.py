@@ -32,10 +32,10 @@ def create_model(cfg: ModelConfig | str, num_classes: int, mean=None, std=None) 
 def load_backbone_weights(model: Classifier, path: str | Path) -> None:
     """Load a local checkpoint into the backbone: histoflow's own (backbone only, the head is
     new), or a plain timm/torchvision state dict. Keys that do not fit are listed, not hidden."""
-    from histoflow.checkpoint import load_file
+    from histoflow.models.weights import load_torch_file
 
     path = Path(path)
-    blob = load_file(path, what="weights file")
+    blob = load_torch_file(path, what="weights file")
     if isinstance(blob, dict) and "histoflow_version" in blob:
         state = {k[len("backbone."):]: v for k, v in blob["state_dict"].items() if k.startswith("backbone.")}
     else:

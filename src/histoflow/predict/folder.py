@@ -15,12 +15,12 @@ from histoflow.predict.patches import predict_dataset
 def predict_to_csv(checkpoint: Path, data_path: Path, out_csv: Path, tta: bool = False, format: str = "auto",
                    batch_size: int = 256, workers: int = 2, threshold: float = 0.5) -> pd.DataFrame:
     """One row per image: path, p_<class>..., predicted label (and the true label when known)."""
-    model, meta = load_checkpoint(checkpoint)
+    model, ckpt = load_checkpoint(checkpoint)
     manifest = read_manifest(data_path, format=format)
     frame = manifest.frame.copy()
-    dataset = dataset_for_checkpoint(manifest, meta, labelled=False)  # labels are not needed to predict
+    dataset = dataset_for_checkpoint(manifest, ckpt, labelled=False)  # labels are not needed to predict
     probs = predict_dataset(model, dataset, batch_size=batch_size, workers=workers, tta=tta, progress=True)
-    names = meta["class_names"]
+    names = ckpt.class_names
     out = pd.DataFrame({"path": frame["path"]})
     if manifest.labelled:
         out["label"] = frame["label"]

@@ -297,7 +297,8 @@ def load_predictor(checkpoint: str | Path, cfg: SlidePredictConfig) -> Predictor
     from histoflow.checkpoint import load_checkpoint
 
     device = device_of(cfg.device)
-    model, meta = load_checkpoint(checkpoint, device=device)
+    model, ckpt = load_checkpoint(checkpoint, device=device)
+    meta = ckpt.metadata()
     tile_px, mpp = checkpoint_resolution(meta, cfg.mpp)
     fp = checkpoint_fingerprint(checkpoint)
     mil = None

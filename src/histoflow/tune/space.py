@@ -203,7 +203,7 @@ def field_type(key: str) -> Any:
 
 
 def _unknown_key(key: str, source: str) -> ConfigError:
-    known = [k for k in field_paths() if k.split(".")[0] not in FORBIDDEN_SECTIONS] + list(ALIASES)
+    known = [k for k in field_paths(RunConfig) if k.split(".")[0] not in FORBIDDEN_SECTIONS] + list(ALIASES)
     close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
     # "optimizer.lr" or "colour_jitter" are best matched on their last part
     tail = key.split(".")[-1]

@@ -1,7 +1,7 @@
-"""`histoflow predict-slide`, `histoflow embed` and `histoflow train-mil`: slide-level verbs.
+"""`histoflow predict` (patches) and `histoflow predict-slide` (whole slides).
 
-cli.py calls `register(app)`. Exit codes as for `tile`: 0 every slide complete (an empty slide,
-no tissue, counts as complete), 1 some slides failed (named, with why), 2 a usage error.
+Exit codes as for `tile`: 0 every slide complete (an empty slide, no tissue, counts as
+complete), 1 some slides failed (named, with why), 2 a usage error.
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
+from histoflow.cli.common import console, expand_slides, run_verb
 
 
 def _slide_cfg(**kw):
@@ -26,8 +25,19 @@ def _slide_cfg(**kw):
 
 
 def register(app: typer.Typer) -> None:
-    from histoflow.cli import run_verb
-    from histoflow.cli_slides import expand_slides
+    @app.command()
+    def predict(
+        checkpoint: Path = typer.Option(..., help="A histoflow checkpoint (best.pt)."),
+        data: Path = typer.Option(..., help="Images: a bare folder, a class-folder dataset, a CSV or Kaggle folder."),
+        out: Path = typer.Option(Path("predictions.csv"), help="CSV with one row per image."),
+        tta: bool = typer.Option(False, help="Average the 8 dihedral views."),
+        threshold: float = typer.Option(0.5, help="Decision threshold on the positive-class probability."),
+    ) -> None:
+        """Class probabilities and predicted label for every image."""
+        from histoflow.predict.folder import predict_to_csv
+
+        frame = run_verb(predict_to_csv, checkpoint, data, out, tta=tta, threshold=threshold)
+        console.print(f"wrote {len(frame)} predictions to {out}")
 
     @app.command("predict-slide")
     def predict_slide(
@@ -77,63 +87,3 @@ def register(app: typer.Typer) -> None:
             console.print(f"[red]failed[/] {name}: {err}", soft_wrap=True, highlight=False)
         if summary["failed"]:
             raise typer.Exit(1)
-
-    @app.command("embed")
-    def embed(
-        slides: Optional[list[Path]] = typer.Argument(None, help="Slide files or folders of slides."),
-        checkpoint: Path = typer.Option(..., help="Checkpoint whose frozen backbone embeds the tiles."),
-        out: Path = typer.Option(..., help="Output folder: <slide_id>/{embeddings.npy, tiles.parquet, embed.json}."),
-        mpp: Optional[float] = typer.Option(None, help="Tile microns per pixel (required when the checkpoint lacks it)."),
-        slide_mpp: Optional[float] = typer.Option(None, help="Microns per level-0 pixel for slides lacking it."),
-        allow_resample: bool = typer.Option(False, help="Upsample slides coarser than --mpp."),
-        tiles_dir: Optional[Path] = typer.Option(None, help="Read tiles from this `histoflow tile` run."),
-        tissue_threshold: float = typer.Option(0.5, help="Embed tiles with at least this tissue fraction."),
-        pcam_bags: Optional[Path] = typer.Option(None, help="Instead of slides: build MIL bags from this PCam folder (test data)."),
-        bag_size: int = typer.Option(32, help="--pcam-bags: patches per bag."),
-        bag_k: int = typer.Option(2, help="--pcam-bags: a bag is positive with at least k tumour patches."),
-        patients: int = typer.Option(30, help="--pcam-bags: disjoint patient pools."),
-        bags_per_patient: int = typer.Option(10, help="--pcam-bags: bags drawn per patient."),
-        seed: int = typer.Option(0, help="--pcam-bags: seed."),
-        batch_size: int = typer.Option(128, help="Tiles per batch."),
-        workers: int = typer.Option(2, help="Reader threads."),
-        device: Optional[str] = typer.Option(None, help="cpu or cuda [default: cuda when available]."),
-    ) -> None:
-        """Tile embeddings from a frozen backbone, stored per slide for fast MIL training (resumable)."""
-        from histoflow.core.errors import ConfigError
-
-        def work():
-            if pcam_bags is not None:
-                from histoflow.mil.bags import BagConfig, build_pcam_bags
-
-                return build_pcam_bags(pcam_bags, out, checkpoint, BagConfig(
-                    bag_size=bag_size, k=bag_k, patients=patients, bags_per_patient=bags_per_patient, seed=seed),
-                    batch_size=batch_size, workers=workers)
-            if not slides:
-                raise ConfigError("give slides to embed, or --pcam-bags FOLDER")
-            from histoflow.mil.embed import embed_slides
-            from histoflow.predict.slide import SlidePredictConfig
-
-            cfg = SlidePredictConfig(mpp=mpp, slide_mpp=slide_mpp, allow_resample=allow_resample,
-                                     tiles_dir=str(tiles_dir) if tiles_dir else None, tissue_threshold=tissue_threshold,
-                                     batch_size=batch_size, workers=workers, device=device)
-            return embed_slides(checkpoint, expand_slides(slides), out, cfg)
-
-        summary = run_verb(work)
-        console.print_json(json.dumps(summary, default=str))
-        if summary.get("failed"):
-            raise typer.Exit(1)
-
-    @app.command("train-mil")
-    def train_mil_cmd(
-        config: Optional[Path] = typer.Argument(None, help="MIL config YAML (see configs/mil/pcam_bags.yaml)."),
-        set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a key: --set data.task=ordinal."),
-        out: Optional[Path] = typer.Option(None, help="Run folder [default: the config's `out`]."),
-    ) -> None:
-        """Gated attention MIL on stored embeddings with slide labels (binary, multiclass, ordinal)."""
-        from histoflow.mil.train import load_mil_config, train_mil
-
-        def work():
-            return train_mil(load_mil_config(config, set_), out)
-
-        metrics = run_verb(work)
-        console.print_json(json.dumps({k: metrics[k] for k in ("task", "bags", "patients", "best_epoch", "val", "test")}))

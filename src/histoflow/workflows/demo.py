@@ -30,14 +30,14 @@ def find_pcam(root: Path) -> Path | None:
     return None
 
 
-RECIPE = Path(__file__).resolve().parents[2] / "configs" / "pcam_simple_cnn.yaml"
+RECIPE = Path(__file__).resolve().parents[3] / "configs" / "pcam_simple_cnn.yaml"
 
 
 def run_demo(data_root: Path | None, out: Path, console: Console, overrides: list[str] | None = None) -> int:
     from histoflow.data.manifest import read_manifest
     from histoflow.data.summary import summarize
     from histoflow.data.verify import verify_manifest
-    from histoflow.cli import print_summary
+    from histoflow.workflows.display import print_summary
 
     root = Path(data_root) if data_root else default_data_root()
     pcam = find_pcam(root)
@@ -50,7 +50,7 @@ def run_demo(data_root: Path | None, out: Path, console: Console, overrides: lis
     console.print(f"$ histoflow data inspect {pcam} --out {out / 'data'}", highlight=False, markup=False)
     manifest = verify_manifest(read_manifest(pcam), on_error="skip")
     summary = summarize(manifest)
-    print_summary(summary)
+    print_summary(console, summary)
     (out / "data").mkdir(parents=True, exist_ok=True)
     manifest.to_csv(out / "data" / "manifest.csv")
     (out / "data" / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -65,7 +65,7 @@ def run_demo(data_root: Path | None, out: Path, console: Console, overrides: lis
 
 
 def train_step(pcam: Path, out: Path, console: Console, overrides: list[str]) -> Path:
-    from histoflow.cli import _print_metrics
+    from histoflow.workflows.display import print_metrics
     from histoflow.config import load_config
     from histoflow.train.fit import fit
 
@@ -81,7 +81,7 @@ def train_step(pcam: Path, out: Path, console: Console, overrides: list[str]) ->
         started = time.perf_counter()
         fit(cfg, run_dir, resume=(run_dir / "checkpoints" / "last.ckpt").exists())
         console.print(f"trained and evaluated in {time.perf_counter() - started:.0f} s")
-    _print_metrics(run_dir / "metrics.json")
+    print_metrics(console, run_dir / "metrics.json")
     return run_dir
 
 

@@ -1,6 +1,5 @@
 """`histoflow info SLIDE` and `histoflow tile SLIDES... --out DIR`: the whole-slide verbs.
 
-cli.py calls `register(app)`; the verbs stay thin and call histoflow.slide / histoflow.tiling.
 Exit codes: 0 all slides complete; 1 some slides failed (each has a report.json saying why);
 2 a usage or input error that stopped everything.
 """
@@ -12,28 +11,12 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
-SLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".tif", ".tiff", ".btf",
-                  ".svslide", ".png", ".jpg", ".jpeg")
-
-
-def expand_slides(items: list[Path]) -> list[Path]:
-    """Files as given (missing ones too: they get a failure report); folders expand to slide files."""
-    out = []
-    for p in items:
-        if p.is_dir():
-            out += sorted(q for q in p.iterdir() if q.is_file() and q.name.lower().endswith(SLIDE_SUFFIXES))
-        else:
-            out.append(p)
-    return out
+from histoflow.cli.common import console, expand_slides, run_verb
 
 
 def register(app: typer.Typer) -> None:
-    from histoflow.cli import run_verb
-
     @app.command()
     def info(
         slide: Path = typer.Argument(..., help="Slide file (svs, ndpi, mrxs, scn, tiff, png, jpeg...)."),

@@ -1,7 +1,4 @@
-"""`histoflow tune CONFIG --trials N`: Optuna search over the config's `tune:` section.
-
-Registered on the main app by `register(app)`; the work is in histoflow.tune.study.
-"""
+"""`histoflow train` and `histoflow tune`: patch classifiers from a run config."""
 
 from __future__ import annotations
 
@@ -9,6 +6,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+
+from histoflow.cli.common import console, run_verb
+from histoflow.core.errors import ConfigError
+from histoflow.workflows.display import print_metrics
 
 HELP = """Search hyper-parameters with Optuna (TPE sampler, median/Hyperband pruning on val_auc).
 
@@ -27,6 +28,40 @@ Rerun the same command to resume an interrupted study. Writes trials.csv, best.y
 
 
 def register(app: typer.Typer) -> None:
+    @app.command()
+    def train(
+        config: Optional[Path] = typer.Argument(None, help="Run config YAML (defaults apply to anything it leaves out)."),
+        set_: list[str] = typer.Option(None, "--set", help="Override a config value: --set train.epochs=3 (repeatable)."),
+        out: Optional[Path] = typer.Option(None, help="Run folder [default: runs/<name>]."),
+        resume: bool = typer.Option(False, help="Continue an interrupted run from its last checkpoint."),
+        devices: Optional[str] = typer.Option(None, help="Number of devices (e.g. 2 GPUs)."),
+        strategy: Optional[str] = typer.Option(None, help="Lightning strategy, e.g. ddp."),
+    ) -> None:
+        """Train a patch classifier; writes config.yaml, checkpoints/, history.csv, metrics.json."""
+        from histoflow.config import load_config
+        from histoflow.train.fit import fit
+
+        overrides = list(set_ or [])
+        if devices:
+            overrides.append(f"train.devices={devices}")
+        if strategy:
+            overrides.append(f"train.strategy={strategy}")
+
+        def work():
+            cfg_path = config
+            if resume and cfg_path is None:
+                if out is None:
+                    raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
+                cfg_path = out / "config.yaml"  # continue with exactly what ran
+            cfg = load_config(cfg_path, overrides)
+            run_dir = out or Path("runs") / cfg.name
+            fit(cfg, run_dir, resume=resume)
+            return run_dir
+
+        run_dir = run_verb(work)
+        print_metrics(console, run_dir / "metrics.json")
+        console.print(f"run folder: {run_dir}")
+
     @app.command("tune", help=HELP)
     def tune(
         config: Path = typer.Argument(..., help="Run config YAML with a tune: section."),
@@ -37,7 +72,6 @@ def register(app: typer.Typer) -> None:
         out: Optional[Path] = typer.Option(None, help="Output folder [default: runs/<name>-tune]."),
         set_: list[str] = typer.Option(None, "--set", help="Override a config value: --set train.epochs=3 (repeatable)."),
     ) -> None:
-        from histoflow.cli import console, run_verb
         from histoflow.config import load_config
         from histoflow.tune.study import run_study
 

@@ -1,4 +1,4 @@
-"""`histoflow normalize`: stain-normalise image files to a target (registered on the main app).
+"""Stain-normalise image files to a target: the library behind `histoflow normalize`.
 
 Images of one size are normalised in batches; each output is written atomically (temporary
 name, then rename), and the fitted state goes to `normalizer.json` beside them so the same
@@ -7,14 +7,14 @@ normalisation can be put in a config or checkpoint.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import typer
+
+from histoflow.core.io import atomic_path, atomic_write_json
+from histoflow.core.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +39,16 @@ def _source_files(sources: list[Path]) -> list[Path]:
 def _write_image(array, path: Path) -> None:
     from PIL import Image
 
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     # JPEG sources stay JPEG (same names), at a quality that does not undo the normalisation
     options = {"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}
-    Image.fromarray(array).save(tmp, **options)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, **options)
 
 
 def normalize_files(sources: list[Path], out: Path, target: Optional[Path], method: str = "macenko",
                     clahe_clip: Optional[float] = None, clahe_grid: int = 8, batch_size: int = 32,
                     quiet: bool = False) -> dict:
     """Normalise every image under `sources` into `out` (same file names); returns a summary."""
-    from rich.progress import Progress
-
     from histoflow.core.images import read_image
     from histoflow.core.errors import ConfigError
     from histoflow.preprocess.pipeline import build_preprocessor
@@ -72,8 +69,7 @@ def normalize_files(sources: list[Path], out: Path, target: Optional[Path], meth
     if len(set(names)) != len(names):  # two sources with the same name would overwrite each other
         dup = sorted({n for n in names if names.count(n) > 1})[:3]
         raise ConfigError(f"output names collide in {out}: {', '.join(dup)} (normalise those folders separately)")
-    with Progress(disable=quiet or bool(os.environ.get("HISTOFLOW_QUIET"))) as progress:
-        task = progress.add_task("normalising", total=len(files))
+    with progress_bar(len(files), "normalising", quiet=quiet) as bar:
         for start in range(0, len(files), batch_size):
             chunk = files[start:start + batch_size]
             images = [read_image(f) for f in chunk]
@@ -84,31 +80,7 @@ def normalize_files(sources: list[Path], out: Path, target: Optional[Path], meth
                 done = pre.batch(np.stack([images[i] for i in idx]))
                 for i, arr in zip(idx, done):
                     _write_image(arr, out / chunk[i].name)
-            progress.advance(task, len(chunk))
+            bar.advance(len(chunk))
     state_path = out / "normalizer.json"
-    tmp = state_path.with_name(state_path.name + ".tmp")
-    tmp.write_text(json.dumps(pre.state_dict(), indent=2))
-    os.replace(tmp, state_path)
+    atomic_write_json(state_path, pre.state_dict())
     return {"images": len(files), "out": str(out), "fallbacks": pre.fallbacks, "state": str(state_path)}
-
-
-def register(app: typer.Typer) -> None:
-    """Add the colour verbs to the main `histoflow` app."""
-
-    @app.command("normalize")
-    def normalize(
-        sources: list[Path] = typer.Argument(..., help="Image files or folders (searched recursively)."),
-        target: Optional[Path] = typer.Option(None, help="Target image or folder [macenko: reference H&E matrix]."),
-        out: Path = typer.Option(..., help="Output folder (same file names as the sources)."),
-        method: str = typer.Option("macenko", help="macenko or reinhard."),
-        clahe_clip: Optional[float] = typer.Option(None, help="Also apply CLAHE (on L of LAB) with this clip limit."),
-        clahe_grid: int = typer.Option(8, help="CLAHE grid (tiles per side)."),
-        batch_size: int = typer.Option(32, help="Images per batched normalisation call."),
-    ) -> None:
-        """Stain-normalise images to a target (Macenko or Reinhard); writes normalizer.json too."""
-        from histoflow.cli import console, run_verb
-
-        summary = run_verb(normalize_files, sources, out, target, method, clahe_clip, clahe_grid, batch_size)
-        console.print(f"normalised {summary['images']} images into {summary['out']} "
-                      f"({summary['fallbacks']} fell back to the reference stain matrix); state: {summary['state']}",
-                      highlight=False)

@@ -1,0 +1,89 @@
+"""What every verb shares: the console, logging, `run_verb` (errors -> one line, exit 2),
+`command.yaml` records, the `--quiet` state and slide-path expansion."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from histoflow.core.errors import HistoflowError
+from histoflow.core.io import atomic_write_text
+
+console = Console()
+SLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".tif", ".tiff", ".btf",
+                  ".svslide", ".png", ".jpg", ".jpeg")
+
+
+@dataclass
+class CliState:
+    """Options of the `histoflow` group that every verb passes on explicitly (never via env vars)."""
+    quiet: bool = False
+
+
+state = CliState()
+
+
+def setup_logging(quiet: bool = False) -> None:
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("histoflow")
+    if not logger.handlers:
+        logger.addHandler(RichHandler(console=Console(stderr=True), show_path=False, show_time=False))
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def run_verb(fn, *args, **kwargs):
+    """Run a library call; a HistoflowError becomes a one-line message and exit code 2.
+    On success the verb's resolved options are written beside its output (record_command)."""
+    try:
+        result = fn(*args, **kwargs)
+    except HistoflowError as exc:
+        console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    record_command()
+    return result
+
+
+def record_command() -> Path | None:
+    """Write the running verb and every option it resolved (defaults included) as YAML into its
+    `--out` folder (`command.yaml`), or beside an `--out` file (`<name>.command.yaml`): what
+    produced an output stays next to it. `train` and `tune` also write their full run config."""
+    import yaml
+
+    from histoflow.core.version import __version__
+
+    try:  # typer >= 0.20 carries its own copy of click; older typer runs on click itself
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover
+        from click import get_current_context
+    ctx = get_current_context(silent=True)
+    out = ctx.params.get("out") if ctx is not None else None
+    if out is None:
+        return None
+    out = Path(out)
+    # an --out folder (it exists: the verb succeeded) holds it; an --out file gets a sibling
+    target = out / "command.yaml" if out.is_dir() else out.with_name(out.stem + ".command.yaml")
+
+    def plain(value):  # YAML-safe: paths as strings, lists of paths as lists of strings
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return str(value) if isinstance(value, Path) else value
+
+    record = {"command": ctx.command_path, "options": {k: plain(v) for k, v in ctx.params.items()},
+              "histoflow": __version__}
+    return atomic_write_text(target, yaml.safe_dump(record, sort_keys=False))
+
+
+def expand_slides(items: list[Path]) -> list[Path]:
+    """Files as given (missing ones too: they get a failure report); folders expand to slide files."""
+    out = []
+    for p in items:
+        if p.is_dir():
+            out += sorted(q for q in p.iterdir() if q.is_file() and q.name.lower().endswith(SLIDE_SUFFIXES))
+        else:
+            out.append(p)
+    return out

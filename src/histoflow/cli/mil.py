@@ -1,0 +1,73 @@
+"""`histoflow embed` (tile embeddings from a frozen backbone) and `histoflow train-mil`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from histoflow.cli.common import console, expand_slides, run_verb
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("embed")
+    def embed(
+        slides: Optional[list[Path]] = typer.Argument(None, help="Slide files or folders of slides."),
+        checkpoint: Path = typer.Option(..., help="Checkpoint whose frozen backbone embeds the tiles."),
+        out: Path = typer.Option(..., help="Output folder: <slide_id>/{embeddings.npy, tiles.parquet, embed.json}."),
+        mpp: Optional[float] = typer.Option(None, help="Tile microns per pixel (required when the checkpoint lacks it)."),
+        slide_mpp: Optional[float] = typer.Option(None, help="Microns per level-0 pixel for slides lacking it."),
+        allow_resample: bool = typer.Option(False, help="Upsample slides coarser than --mpp."),
+        tiles_dir: Optional[Path] = typer.Option(None, help="Read tiles from this `histoflow tile` run."),
+        tissue_threshold: float = typer.Option(0.5, help="Embed tiles with at least this tissue fraction."),
+        pcam_bags: Optional[Path] = typer.Option(None, help="Instead of slides: build MIL bags from this PCam folder (test data)."),
+        bag_size: int = typer.Option(32, help="--pcam-bags: patches per bag."),
+        bag_k: int = typer.Option(2, help="--pcam-bags: a bag is positive with at least k tumour patches."),
+        patients: int = typer.Option(30, help="--pcam-bags: disjoint patient pools."),
+        bags_per_patient: int = typer.Option(10, help="--pcam-bags: bags drawn per patient."),
+        seed: int = typer.Option(0, help="--pcam-bags: seed."),
+        batch_size: int = typer.Option(128, help="Tiles per batch."),
+        workers: int = typer.Option(2, help="Reader threads."),
+        device: Optional[str] = typer.Option(None, help="cpu or cuda [default: cuda when available]."),
+    ) -> None:
+        """Tile embeddings from a frozen backbone, stored per slide for fast MIL training (resumable)."""
+        from histoflow.core.errors import ConfigError
+
+        def work():
+            if pcam_bags is not None:
+                from histoflow.mil.bags import BagConfig, build_pcam_bags
+
+                return build_pcam_bags(pcam_bags, out, checkpoint, BagConfig(
+                    bag_size=bag_size, k=bag_k, patients=patients, bags_per_patient=bags_per_patient, seed=seed),
+                    batch_size=batch_size, workers=workers)
+            if not slides:
+                raise ConfigError("give slides to embed, or --pcam-bags FOLDER")
+            from histoflow.mil.embed import embed_slides
+            from histoflow.predict.slide import SlidePredictConfig
+
+            cfg = SlidePredictConfig(mpp=mpp, slide_mpp=slide_mpp, allow_resample=allow_resample,
+                                     tiles_dir=str(tiles_dir) if tiles_dir else None, tissue_threshold=tissue_threshold,
+                                     batch_size=batch_size, workers=workers, device=device)
+            return embed_slides(checkpoint, expand_slides(slides), out, cfg)
+
+        summary = run_verb(work)
+        console.print_json(json.dumps(summary, default=str))
+        if summary.get("failed"):
+            raise typer.Exit(1)
+
+    @app.command("train-mil")
+    def train_mil_cmd(
+        config: Optional[Path] = typer.Argument(None, help="MIL config YAML (see configs/mil/pcam_bags.yaml)."),
+        set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a key: --set data.task=ordinal."),
+        out: Optional[Path] = typer.Option(None, help="Run folder [default: the config's `out`]."),
+    ) -> None:
+        """Gated attention MIL on stored embeddings with slide labels (binary, multiclass, ordinal)."""
+        from histoflow.mil.train import load_mil_config, train_mil
+
+        def work():
+            return train_mil(load_mil_config(config, set_), out)
+
+        metrics = run_verb(work)
+        console.print_json(json.dumps({k: metrics[k] for k in ("task", "bags", "patients", "best_epoch", "val", "test")}))

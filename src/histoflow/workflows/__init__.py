@@ -1,0 +1,1 @@
+"""Workflows join the capabilities: run (fit -> evaluate -> report -> tracking), tune, demo, doctor."""

@@ -14,7 +14,7 @@ import hashlib
 import logging
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -22,6 +22,7 @@ from histoflow.config.run import ModelConfig
 from histoflow.core.errors import CheckpointError
 from histoflow.core.io import atomic_path
 from histoflow.core.version import __version__
+from histoflow.models.classifier import Classifier
 from histoflow.models.factory import create_model
 from histoflow.models.weights import load_torch_file
 
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 
 
-def save_checkpoint(path: str | Path, model, *, model_config: dict, class_names: list[str], image_px: int,
+def save_checkpoint(path: str | Path, model: Classifier, *, model_config: dict, class_names: list[str], image_px: int,
                     run_config: dict | None = None, preprocess: dict | None = None, extra: dict | None = None) -> Path:
     """Write weights + metadata atomically: an interrupted save never leaves a half-written file."""
     blob = {
@@ -174,7 +175,7 @@ class Checkpoint:
         """The stored weights as trained (no temperature folded in)."""
         return dict(self._blob["state_dict"])
 
-    def model(self, device: str | torch.device = "cpu", apply_temperature: bool = True):
+    def model(self, device: str | torch.device = "cpu", apply_temperature: bool = True) -> Classifier:
         """The network in eval mode on `device`, with the calibration temperature folded in
         unless `apply_temperature` is False."""
         cfg = ModelConfig.model_validate({**self.model_config, "pretrained": False, "weights": None})
@@ -204,10 +205,10 @@ class Checkpoint:
         return f"Checkpoint({str(self.path)!r}, {self.model_config.get('name')}, classes={self.class_names})"
 
 
-def _fold_temperature(model, temperature: float) -> None:
+def _fold_temperature(model: Classifier, temperature: float) -> None:
     # logits / T == (W / T) x + b / T: folding T into the last linear layer keeps the model a
     # plain Classifier, so probabilities() and every caller need no change
-    linear = model.head[-1]
+    linear = cast(torch.nn.Linear, model.head[-1])
     with torch.no_grad():
         linear.weight.div_(temperature)
         if linear.bias is not None:
@@ -215,7 +216,7 @@ def _fold_temperature(model, temperature: float) -> None:
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
-                    apply_temperature: bool = True) -> tuple[torch.nn.Module, Checkpoint]:
+                    apply_temperature: bool = True) -> tuple[Classifier, Checkpoint]:
     """(model in eval mode, its Checkpoint) from a checkpoint file."""
     ckpt = Checkpoint.read(path)
     return ckpt.model(device, apply_temperature=apply_temperature), ckpt

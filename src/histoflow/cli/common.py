@@ -59,10 +59,10 @@ def record_command() -> Path | None:
     try:  # typer >= 0.20 carries its own copy of click; older typer runs on click itself
         from typer._click.globals import get_current_context
     except ImportError:  # pragma: no cover
-        from click import get_current_context
+        from click import get_current_context  # type: ignore[no-redef]
     ctx = get_current_context(silent=True)
     out = ctx.params.get("out") if ctx is not None else None
-    if out is None:
+    if ctx is None or out is None:
         return None
     out = Path(out)
     # an --out folder (it exists: the verb succeeded) holds it; an --out file gets a sibling

@@ -56,7 +56,7 @@ class PreprocessConfig(Strict):
 
     @field_validator("stain_norm", mode="before")
     @classmethod
-    def _explain_vahadane(cls, v):
+    def _explain_vahadane(cls, v: object) -> object:
         if isinstance(v, str) and v.lower() == "vahadane":
             raise ValueError("vahadane is not offered (non-deterministic sparse dictionary learning, "
                              "slow); use macenko, which falls back to the reference matrix on hard tiles")

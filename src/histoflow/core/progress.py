@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Bar(Protocol):
@@ -21,7 +21,7 @@ class _Silent:
 
 
 class _RichBar:
-    def __init__(self, progress, task) -> None:
+    def __init__(self, progress: Any, task: Any) -> None:
         self._progress, self._task = progress, task
 
     def advance(self, n: int = 1) -> None:

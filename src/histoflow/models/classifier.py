@@ -18,6 +18,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class Preprocess(nn.Module):
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))

@@ -248,14 +248,14 @@ def test_stain_normalisation_travels_in_the_checkpoint(tmp_path):
     target = need_data("stills", "tiatoolbox_target_image.png")
     run = fit(tiny("train.epochs=1", "preprocess.stain_norm=macenko", f"preprocess.target={target}",
                    "augment.hed_jitter={sigma: 0.05, bias: 0.05}"), tmp_path / "run", evaluate_after=False)
-    _, meta = load_checkpoint(run / "checkpoints" / "best.pt")
-    assert meta["preprocess"]["stain_norm"] == "macenko" and meta["preprocess"]["normalizer"]
+    _, ckpt = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert ckpt.preprocess["stain_norm"] == "macenko" and ckpt.preprocess["normalizer"]
     copy = tmp_path / "target_gone.png"  # prediction must not need the target image any more
     assert not copy.exists()
     from histoflow.data.datasets import dataset_for_checkpoint
     from histoflow.data.manifest import read_manifest
 
-    ds = dataset_for_checkpoint(read_manifest(need_data("kaggle_hcd")), meta, labelled=False)
+    ds = dataset_for_checkpoint(read_manifest(need_data("kaggle_hcd")), ckpt, labelled=False)
     assert ds.preprocess is not None
     raw = ds.preprocess  # normalised pixels differ from the raw file
     from histoflow.core.images import read_image

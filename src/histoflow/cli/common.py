@@ -6,6 +6,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 import typer
 from rich.console import Console
@@ -13,6 +16,7 @@ from rich.console import Console
 from histoflow.core.errors import HistoflowError
 from histoflow.core.io import atomic_write_text
 
+M = TypeVar("M", bound=BaseModel)
 console = Console()
 SLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".tif", ".tiff", ".btf",
                   ".svslide", ".png", ".jpg", ".jpeg")
@@ -56,11 +60,7 @@ def record_command() -> Path | None:
 
     from histoflow.core.version import __version__
 
-    try:  # typer >= 0.20 carries its own copy of click; older typer runs on click itself
-        from typer._click.globals import get_current_context
-    except ImportError:  # pragma: no cover
-        from click import get_current_context  # type: ignore[no-redef]
-    ctx = get_current_context(silent=True)
+    ctx = _current_context()
     out = ctx.params.get("out") if ctx is not None else None
     if ctx is None or out is None:
         return None
@@ -76,6 +76,48 @@ def record_command() -> Path | None:
     record = {"command": ctx.command_path, "options": {k: plain(v) for k, v in ctx.params.items()},
               "histoflow": __version__}
     return atomic_write_text(target, yaml.safe_dump(record, sort_keys=False))
+
+
+def _current_context():
+    try:  # typer >= 0.20 carries its own copy of click
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover
+        from click import get_current_context
+    return get_current_context(silent=True)
+
+
+def given_on_command_line(name: str) -> bool:
+    """True when the running verb's option `name` was typed (or set through its env var), not defaulted."""
+    ctx = _current_context()
+    if ctx is None:
+        return False
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT", "PROMPT")
+
+
+def verb_config(model: type[M], config: Path | None, sets: list[str] | None, options: dict[str, Any],
+                keys: dict[str, str] | None = None) -> M:
+    """The config of a verb that takes `CONFIG.yaml` and `--set`: the file's values (or the
+    schema's defaults), then the options typed on the command line, then `--set key=value`.
+
+    `options` maps option names to their values; `keys` maps an option name to its dotted
+    config key where they differ (e.g. `top_k` -> `aggregate.k`). Options left at their default
+    do not override the file, so a YAML recipe plus one changed flag does what it says.
+    """
+    from histoflow.config.base import apply_overrides, read_yaml, validate
+
+    raw = read_yaml(config) if config is not None else {}
+    keys = keys or {}
+    for name, value in options.items():
+        if not given_on_command_line(name):
+            continue
+        node = raw
+        *parents, leaf = keys.get(name, name).split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = str(value) if isinstance(value, Path) else value
+    apply_overrides(raw, sets)
+    return validate(model, raw, str(config) if config is not None else "(command line)")
 
 
 def expand_slides(items: list[Path]) -> list[Path]:

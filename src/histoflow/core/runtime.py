@@ -3,10 +3,10 @@
 glibc's malloc serves every allocation above its mmap threshold (128 KiB, growing to at most
 32 MiB) with a fresh mmap and returns it to the OS on free. A CNN training step allocates and
 frees activations of tens of MiB each step, so every step faults hundreds of thousands of
-fresh zeroed pages in: measured here, the training benchmark spent a third of its CPU time in
-the kernel, and raising the threshold made 96 px simple_cnn steps 1.2-1.9x faster. The freed memory then
-stays in the process heap (peak RSS is kept, not returned) which suits a training or
-prediction process. Set HISTOFLOW_MALLOC_TUNING=0 to leave malloc alone.
+fresh zeroed pages in, and that kernel work can be a large share of a CPU step (how much:
+`bench/bench_train.py`, and `HISTOFLOW_MALLOC_TUNING=0` to compare). Raising the threshold
+keeps freed memory in the process heap (peak RSS is kept, not returned), which suits a
+training or prediction process. Set HISTOFLOW_MALLOC_TUNING=0 to leave malloc alone.
 
 jemalloc/tcmalloc via LD_PRELOAD do the same job but must be installed and set before the
 process starts; mallopt needs nothing and works at any time.

@@ -43,7 +43,30 @@ def test_bad_values_and_files(tmp_path):
 def test_recipes_in_configs_folder_are_valid():
     from pathlib import Path
 
-    recipes = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    recipes = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
     assert recipes, "configs/ holds the ready recipes"
     for recipe in recipes:
         load_config(recipe)
+
+
+def test_duplicate_key_is_refused_with_both_lines(tmp_path):
+    """PyYAML keeps the last of two equal keys; a second `train:` block would silently drop the first."""
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: 3\nmodel: {name: resnet18}\ntrain:\n  batch_size: 8\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml.*'train' appears twice \(first on line 1\)"):
+        load_config(path)
+    nested = tmp_path / "n.yaml"
+    nested.write_text("train: {epochs: 3, epochs: 4}\n")
+    with pytest.raises(ConfigError, match="'epochs' appears twice"):
+        load_config(nested)
+
+
+def test_config_file_errors_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="missing.yaml: config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_config(tmp_path)
+    bad = tmp_path / "list.yaml"
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(bad)

@@ -126,7 +126,7 @@ def load_model_config(model: type[M], path: str | os.PathLike | None = None,
                       overrides: list[str] | None = None) -> M:
     """Read YAML (or start from defaults), apply `--set` overrides, validate as `model`."""
     raw = read_yaml(path) if path is not None else {}
-    source = str(path) if path is not None else "(defaults)"
+    source = str(path) if path is not None else ("--set" if overrides else "(defaults)")
     return validate(model, apply_overrides(raw, overrides), source)
 
 

@@ -7,18 +7,21 @@ errors that name the closest valid key: a typo must never be silently ignored.
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 from histoflow.config.base import Strict, load_model_config
 from histoflow.config.preprocess import HsvJitter, PreprocessConfig
 
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+Probability = Annotated[float, Field(ge=0, le=1)]
+
 
 class SplitConfig(Strict):
     """How to split data that has no `split` column (or has only some splits)."""
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
+    val_fraction: Fraction = 0.15
+    test_fraction: Fraction = 0.15
     group_by: str | None = "auto"  # auto: patient, then slide, when present; none: ungrouped
 
 
@@ -32,17 +35,17 @@ class DataConfig(Strict):
     format: str = "auto"
     label_column: str = "label"
     label_pattern: str | None = None   # regex with one group: label from file name (flat folders)
-    image_px: int = 96
-    crop_px: int | None = None        # centre crop after sizing (PCam: the label is the central 32 px)
+    image_px: PositiveInt = 96
+    crop_px: PositiveInt | None = None        # centre crop after sizing (PCam: the label is the central 32 px)
     size_policy: Literal["resize", "pad", "raise"] = "resize"
     non_rgb: Literal["convert", "raise"] = "convert"
     on_error: Literal["raise", "skip"] = "raise"
     verify: bool = True               # decode every image once before training
     cache: Literal["none", "memory"] = "none"
-    max_per_split: int | None = None  # stratified subsample of each split (quick runs)
+    max_per_split: PositiveInt | None = None  # stratified subsample of each split (quick runs)
     split: SplitConfig = Field(default_factory=SplitConfig)
     balance: BalanceConfig = Field(default_factory=BalanceConfig)
-    num_workers: int = 2
+    num_workers: NonNegativeInt = 2
 
 
 class ColourJitter(Strict):
@@ -50,7 +53,7 @@ class ColourJitter(Strict):
     contrast: float = 0.0
     saturation: float = 0.0
     hue: float = 0.0
-    p: float = 1.0
+    p: Probability = 1.0
 
 
 class Affine(Strict):
@@ -58,7 +61,7 @@ class Affine(Strict):
     scale: tuple[float, float] = (1.0, 1.0)   # zoom
     shear: float = 0.0
     translate: float = 0.0
-    p: float = 1.0
+    p: Probability = 1.0
 
 
 class ResizedCrop(Strict):
@@ -69,14 +72,14 @@ class ResizedCrop(Strict):
 class Blur(Strict):
     kernel_px: int = 3
     sigma: tuple[float, float] = (0.1, 1.0)
-    p: float = 0.2
+    p: Probability = 0.2
 
 
 class HedJitter(Strict):
     """Stain augmentation in haematoxylin-eosin-DAB space (Tellez et al. 2018)."""
     sigma: float = 0.05   # multiplicative perturbation per stain
     bias: float = 0.05    # additive perturbation per stain
-    p: float = 1.0
+    p: Probability = 1.0
 
 
 class AugmentConfig(Strict):
@@ -100,16 +103,16 @@ class ModelConfig(Strict):
     pretrained: bool = False           # timm weights (needs the network or a local hub cache)
     weights: str | None = None         # local checkpoint: histoflow's own, or a timm/torchvision state dict
     freeze: Literal["none", "backbone", "head_then_full"] = "none"
-    head_epochs: int = 1               # for head_then_full
+    head_epochs: NonNegativeInt = 1               # for head_then_full
     finetune_lr_factor: float = 0.1    # lr multiplier once the backbone is unfrozen
-    dropout: float = 0.0
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
     channels_last: bool = True
 
 
 class OptimizerConfig(Strict):
     name: Literal["adam", "adamw", "sgd"] = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 1e-4
     momentum: float = 0.9
 
 
@@ -130,34 +133,22 @@ class EarlyStopping(Strict):
 
 
 class TrainConfig(Strict):
-    epochs: int = 5
-    batch_size: int = 128
+    epochs: PositiveInt = 5
+    batch_size: PositiveInt = 128
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
-    label_smoothing: float = 0.0
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
     early_stopping: EarlyStopping | None = None
     precision: str = "auto"            # auto: bf16-mixed on a CPU with bf16, 16-mixed on GPU, else 32
     accelerator: str = "auto"
     devices: int | str = 1
     strategy: str = "auto"
     deterministic: bool = True
-    max_steps_per_epoch: int | None = None  # cap batches per epoch (smoke runs)
+    max_steps_per_epoch: PositiveInt | None = None  # cap batches per epoch (smoke runs)
     tta: bool = False                  # 8-view dihedral test-time augmentation in evaluation
-    ema_decay: float | None = None     # exponential moving average of the weights (e.g. 0.998), used for val/predict
+    # exponential moving average of the weights (e.g. 0.998), used for val/predict; null: none
+    ema_decay: Annotated[float, Field(gt=0, lt=1)] | None = None
 
-    @field_validator("ema_decay")
-    @classmethod
-    def _decay_in_range(cls, v: float | None) -> float | None:
-        if v is not None and not 0.0 < v < 1.0:
-            raise ValueError("must be between 0 and 1 (e.g. 0.998), or null for no averaging")
-        return v
-
-    @field_validator("epochs", "batch_size")
-    @classmethod
-    def _positive(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError("must be >= 1")
-        return v
 
 
 class NormalizeConfig(Strict):

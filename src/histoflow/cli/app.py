@@ -15,10 +15,23 @@ app = typer.Typer(help="histoflow: computational pathology from patches and whol
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from histoflow.core.version import __version__
+
+        typer.echo(f"histoflow {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main(quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors; no progress bars.")) -> None:
+def main(
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors; no progress bars."),
+    debug: bool = typer.Option(False, "--debug", help="Show the Python traceback of any error."),
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print histoflow's version and exit."),
+) -> None:
     setup_logging(quiet)
-    state.quiet = quiet
+    state.quiet, state.debug = quiet, debug
 
 
 for stage in (data, slides, train, evaluate, predict, mil, system):

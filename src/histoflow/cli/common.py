@@ -26,6 +26,7 @@ SLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".ti
 class CliState:
     """Options of the `histoflow` group that every verb passes on explicitly (never via env vars)."""
     quiet: bool = False
+    debug: bool = False
 
 
 state = CliState()
@@ -40,16 +41,48 @@ def setup_logging(quiet: bool = False) -> None:
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
 
 
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one error line (no traceback) and return the Exit to raise."""
+    console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
 def run_verb(fn, *args, **kwargs):
-    """Run a library call; a HistoflowError becomes a one-line message and exit code 2.
-    On success the verb's resolved options are written beside its output (record_command)."""
+    """Run a library call. Errors a user can cause end in one line and exit code 2: histoflow's
+    own errors, and file-system errors (an `--out` that is a file, a folder given for a file, no
+    permission), which name the path. Anything else is a bug: one line pointing at `--debug`,
+    exit code 1; `histoflow --debug VERB` shows every traceback. On success the verb's resolved
+    options are written beside its output (record_command)."""
     try:
         result = fn(*args, **kwargs)
     except HistoflowError as exc:
-        console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        if state.debug:
+            raise
+        raise fail(str(exc)) from None
+    except (FileExistsError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
+        if state.debug:
+            raise
+        raise fail(describe_os_error(exc)) from None
+    except Exception as exc:
+        if state.debug:
+            raise
+        raise fail(f"unexpected {type(exc).__name__}: {exc} (this is a histoflow bug; rerun with "
+                   f"`histoflow --debug ...` for the traceback and report it)", code=1) from None
     record_command()
     return result
+
+
+def describe_os_error(exc: OSError) -> str:
+    """A file-system error as the user's problem: which path, what was expected there."""
+    path = exc.filename or ""
+    what = {
+        FileExistsError: "already exists and is not a folder (give a folder path, or remove the file)",
+        NotADirectoryError: "is a file where a folder was expected (give a folder path)",
+        IsADirectoryError: "is a folder where a file was expected (give a file path)",
+        FileNotFoundError: "not found",
+        PermissionError: "permission denied",
+    }.get(type(exc), exc.strerror or str(exc))
+    return f"{path}: {what}" if path else f"{exc}"
 
 
 def record_command() -> Path | None:

@@ -29,12 +29,12 @@ def register(app: typer.Typer) -> None:
     @app.command("models")
     def models_cmd(timm_filter: Optional[str] = typer.Option(None, "--timm", help="Also list timm models matching this pattern, e.g. 'resnet*'.")) -> None:
         """List histoflow's models (any timm backbone name works too)."""
-        from histoflow.models.registry import registered
+        from histoflow.models.factory import list_models
 
         table = Table(title="histoflow models")
         table.add_column("name")
         table.add_column("what it is")
-        for name, text in sorted(registered().items()):
+        for name, text in sorted(list_models().items()):
             table.add_row(name, text)
         table.add_row("<any timm name>", "a timm backbone with a new head, e.g. resnet34, densenet161, legacy_xception")
         console.print(table)

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from histoflow.cli.common import console, run_verb
+from histoflow.cli.common import console, run_verb, state
 
 
 def register(app: typer.Typer) -> None:
@@ -53,5 +53,5 @@ def register(app: typer.Typer) -> None:
         """The main job on real PCam patches (what `make demo` runs)."""
         from histoflow.workflows.demo import run_demo
 
-        code = run_verb(run_demo, data_root, out, console, list(set_ or []))
+        code = run_verb(run_demo, data_root, out, console, list(set_ or []), quiet=state.quiet)
         raise typer.Exit(code or 0)

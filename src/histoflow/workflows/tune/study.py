@@ -21,7 +21,7 @@ from typing import Any
 
 from histoflow.config import RunConfig, save_config
 from histoflow.core.errors import ConfigError, TrainingError
-from histoflow.tune.space import SearchSpace, diff_signatures, parse_space
+from histoflow.workflows.tune.space import SearchSpace, diff_signatures, parse_space
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def open_storage(url: str, timeout_s: float = STORAGE_TIMEOUT_S):
     """An Optuna RDBStorage, connected once up front with a short timeout: an unreachable
     database is a ConfigError before any training starts."""
     optuna = _optuna()
-    from histoflow.tracking import connect_timeout_args
+    from histoflow.workflows.tracking import connect_timeout_args
 
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
@@ -181,9 +181,9 @@ def pruning_callback(trial, monitor: str):
     return EpochEndPruning(trial, monitor=monitor)
 
 
-def make_objective(cfg: RunConfig, space: SearchSpace, out: Path):
+def make_objective(cfg: RunConfig, space: SearchSpace, out: Path, quiet: bool = False):
     optuna = _optuna()
-    from histoflow.train.fit import fit
+    from histoflow.workflows.run import run
 
     def objective(trial) -> float:
         values = space.sample(trial)
@@ -194,10 +194,10 @@ def make_objective(cfg: RunConfig, space: SearchSpace, out: Path):
         log.info("trial %d: %s", trial.number, values)
         pruning = pruning_callback(trial, space.settings.metric)
         try:
-            fit(trial_cfg, run_dir, callbacks=[pruning])
+            run(trial_cfg, run_dir, callbacks=[pruning], quiet=quiet)
         except optuna.TrialPruned:
             if trial_cfg.tracking.backend != "none":
-                from histoflow.tracking import mark_run
+                from histoflow.workflows.tracking import mark_run
 
                 mark_run(run_dir, "KILLED", {"optuna.state": "PRUNED"})
             raise
@@ -207,16 +207,16 @@ def make_objective(cfg: RunConfig, space: SearchSpace, out: Path):
 
 
 def run_study(cfg: RunConfig, out: str | Path, n_trials: int | None = None, storage: str | None = None,
-              study_name: str | None = None, source: str = "config") -> StudyResult:
+              study_name: str | None = None, source: str = "config", quiet: bool = False) -> StudyResult:
     """Search `cfg.tune` with Optuna; resumable: the same call continues an interrupted study
-    until `n_trials` trials have completed or been pruned."""
+    until `n_trials` trials have completed or been pruned. `quiet` drops the trials' progress bars."""
     optuna = _optuna()
     space = parse_space(cfg.tune, cfg, source)
     n_trials = n_trials or space.settings.trials
     if not n_trials or n_trials < 1:
         raise ConfigError("--trials: give the number of trials (>= 1), or tune.trials in the config")
     if cfg.tracking.backend != "none":
-        from histoflow.tracking import check_tracking
+        from histoflow.workflows.tracking import check_tracking
 
         check_tracking(cfg)  # before any training: an unreachable server fails now
     out = Path(out)
@@ -237,7 +237,7 @@ def run_study(cfg: RunConfig, out: str | Path, n_trials: int | None = None, stor
     done = len(study.get_trials(deepcopy=False, states=done_states))
     remaining = max(0, n_trials - done)
     log.info("study %s (%s): %d of %d trials done, %d to run", name, redact(url), done, n_trials, remaining)
-    from histoflow.tracking import study_run
+    from histoflow.workflows.tracking import study_run
 
     with study_run(cfg, f"{name}-study", {"tune": space.signature(), "n_trials": n_trials,
                                           "study": name, "storage": redact(url)}) as parent:
@@ -245,7 +245,7 @@ def run_study(cfg: RunConfig, out: str | Path, n_trials: int | None = None, stor
             # MaxTrialsCallback stops every worker of a shared study once the total is reached
             callbacks = [optuna.study.MaxTrialsCallback(n_trials, states=done_states),
                          lambda s, t: write_trials_table(s, out)]
-            study.optimize(make_objective(cfg, space, out), n_trials=remaining, catch=(TrainingError,),
+            study.optimize(make_objective(cfg, space, out, quiet), n_trials=remaining, catch=(TrainingError,),
                            callbacks=callbacks, gc_after_trial=True)
         result = write_outputs(study, space, cfg, out, url)
         if parent.run_id:
@@ -310,7 +310,7 @@ def write_outputs(study, space: SearchSpace, cfg: RunConfig, out: Path, url: str
     write_json(out / "best.json", {**result.as_dict(), "metric": space.settings.metric,
                                    "direction": space.settings.direction,
                                    "best_run_dir": best.user_attrs.get("run_dir") if best else None})
-    from histoflow.tune.plots import write_plots
+    from histoflow.workflows.tune.plots import write_plots
 
     write_plots(study, out / "plots")
     return result

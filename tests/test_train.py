@@ -248,7 +248,7 @@ def test_stain_normalisation_travels_in_the_checkpoint(tmp_path):
     run = fit(tiny("train.epochs=1", "preprocess.stain_norm=macenko", f"preprocess.target={target}",
                    "augment.hed_jitter={sigma: 0.05, bias: 0.05}"), tmp_path / "run")
     _, meta = load_checkpoint(run / "checkpoints" / "best.pt")
-    assert meta["preprocess"]["stain_norm"] == "macenko" and meta["preprocess"]["normalizer"]
+    assert meta.preprocess["stain_norm"] == "macenko" and meta.preprocess["normalizer"]
     copy = tmp_path / "target_gone.png"  # prediction must not need the target image any more
     assert not copy.exists()
     from histoflow.data.datasets import dataset_for_checkpoint

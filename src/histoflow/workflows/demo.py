@@ -5,13 +5,12 @@ Each step prints the CLI command that does the same thing alone, so the demo dou
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from rich.console import Console
 
-from histoflow.core.io import atomic_write_text
+from histoflow.core.io import atomic_write_json
 from histoflow.core.paths import data_root as default_data_root
 
 HOW_TO_GET_DATA = """\
@@ -54,7 +53,7 @@ def run_demo(data_root: Path | None, out: Path, console: Console, overrides: lis
     summary = summarize(manifest)
     print_summary(console, summary)
     manifest.to_csv(out / "data" / "manifest.csv")
-    atomic_write_text(out / "data" / "summary.json", json.dumps(summary, indent=2))
+    atomic_write_json(out / "data" / "summary.json", summary)
     console.print(f"data step took {time.perf_counter() - start:.1f} s")
 
     run_dir = train_step(pcam, out, console, overrides or [], quiet)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from histoflow.core.errors import ConfigError
+from histoflow.core.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -174,10 +175,7 @@ def _read_state(run_dir: Path) -> dict:
 
 
 def _write_state(run_dir: Path, state: dict) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / (_STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
-    tmp.replace(run_dir / _STATE_FILE)
+    atomic_write_json(run_dir / _STATE_FILE, state)
 
 
 def final_metrics(results: dict) -> dict[str, float]:

@@ -21,6 +21,7 @@ from typing import Any
 
 from histoflow.config import RunConfig, save_config
 from histoflow.core.errors import ConfigError, TrainingError
+from histoflow.core.io import atomic_path, atomic_write_json
 from histoflow.workflows.tune.space import SearchSpace, diff_signatures, parse_space
 
 log = logging.getLogger(__name__)
@@ -274,9 +275,8 @@ def write_trials_table(study, out: Path) -> Path:
     frame.columns = [c.replace("params_", "") for c in frame.columns]
     if "duration" in frame:
         frame["duration"] = frame["duration"].dt.total_seconds().round(1)
-    tmp = out / "trials.csv.tmp"
-    frame.to_csv(tmp, index=False)
-    tmp.replace(out / "trials.csv")
+    with atomic_path(out / "trials.csv") as tmp:
+        frame.to_csv(tmp, index=False)
     return out / "trials.csv"
 
 
@@ -289,8 +289,6 @@ def _baseline_value(study) -> float | None:
 
 def write_outputs(study, space: SearchSpace, cfg: RunConfig, out: Path, url: str) -> StudyResult:
     optuna = _optuna()
-    from histoflow.evaluate.run import write_json
-
     states = [t.state for t in study.trials]
     complete = states.count(optuna.trial.TrialState.COMPLETE)
     write_trials_table(study, out)
@@ -307,7 +305,7 @@ def write_outputs(study, space: SearchSpace, cfg: RunConfig, out: Path, url: str
                          best.number if best else None,
                          {p.key: p.decode(best.params[p.key]) for p in space.params} if best else {},
                          _baseline_value(study))
-    write_json(out / "best.json", {**result.as_dict(), "metric": space.settings.metric,
+    atomic_write_json(out / "best.json", {**result.as_dict(), "metric": space.settings.metric,
                                    "direction": space.settings.direction,
                                    "best_run_dir": best.user_attrs.get("run_dir") if best else None})
     from histoflow.workflows.tune.plots import write_plots

@@ -1,8 +1,9 @@
 """Experiment tracking with MLflow: params, per-epoch metrics, final metrics, report and checkpoint.
 
-`fit` calls `tracking_loggers(cfg, run_dir)` before training and `finish_tracking(cfg, run_dir,
-results)` after evaluation whenever `tracking.backend` is not "none"; `histoflow tune` opens a
-parent run with `study_run(...)` so every trial appears nested under its study.
+`workflows.run.run` hands `tracking_loggers(cfg, run_dir)` to `fit` (built once the run folder is
+ready) and calls `finish_tracking(cfg, run_dir, results)` after evaluation whenever
+`tracking.backend` is not "none"; `histoflow tune` opens a parent run with `study_run(...)` so
+every trial appears nested under its study.
 
 Where runs go (`tracking.uri`):
 - a plain path (the default `./mlruns`): an SQLite store `<path>/mlruns.db` with artifacts in
@@ -15,7 +16,7 @@ Reachability is checked up front with a short timeout, so an unreachable server 
 before any training (not after the first epoch, and never silently).
 
 Neptune, Weights & Biases, Comet: Lightning ships their loggers; pass them to
-`fit(cfg, out, loggers=[WandbLogger(...)])` after installing the client (not a histoflow extra).
+`run(cfg, out, loggers=[WandbLogger(...)])` after installing the client (not a histoflow extra).
 """
 
 from __future__ import annotations

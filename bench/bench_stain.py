@@ -5,6 +5,10 @@ Prints one JSON line per case: images/s for histoflow (batched) and torchstain (
 a time, its only mode), their ratio, and the largest pixel difference between the two outputs.
 Tiles are seeded 256x256 crops of real BreakHis 400x images when ../shared/data is present,
 else a synthetic H&E-like texture.
+
+The colour conversions work on planar `(..., 3, P)` tensors: one batched 3x3 matmul over long
+contiguous rows measured about 2.5x faster than channel-last `(N, P, 3) @ M` on the CPU where
+they were written.
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ def plain_loop(cfg) -> float:
 def histoflow_fit(cfg) -> float:
     timer = EpochTimer()
     with tempfile.TemporaryDirectory() as tmp:
-        fit(cfg, Path(tmp) / "run", evaluate_after=False, callbacks=[timer])
+        fit(cfg, Path(tmp) / "run", callbacks=[timer], quiet=True)
     return timer.images[1] / timer.seconds[1]
 
 
@@ -85,7 +85,6 @@ def main() -> dict:
     if not pcam.exists():
         print(json.dumps({"bench": "train_throughput", "skipped": f"no data at {pcam}"}))
         return {}
-    os.environ["HISTOFLOW_QUIET"] = "1"
     keep_freed_memory_in_heap()  # histoflow's fit does this; give the plain loop the same allocator
     recipe = Path(__file__).resolve().parents[1] / "configs" / "pcam_simple_cnn.yaml"
     cfg = load_config(recipe, [f"data.path={pcam}", *OVERRIDES])

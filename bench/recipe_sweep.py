@@ -1,4 +1,4 @@
-"""Recipe sweep: named config variants x seeds, each trained by histoflow's own `fit`, several
+"""Recipe sweep: named config variants x seeds, each a histoflow run (fit + evaluate), several
 at a time. Written to rank recipe changes by their mean over seeds rather than by one run
 (PCam val AUC moves by +-0.002 between seeds of the same recipe).
 
@@ -27,8 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 CHILD = """
 import json, sys
 from histoflow.config import load_config
-from histoflow.train.fit import fit
-fit(load_config(sys.argv[1], json.loads(sys.argv[2])), sys.argv[3])
+from histoflow.workflows.run import run
+run(load_config(sys.argv[1], json.loads(sys.argv[2])), sys.argv[3])
 """
 
 

@@ -265,7 +265,7 @@ def test_pcam_model_heatmap_reproduces_a_montage_of_real_patches(tmp_path):
     cfg = load_config(None, [f"data.path={pcam / 'train'}", "data.max_per_split=1500", "data.image_px=96",
                              "model.name=simple_cnn", "model.params={widths: [16, 32, 64], depth: 1}",
                              "train.epochs=2", "data.num_workers=0"])
-    run = fit(cfg, tmp_path / "run", evaluate_after=False)
+    run = fit(cfg, tmp_path / "run")
     rows, cols = 10, 12
     yy, xx = np.mgrid[0:rows, 0:cols]
     pattern = ((xx - 3) ** 2 + (yy - 5) ** 2 < 8).astype(int)     # a tumour disc

@@ -1,44 +1,47 @@
-"""histoflow: computational pathology from patches and whole slides."""
+"""histoflow: computational pathology from patches and whole slides.
+
+The public API, one name per step of the data flow (none shares its name with a subpackage,
+so importing `histoflow.predict` or `histoflow.evaluate` never replaces one of them):
+
+    cfg = load_config("recipe.yaml", ["train.epochs=3"])       # RunConfig
+    run_dir = run(cfg, "runs/demo")                            # fit -> evaluate -> report
+    evaluate_checkpoint(run_dir / "checkpoints/best.pt", data, out)
+    predict_folder(checkpoint, images, "predictions.csv")
+"""
 
 from histoflow.core.version import __version__
 
 from histoflow.config import RunConfig, load_config  # noqa: E402
-from histoflow.data.manifest import Manifest, read_manifest  # noqa: E402
-from histoflow.data.splits import kfold_manifests, split_manifest  # noqa: E402
-
-__all__ = ["__version__", "RunConfig", "load_config", "Manifest", "read_manifest", "split_manifest", "kfold_manifests"]
-
+from histoflow.data.manifest import read_manifest  # noqa: E402
+from histoflow.data.splits import split_manifest  # noqa: E402
 from histoflow.slide import open_slide  # noqa: E402
-from histoflow.tiling import TileConfig, extract_tiles  # noqa: E402
+from histoflow.tiling import extract_tiles  # noqa: E402
 
-__all__ += ["open_slide", "TileConfig", "extract_tiles", "TileDataset", "create_model", "list_models", "fit",
-            "evaluate", "predict", "predict_slide"]
+__all__ = ["Checkpoint", "RunConfig", "TileDataset", "__version__", "evaluate_checkpoint", "extract_tiles", "fit",
+           "load_config", "open_slide", "predict_folder", "predict_slides", "read_manifest", "run", "split_manifest"]
+
+# Names that import torch load only when asked for: tiling workers stay light.
+_LAZY = {
+    "Checkpoint": ("histoflow.checkpoint", "Checkpoint"),
+    "TileDataset": ("histoflow.tiling.dataset", "TileDataset"),
+    "fit": ("histoflow.train.fit", "fit"),
+    "run": ("histoflow.workflows.run", "run"),
+    "evaluate_checkpoint": ("histoflow.evaluate.run", "evaluate_checkpoint"),
+    "predict_folder": ("histoflow.predict.folder", "predict_to_csv"),
+    "predict_slides": ("histoflow.predict.slide", "predict_slides"),
+}
 
 
 def __getattr__(name):
-    """Names that import torch load only when asked for: tiling workers stay light."""
-    if name == "TileDataset":
-        from histoflow.tiling.dataset import TileDataset
+    if name in _LAZY:
+        import importlib
 
-        return TileDataset
-    if name in ("create_model", "list_models"):
-        import histoflow.models as models
-
-        return getattr(models, name)
-    if name == "fit":
-        from histoflow.train.fit import fit
-
-        return fit
-    if name == "evaluate":
-        from histoflow.evaluate.run import evaluate_checkpoint
-
-        return evaluate_checkpoint
-    if name == "predict":
-        from histoflow.predict.folder import predict_to_csv
-
-        return predict_to_csv
-    if name == "predict_slide":
-        from histoflow.predict.slide import predict_slides
-
-        return predict_slides
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value  # later look-ups skip this function
+        return value
     raise AttributeError(f"module 'histoflow' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

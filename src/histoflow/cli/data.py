@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from histoflow.cli.common import console, run_verb, state
+from histoflow.core.io import atomic_write_json
 from histoflow.workflows.display import print_summary
 
 data_app = typer.Typer(help="Patch datasets: inspect layouts, download public data.", no_args_is_help=True)
@@ -43,9 +43,8 @@ def data_inspect(
         summary = summarize(manifest)
         print_summary(console, summary)
         if out:
-            out.mkdir(parents=True, exist_ok=True)
             manifest.to_csv(out / "manifest.csv")
-            (out / "summary.json").write_text(json.dumps(summary, indent=2))
+            atomic_write_json(out / "summary.json", summary)
             console.print(f"wrote {out / 'manifest.csv'} and {out / 'summary.json'}")
         return summary
 

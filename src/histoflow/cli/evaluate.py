@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
         no_explain: bool = typer.Option(False, "--no-explain", help="Do not make a missing Grad-CAM gallery."),
     ) -> None:
         """One self-contained report.html (images embedded, no network needed)."""
-        from histoflow.evaluate.report import build_report
+        from histoflow.workflows.report import build_report
 
         path = run_verb(build_report, run_dirs, out, gallery_n=gallery_n, explain=not no_explain)
         console.print(f"wrote {path}")

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from histoflow.cli.common import console, run_verb
+from histoflow.cli.common import console, run_verb, state
 
 
 def register(app: typer.Typer) -> None:
@@ -29,12 +29,12 @@ def register(app: typer.Typer) -> None:
     @app.command("models")
     def models_cmd(timm_filter: Optional[str] = typer.Option(None, "--timm", help="Also list timm models matching this pattern, e.g. 'resnet*'.")) -> None:
         """List histoflow's models (any timm backbone name works too)."""
-        from histoflow.models.registry import registered
+        from histoflow.models.factory import list_models
 
         table = Table(title="histoflow models")
         table.add_column("name")
         table.add_column("what it is")
-        for name, text in sorted(registered().items()):
+        for name, text in sorted(list_models().items()):
             table.add_row(name, text)
         table.add_row("<any timm name>", "a timm backbone with a new head, e.g. resnet34, densenet161, legacy_xception")
         console.print(table)
@@ -53,5 +53,5 @@ def register(app: typer.Typer) -> None:
         """The main job on real PCam patches (what `make demo` runs)."""
         from histoflow.workflows.demo import run_demo
 
-        code = run_verb(run_demo, data_root, out, console, list(set_ or []))
+        code = run_verb(run_demo, data_root, out, console, list(set_ or []), quiet=state.quiet)
         raise typer.Exit(code or 0)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from histoflow.cli.common import console, run_verb
+from histoflow.cli.common import console, run_verb, state
 from histoflow.core.errors import ConfigError
 from histoflow.workflows.display import print_metrics
 
@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train a patch classifier; writes config.yaml, checkpoints/, history.csv, metrics.json."""
         from histoflow.config import load_config
-        from histoflow.train.fit import fit
+        from histoflow.workflows.run import run
 
         overrides = list(set_ or [])
         if devices:
@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
                 cfg_path = out / "config.yaml"  # continue with exactly what ran
             cfg = load_config(cfg_path, overrides)
             run_dir = out or Path("runs") / cfg.name
-            fit(cfg, run_dir, resume=resume)
+            run(cfg, run_dir, resume=resume, quiet=state.quiet)
             return run_dir
 
         run_dir = run_verb(work)
@@ -73,18 +73,17 @@ def register(app: typer.Typer) -> None:
         set_: list[str] = typer.Option(None, "--set", help="Override a config value: --set train.epochs=3 (repeatable)."),
     ) -> None:
         from histoflow.config import load_config
-        from histoflow.tune.study import run_study
+        from histoflow.workflows.tune.study import run_study
 
         def work():
-            import os
-
-            if os.environ.get("HISTOFLOW_QUIET"):
+            if state.quiet:
                 import optuna  # its per-trial INFO lines are progress output: --quiet silences them too
 
                 optuna.logging.set_verbosity(optuna.logging.WARNING)
             cfg = load_config(config, list(set_ or []))
             folder = out or Path("runs") / f"{cfg.name}-tune"
-            return run_study(cfg, folder, n_trials=trials, storage=storage, study_name=study, source=str(config))
+            return run_study(cfg, folder, n_trials=trials, storage=storage, study_name=study, source=str(config),
+                             quiet=state.quiet)
 
         result = run_verb(work)
         console.print(f"trials: {result.n_complete} complete, {result.n_pruned} pruned, {result.n_failed} failed",

@@ -1,8 +1,7 @@
 """Augmentation of whole uint8 NCHW batches, vectorised, on whatever device the batch is on.
 
-Per-image torchvision colour ops cost 1-15 ms each on a small CPU (measured: 61 img/s for a
-brightness/contrast/saturation jitter on 96 px patches, under load), which starves the model;
-the same maths on a whole batch costs well under a millisecond per image, and on a GPU it keeps
+Per-image torchvision colour ops cost milliseconds each on a small CPU, which starves the
+model; the same maths on a whole batch costs a small fraction of that per image, and on a GPU it keeps
 augmentation off the DataLoader workers. Each image still draws its own random parameters.
 Only transforms that vectorise are offered here; the rest stay per-image (augment.where: dataset).
 """

@@ -86,7 +86,7 @@ class ReusedBatchArrays:
     """Batch arrays that are handed out again once nobody holds them any more.
 
     A fresh batch array is new memory: the kernel faults in and zeroes its pages on every batch,
-    ~4-5% of the decode time on PCam (measured A/B: a reused vs a fresh array per batch). Whether an array handed out earlier is
+    a measurable share of the decode time (bench/bench_data.py). Whether an array handed out earlier is
     still in use is read off its reference count: the batch tensor, and every view of it, holds a
     reference to the array, so the count falls back to the pool's own once the consumer lets go.
     Arrays a consumer keeps (e.g. `list(loader)`) are never written again; the pool then makes
@@ -248,8 +248,8 @@ class PatchDataset(Dataset):
         calls or numpy scalars): each Python step holds the GIL the other decode thread waits on.
         Files are read a chunk at a time, then decoded: interleaving each file's open/read/close
         with its decode handed the GIL between two decode threads at every call, and in two
-        phases one thread's file calls mostly run while the other decodes (~5% more images/s
-        from 2 threads, measured A/B on PCam; bench/bench_data.py has the fill loop's rows).
+        phases one thread's file calls mostly run while the other decodes (more images/s from
+        two threads; bench/bench_data.py has the fill loop's rows).
         """
         in_place = self.preprocess is None and not self.crop_px
         paths, items, has_h5 = self.paths, self.items, self._has_h5

@@ -5,8 +5,8 @@ Two kinds of workers:
   this process through shared memory.
 - threads (`ThreadLoader`): for datasets whose batches decode outside the GIL (PatchDataset's
   batched path: file reads, libjpeg-turbo, numpy copies). No worker start-up, no pickling and
-  no shared-memory pages to fault in, which on a 2-core machine was 40% of the decode work
-  (bench/bench_data.py). torch has no thread workers of its own, hence this small class.
+  no shared-memory pages to fault in, a large share of the decode work on small machines
+  (bench/bench_data.py measures it). torch has no thread workers of its own, hence this small class.
 """
 
 from __future__ import annotations

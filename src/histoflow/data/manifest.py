@@ -21,6 +21,7 @@ import pandas as pd
 
 from histoflow.core.images import is_image_file
 from histoflow.core.errors import DataError
+from histoflow.core.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +96,9 @@ class Manifest:
 
     def to_csv(self, path: str | Path) -> Path:
         """Write `path,label,patient,slide,split,...` atomically (temp file, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        self.frame.to_csv(tmp, index=False)
-        tmp.replace(path)
-        return path
+        with atomic_path(path) as tmp:
+            self.frame.to_csv(tmp, index=False)
+        return Path(path)
 
 
 def class_order(labels) -> list[str]:

@@ -7,7 +7,6 @@ from collections import Counter
 
 import numpy as np
 
-from histoflow.core.images import read_image
 from histoflow.data.manifest import Manifest
 
 

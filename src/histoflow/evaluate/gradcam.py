@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from histoflow.core.errors import ConfigError, DataError
+from histoflow.core.io import atomic_path
 
 log = logging.getLogger(__name__)
 METHODS = ("gradcam", "gradcam++")
@@ -184,13 +185,11 @@ def explain_gallery(model, ckpt, dataset, out_dir: Path, n: int = 32, method: st
     for k, ((category, i), img, cam, c) in enumerate(zip(picked, images, cams, classes)):
         p = float(probs[i, 1] if probs.shape[1] == 2 else probs[i, c])
         items.append(GalleryItem(category, i, dataset.path(i), names[y[i]], names[c], round(p, 4)))
-        tmp = cam_dir / f".{k:03d}.tmp.png"
-        Image.fromarray(overlay(img, cam)).save(tmp)
-        tmp.replace(cam_dir / f"{k:03d}_{category.replace(' ', '_')}.png")
+        with atomic_path(cam_dir / f"{k:03d}_{category.replace(' ', '_')}.png") as tmp:
+            Image.fromarray(overlay(img, cam)).save(tmp)
     frame = pd.DataFrame([vars(it) for it in items])
-    tmp = out_dir / "gallery.csv.tmp"
-    frame.to_csv(tmp, index=False)
-    tmp.replace(out_dir / "gallery.csv")
+    with atomic_path(out_dir / "gallery.csv") as tmp:
+        frame.to_csv(tmp, index=False)
     gallery_plot(images, cams, items, out_dir / "gallery.png", method, binary=probs.shape[1] == 2)
     counts = frame["category"].value_counts().to_dict()
     return {"method": method, "n": len(items), "counts": counts, "gallery": str(out_dir / "gallery.png"),

@@ -12,13 +12,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn import metrics as skm  # noqa: E402
 
+from histoflow.core.io import atomic_path  # noqa: E402
+
 
 def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(fig)
-    tmp.replace(path)
     return path
 
 

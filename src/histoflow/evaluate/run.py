@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from histoflow.checkpoint import load_checkpoint
 from histoflow.data.datasets import PatchDataset, dataset_for_checkpoint
 from histoflow.data.manifest import read_manifest
 from histoflow.core.errors import DataError
+from histoflow.core.io import atomic_path, atomic_write_json
 from histoflow.evaluate import plots
 from histoflow.evaluate.aggregate import group_columns, group_level_metrics
 from histoflow.evaluate.calibration import calibration_summary, reliability_plot
@@ -23,14 +23,6 @@ from histoflow.evaluate.operating import bootstrap_ci, operating_points
 from histoflow.predict.patches import predict_dataset
 
 log = logging.getLogger(__name__)
-
-
-def write_json(path: Path, payload: dict) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(path)
-    return path
 
 
 def clinical_results(y: np.ndarray, probs: np.ndarray, class_names: list[str], threshold: float = 0.5,
@@ -77,10 +69,8 @@ def evaluate_split(model, ckpt, dataset: PatchDataset, out_dir: Path, name: str,
             frame[col] = groups[col].to_numpy()
     for k, cname in enumerate(ckpt.class_names):
         frame[f"p_{cname}"] = probs[:, k]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f"predictions_{name}.csv.tmp"
-    frame.to_csv(tmp, index=False)
-    tmp.replace(out_dir / f"predictions_{name}.csv")
+    with atomic_path(out_dir / f"predictions_{name}.csv") as tmp:
+        frame.to_csv(tmp, index=False)
     return result, probs
 
 
@@ -101,7 +91,7 @@ def evaluate_run(run_dir: Path, data, tta: bool = False, train_seconds: float | 
                 results[f"{name}_tta"], _ = evaluate_split(model, ckpt, ds, run_dir, f"{name}_tta", tta=True,
                                                            groups=groups, seed=seed)
     plots.history_plot(run_dir / "history.csv", run_dir / "report" / "training_curves.png")
-    write_json(run_dir / "metrics.json", results)
+    atomic_write_json(run_dir / "metrics.json", results)
     return results
 
 
@@ -130,5 +120,5 @@ def evaluate_checkpoint(checkpoint: Path, data_path: Path, out: Path, split: str
                                groups=manifest.frame[["patient", "slide"]])
     payload = {"checkpoint": str(checkpoint), "data": str(data_path), "split": split, name: result,
                "environment": environment()}
-    write_json(out / "metrics.json", payload)
+    atomic_write_json(out / "metrics.json", payload)
     return payload

@@ -1,11 +1,7 @@
 """Models: a registry of factories, one Classifier shape (preprocess -> backbone -> head)."""
 
 from histoflow.models.classifier import Classifier
-from histoflow.models.factory import create_model
-from histoflow.models.registry import register_model, registered
+from histoflow.models.factory import create_model, list_models
+from histoflow.models.registry import register_model
 
-__all__ = ["Classifier", "create_model", "register_model", "registered", "list_models"]
-
-
-def list_models() -> dict[str, str]:
-    return registered()
+__all__ = ["Classifier", "create_model", "list_models", "register_model"]

@@ -18,8 +18,7 @@ class SimpleCNN(nn.Module):
     Small and fast on 50-96 px patches on a CPU; width/depth configurable.
     `pool_first: true` max-pools right after each stage's last convolution, before its BN and
     ReLU (conv-pool-BN-ReLU): BN and ReLU then run on a quarter of the pixels, and these
-    memory-bound passes are most of a small CNN's time on a CPU (about 1.3x faster training
-    on 96 px patches here). Max-pool commutes with ReLU and with a positive BN scale, so the
+    memory-bound passes are most of a small CNN's time on a CPU. Max-pool commutes with ReLU and with a positive BN scale, so the
     network's expressive power is unchanged.
     """
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from histoflow.core.errors import ConfigError
-from histoflow.models.registry import get_factory, register_model
+from histoflow.models.registry import register_model, resolve
 
 
 class ConcatBackbone(nn.Module):
@@ -32,5 +32,5 @@ def concat(backbones=("legacy_xception", "nasnetalarge"), pretrained: bool = Fal
     if not backbones or len(backbones) < 2:
         raise ConfigError(f"model concat: params.backbones needs at least two names, got {backbones}")
     member_params = member_params or {}
-    members = [get_factory(name)(pretrained=pretrained, **member_params.get(name, {})) for name in backbones]
+    members = [resolve(name)(pretrained=pretrained, **member_params.get(name, {})) for name in backbones]
     return ConcatBackbone(members)

@@ -1,18 +1,32 @@
-"""Build a Classifier from a ModelConfig; load local weights; apply freeze policies."""
+"""Build a Classifier from a ModelConfig; list the models; load local weights; apply freeze policies."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from torch import nn
 
+# the built-in models register themselves on import: every lookup below sees them
+import histoflow.models.baselines
+import histoflow.models.ensemble  # noqa: F401
 from histoflow.config import ModelConfig
 from histoflow.core.errors import CheckpointError, ConfigError
 from histoflow.models.classifier import Classifier
-from histoflow.models.registry import get_factory
+from histoflow.models.registry import descriptions, resolve
 
 log = logging.getLogger(__name__)
+
+
+def get_factory(name: str) -> Callable:
+    """The factory for `name`: a histoflow model, else a timm backbone, else a helpful error."""
+    return resolve(name)
+
+
+def list_models() -> dict[str, str]:
+    """histoflow's own models, name -> description (any timm backbone name works too)."""
+    return descriptions()
 
 
 def create_model(cfg: ModelConfig | str, num_classes: int, mean=None, std=None) -> Classifier:

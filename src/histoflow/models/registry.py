@@ -1,4 +1,7 @@
-"""A registry of model factories: `@register_model("name")`, `create_model(name, ...)`.
+"""A registry of model factories: `@register_model("name")`, looked up by `resolve(name)`.
+
+The registry knows no model itself: the built-ins (baselines, ensemble) register on import, and
+`histoflow.models.factory` imports them before handing out factories or listing models.
 
 Names not registered by histoflow itself are tried as timm backbones, so every timm model
 (resnet34, densenet161, legacy_xception, convnext_tiny...) works by name. An unknown name fails
@@ -8,7 +11,7 @@ listing the closest registered and timm names.
 from __future__ import annotations
 
 import difflib
-from typing import Callable
+from collections.abc import Callable
 
 from histoflow.core.errors import ConfigError
 
@@ -27,13 +30,9 @@ def register_model(name: str, description: str = "") -> Callable:
     return wrap
 
 
-def registered() -> dict[str, str]:
-    _load_builtins()
+def descriptions() -> dict[str, str]:
+    """Name -> one-line description of every model registered so far."""
     return dict(_DESCRIPTIONS)
-
-
-def _load_builtins() -> None:
-    from histoflow.models import baselines, ensemble  # noqa: F401  (registration side effects)
 
 
 def timm_names() -> list[str]:
@@ -42,9 +41,8 @@ def timm_names() -> list[str]:
     return timm.list_models()
 
 
-def get_factory(name: str) -> Callable:
-    """The factory for `name`: a histoflow model, else a timm backbone, else a helpful error."""
-    _load_builtins()
+def resolve(name: str) -> Callable:
+    """The factory for `name`: a registered model, else a timm backbone, else a helpful error."""
     if name in _FACTORIES:
         return _FACTORIES[name]
     timm_all = timm_names()

@@ -28,7 +28,7 @@ import torch
 
 from histoflow.core.errors import ConfigError, DataError
 from histoflow.preprocess.augment import HedJitter, HsvJitter  # noqa: F401  (public here too)
-from histoflow.preprocess.colour import Pixels, as_pixels, lab_to_rgb, rgb_to_lab
+from histoflow.preprocess.colour import as_pixels, lab_to_rgb, rgb_to_lab
 
 log = logging.getLogger(__name__)
 

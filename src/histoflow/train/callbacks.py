@@ -11,6 +11,7 @@ import lightning as L
 import torch
 
 from histoflow.core.errors import TrainingError
+from histoflow.core.io import atomic_path
 
 
 class StopOnNonFiniteLoss(L.Callback):
@@ -50,12 +51,10 @@ class HistoryWriter(L.Callback):
                 rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < epoch]
         rows.append(row)
         fields = list(dict.fromkeys(k for r in rows for k in r))
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=fields)
             writer.writeheader()
             writer.writerows(rows)
-        tmp.replace(self.path)
 
 
 class HistoflowCheckpoint(L.Callback):

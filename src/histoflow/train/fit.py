@@ -1,20 +1,22 @@
-"""`fit(config, out)`: one training run, from a config to a run folder.
+"""`fit(config, out)`: training only, from a config to a run folder.
 
 runs/<name>/
   config.yaml     the resolved config (what actually ran)
   splits.csv      every image with its split (train/val/test)
   checkpoints/    best.pt, last.pt (histoflow checkpoints), last.ckpt (Lightning, for --resume)
   history.csv     per-epoch losses and metrics
-  metrics.json    evaluation of the best checkpoint on val (and test) data
   tb/             TensorBoard logs
+
+Evaluation (metrics.json), the report and experiment tracking follow in
+`histoflow.workflows.run.run`, which is what `histoflow train` calls.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -29,7 +31,7 @@ from histoflow.core.errors import ConfigError
 from histoflow.models.factory import create_model, set_backbone_trainable
 from histoflow.core.runtime import keep_freed_memory_in_heap
 from histoflow.train.callbacks import HistoflowCheckpoint, HistoryWriter, StopOnNonFiniteLoss, ema_weights
-from histoflow.train.data import build_run_data
+from histoflow.train.data import RunData, build_run_data
 from histoflow.train.module import ClassifierModule
 
 log = logging.getLogger(__name__)
@@ -46,23 +48,44 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return "bf16-mixed" if ("AVX512_BF16" in capability or "AMX" in capability) else "32-true"
 
 
-def _progress_bar() -> list:
-    if os.environ.get("HISTOFLOW_QUIET"):
+def _progress_bar(quiet: bool) -> list:
+    """Lightning's rich progress bar (its own, kept: it knows epochs and metrics), none when quiet."""
+    if quiet:
         return []
-    from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+    from lightning.pytorch.callbacks import RichProgressBar
 
-    try:
-        return [RichProgressBar(leave=True)]
-    except ModuleNotFoundError:  # pragma: no cover
-        return [TQDMProgressBar()]
+    return [RichProgressBar(leave=True)]
 
 
-def fit(cfg: RunConfig, out: str | Path, resume: bool = False, evaluate_after: bool = True,
-        callbacks: list | None = None, loggers: list | None = None) -> Path:
-    """Train per `cfg` into folder `out`; returns the run folder.
+@dataclass
+class FitResult:
+    """What a finished `fit` hands to evaluation: the run folder, the data it trained on (so the
+    val/test sets are evaluated exactly as built), the training wall time, and whether this
+    process is the one that writes (rank 0 under DDP)."""
 
-    `callbacks` / `loggers` are extra Lightning callbacks and loggers (e.g. Optuna pruning,
-    MLflow); TensorBoard is always written.
+    run_dir: Path
+    data: RunData
+    seconds: float
+    main_process: bool
+
+
+def fit(cfg: RunConfig, out: str | Path, resume: bool = False, callbacks: list | None = None,
+        loggers: list | None = None, quiet: bool = False,
+        make_loggers: Callable[[RunConfig, Path], list] | None = None) -> Path:
+    """Train per `cfg` into folder `out` (training only: no evaluation); returns the run folder."""
+    return fit_run(cfg, out, resume=resume, callbacks=callbacks, loggers=loggers, quiet=quiet,
+                   make_loggers=make_loggers).run_dir
+
+
+def fit_run(cfg: RunConfig, out: str | Path, resume: bool = False, callbacks: list | None = None,
+            loggers: list | None = None, quiet: bool = False,
+            make_loggers: Callable[[RunConfig, Path], list] | None = None) -> FitResult:
+    """Train per `cfg` into folder `out`.
+
+    `callbacks` / `loggers` are extra Lightning callbacks and loggers (e.g. Optuna pruning);
+    TensorBoard is always written. `make_loggers(cfg, run_dir)` builds loggers that need the run
+    folder ready (MLflow records its run id there); it is called only when Lightning trains.
+    `quiet` drops the progress bar.
     """
     run_dir = Path(out)
     ckpt_dir = run_dir / "checkpoints"
@@ -70,14 +93,10 @@ def fit(cfg: RunConfig, out: str | Path, resume: bool = False, evaluate_after: b
         raise ConfigError(f"--resume: no {ckpt_dir / 'last.ckpt'} to resume from")
     if not resume and (ckpt_dir / "last.ckpt").exists():
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
-    if cfg.tracking.backend != "none":  # an unreachable tracking server fails before any work
-        from histoflow.tracking import check_tracking
-
-        check_tracking(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    keep_freed_memory_in_heap()  # 1.2-1.9x faster CPU training steps, see histoflow.core.runtime
+    keep_freed_memory_in_heap()  # glibc would hand freed batch memory back to the OS each step; see core.runtime
     started = time.perf_counter()
 
     data = build_run_data(cfg, run_dir)
@@ -108,35 +127,22 @@ def fit(cfg: RunConfig, out: str | Path, resume: bool = False, evaluate_after: b
         save("best.pt", {"epoch": 0, **info})
         save("last.pt", {"epoch": 0, **info})
     else:
-        if cfg.tracking.backend != "none":
-            from histoflow.tracking import tracking_loggers
-
-            loggers = [*(loggers or []), *tracking_loggers(cfg, run_dir)]
+        if make_loggers is not None:
+            loggers = [*(loggers or []), *make_loggers(cfg, run_dir)]
         _fit_lightning(cfg, model, weights, train_loader, val_loader, run_dir, save, resume,
-                       list(callbacks or []), list(loggers or []))
+                       list(callbacks or []), list(loggers or []), quiet)
         if t.ema_decay and val_loader is None and rank_zero_only.rank == 0:
             save("last.pt", {"epoch": t.epochs - 1})  # no validation: EMA copied its averages in at train end
 
     wall = time.perf_counter() - started
-
-    if rank_zero_only.rank != 0:  # DDP: other ranks stop here; rank 0 evaluates and writes
-        return run_dir
-    log.info("training took %.0f s", wall)
-    if evaluate_after:
-        from histoflow.evaluate.run import evaluate_run
-
-        results = evaluate_run(run_dir, data, tta=t.tta, train_seconds=wall)
-        from histoflow.evaluate.report import build_report
-
-        build_report(run_dir)  # report.html (+ explain/ Grad-CAM gallery) at the end of every run
-        if cfg.tracking.backend != "none":
-            from histoflow.tracking import finish_tracking
-
-            finish_tracking(cfg, run_dir, results)
-    return run_dir
+    main_process = rank_zero_only.rank == 0  # DDP: only rank 0 goes on to evaluate and write
+    if main_process:
+        log.info("training took %.0f s", wall)
+    return FitResult(run_dir, data, wall, main_process)
 
 
-def _fit_lightning(cfg, model, weights, train_loader, val_loader, run_dir, save, resume, extra_callbacks, extra_loggers):
+def _fit_lightning(cfg, model, weights, train_loader, val_loader, run_dir, save, resume, extra_callbacks, extra_loggers,
+                   quiet):
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -153,7 +159,7 @@ def _fit_lightning(cfg, model, weights, train_loader, val_loader, run_dir, save,
         ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True,
                         every_n_train_steps=max(1, steps_per_epoch // 4)),
         ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True, save_on_train_epoch_end=True),
-        *_progress_bar(),
+        *_progress_bar(quiet),
         *extra_callbacks,
     ]
     if t.ema_decay:
@@ -170,7 +176,7 @@ def _fit_lightning(cfg, model, weights, train_loader, val_loader, run_dir, save,
         callbacks=callbacks, enable_model_summary=False, log_every_n_steps=10,
         num_sanity_val_steps=0, default_root_dir=run_dir,
         limit_train_batches=t.max_steps_per_epoch or 1.0,
-        enable_progress_bar=bool(_progress_bar()),
+        enable_progress_bar=not quiet,
         min_epochs=t.early_stopping.min_epochs if t.early_stopping else None,
     )
     ckpt_path = str(ckpt_dir / "last.ckpt") if resume else None

@@ -5,12 +5,12 @@ Each step prints the CLI command that does the same thing alone, so the demo dou
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from rich.console import Console
 
+from histoflow.core.io import atomic_write_json
 from histoflow.core.paths import data_root as default_data_root
 
 HOW_TO_GET_DATA = """\
@@ -33,7 +33,8 @@ def find_pcam(root: Path) -> Path | None:
 RECIPE = Path(__file__).resolve().parents[3] / "configs" / "pcam_simple_cnn.yaml"
 
 
-def run_demo(data_root: Path | None, out: Path, console: Console, overrides: list[str] | None = None) -> int:
+def run_demo(data_root: Path | None, out: Path, console: Console, overrides: list[str] | None = None,
+             quiet: bool = False) -> int:
     from histoflow.data.manifest import read_manifest
     from histoflow.data.summary import summarize
     from histoflow.data.verify import verify_manifest
@@ -51,12 +52,11 @@ def run_demo(data_root: Path | None, out: Path, console: Console, overrides: lis
     manifest = verify_manifest(read_manifest(pcam), on_error="skip")
     summary = summarize(manifest)
     print_summary(console, summary)
-    (out / "data").mkdir(parents=True, exist_ok=True)
     manifest.to_csv(out / "data" / "manifest.csv")
-    (out / "data" / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_json(out / "data" / "summary.json", summary)
     console.print(f"data step took {time.perf_counter() - start:.1f} s")
 
-    run_dir = train_step(pcam, out, console, overrides or [])
+    run_dir = train_step(pcam, out, console, overrides or [], quiet)
     predict_step(root, pcam, run_dir, out, console)
     console.rule("done")
     console.print(f"total {time.perf_counter() - start:.0f} s. Outputs: {out}; open {run_dir / 'report.html'}",
@@ -64,10 +64,10 @@ def run_demo(data_root: Path | None, out: Path, console: Console, overrides: lis
     return 0
 
 
-def train_step(pcam: Path, out: Path, console: Console, overrides: list[str]) -> Path:
-    from histoflow.workflows.display import print_metrics
+def train_step(pcam: Path, out: Path, console: Console, overrides: list[str], quiet: bool = False) -> Path:
     from histoflow.config import load_config
-    from histoflow.train.fit import fit
+    from histoflow.workflows.display import print_metrics
+    from histoflow.workflows.run import run
 
     run_dir = out / "pcam_simple_cnn"
     console.rule("2. train the default recipe on pcam/train, evaluate on pcam/valid (8-view TTA)")
@@ -79,7 +79,7 @@ def train_step(pcam: Path, out: Path, console: Console, overrides: list[str]) ->
         console.print(f"{run_dir} is complete: showing its results (delete it to train again)")
     else:
         started = time.perf_counter()
-        fit(cfg, run_dir, resume=(run_dir / "checkpoints" / "last.ckpt").exists())
+        run(cfg, run_dir, resume=(run_dir / "checkpoints" / "last.ckpt").exists(), quiet=quiet)
         console.print(f"trained and evaluated in {time.perf_counter() - started:.0f} s")
     print_metrics(console, run_dir / "metrics.json")
     return run_dir

@@ -21,7 +21,8 @@ from typing import Any
 
 from histoflow.config import RunConfig, save_config
 from histoflow.core.errors import ConfigError, TrainingError
-from histoflow.tune.space import SearchSpace, diff_signatures, parse_space
+from histoflow.core.io import atomic_path, atomic_write_json
+from histoflow.workflows.tune.space import SearchSpace, diff_signatures, parse_space
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def open_storage(url: str, timeout_s: float = STORAGE_TIMEOUT_S):
     """An Optuna RDBStorage, connected once up front with a short timeout: an unreachable
     database is a ConfigError before any training starts."""
     optuna = _optuna()
-    from histoflow.tracking import connect_timeout_args
+    from histoflow.workflows.tracking import connect_timeout_args
 
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
@@ -181,9 +182,9 @@ def pruning_callback(trial, monitor: str):
     return EpochEndPruning(trial, monitor=monitor)
 
 
-def make_objective(cfg: RunConfig, space: SearchSpace, out: Path):
+def make_objective(cfg: RunConfig, space: SearchSpace, out: Path, quiet: bool = False):
     optuna = _optuna()
-    from histoflow.train.fit import fit
+    from histoflow.workflows.run import run
 
     def objective(trial) -> float:
         values = space.sample(trial)
@@ -194,10 +195,10 @@ def make_objective(cfg: RunConfig, space: SearchSpace, out: Path):
         log.info("trial %d: %s", trial.number, values)
         pruning = pruning_callback(trial, space.settings.metric)
         try:
-            fit(trial_cfg, run_dir, callbacks=[pruning])
+            run(trial_cfg, run_dir, callbacks=[pruning], quiet=quiet)
         except optuna.TrialPruned:
             if trial_cfg.tracking.backend != "none":
-                from histoflow.tracking import mark_run
+                from histoflow.workflows.tracking import mark_run
 
                 mark_run(run_dir, "KILLED", {"optuna.state": "PRUNED"})
             raise
@@ -207,16 +208,16 @@ def make_objective(cfg: RunConfig, space: SearchSpace, out: Path):
 
 
 def run_study(cfg: RunConfig, out: str | Path, n_trials: int | None = None, storage: str | None = None,
-              study_name: str | None = None, source: str = "config") -> StudyResult:
+              study_name: str | None = None, source: str = "config", quiet: bool = False) -> StudyResult:
     """Search `cfg.tune` with Optuna; resumable: the same call continues an interrupted study
-    until `n_trials` trials have completed or been pruned."""
+    until `n_trials` trials have completed or been pruned. `quiet` drops the trials' progress bars."""
     optuna = _optuna()
     space = parse_space(cfg.tune, cfg, source)
     n_trials = n_trials or space.settings.trials
     if not n_trials or n_trials < 1:
         raise ConfigError("--trials: give the number of trials (>= 1), or tune.trials in the config")
     if cfg.tracking.backend != "none":
-        from histoflow.tracking import check_tracking
+        from histoflow.workflows.tracking import check_tracking
 
         check_tracking(cfg)  # before any training: an unreachable server fails now
     out = Path(out)
@@ -237,7 +238,7 @@ def run_study(cfg: RunConfig, out: str | Path, n_trials: int | None = None, stor
     done = len(study.get_trials(deepcopy=False, states=done_states))
     remaining = max(0, n_trials - done)
     log.info("study %s (%s): %d of %d trials done, %d to run", name, redact(url), done, n_trials, remaining)
-    from histoflow.tracking import study_run
+    from histoflow.workflows.tracking import study_run
 
     with study_run(cfg, f"{name}-study", {"tune": space.signature(), "n_trials": n_trials,
                                           "study": name, "storage": redact(url)}) as parent:
@@ -245,7 +246,7 @@ def run_study(cfg: RunConfig, out: str | Path, n_trials: int | None = None, stor
             # MaxTrialsCallback stops every worker of a shared study once the total is reached
             callbacks = [optuna.study.MaxTrialsCallback(n_trials, states=done_states),
                          lambda s, t: write_trials_table(s, out)]
-            study.optimize(make_objective(cfg, space, out), n_trials=remaining, catch=(TrainingError,),
+            study.optimize(make_objective(cfg, space, out, quiet), n_trials=remaining, catch=(TrainingError,),
                            callbacks=callbacks, gc_after_trial=True)
         result = write_outputs(study, space, cfg, out, url)
         if parent.run_id:
@@ -274,9 +275,8 @@ def write_trials_table(study, out: Path) -> Path:
     frame.columns = [c.replace("params_", "") for c in frame.columns]
     if "duration" in frame:
         frame["duration"] = frame["duration"].dt.total_seconds().round(1)
-    tmp = out / "trials.csv.tmp"
-    frame.to_csv(tmp, index=False)
-    tmp.replace(out / "trials.csv")
+    with atomic_path(out / "trials.csv") as tmp:
+        frame.to_csv(tmp, index=False)
     return out / "trials.csv"
 
 
@@ -289,8 +289,6 @@ def _baseline_value(study) -> float | None:
 
 def write_outputs(study, space: SearchSpace, cfg: RunConfig, out: Path, url: str) -> StudyResult:
     optuna = _optuna()
-    from histoflow.evaluate.run import write_json
-
     states = [t.state for t in study.trials]
     complete = states.count(optuna.trial.TrialState.COMPLETE)
     write_trials_table(study, out)
@@ -307,10 +305,10 @@ def write_outputs(study, space: SearchSpace, cfg: RunConfig, out: Path, url: str
                          best.number if best else None,
                          {p.key: p.decode(best.params[p.key]) for p in space.params} if best else {},
                          _baseline_value(study))
-    write_json(out / "best.json", {**result.as_dict(), "metric": space.settings.metric,
+    atomic_write_json(out / "best.json", {**result.as_dict(), "metric": space.settings.metric,
                                    "direction": space.settings.direction,
                                    "best_run_dir": best.user_attrs.get("run_dir") if best else None})
-    from histoflow.tune.plots import write_plots
+    from histoflow.workflows.tune.plots import write_plots
 
     write_plots(study, out / "plots")
     return result

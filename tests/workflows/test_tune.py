@@ -12,7 +12,7 @@ import yaml
 
 from histoflow.config import RunConfig, load_config
 from histoflow.core.errors import ConfigError
-from histoflow.tune.space import parse_space
+from histoflow.workflows.tune.space import parse_space
 from tests.conftest import need_data
 from tests.pg import postgres_server  # noqa: F401 - fixture
 
@@ -100,7 +100,7 @@ def test_bad_spaces_are_config_errors(spec, words):
 
 
 def test_samplers_and_pruners_follow_the_settings():
-    from histoflow.tune.study import make_pruner, make_sampler
+    from histoflow.workflows.tune.study import make_pruner, make_sampler
 
     base = RunConfig()
     space = parse_space({"lr": [0.1, 0.01], "pruner": "hyperband", "sampler": "random"}, base)
@@ -128,7 +128,7 @@ def test_baseline_values_inside_and_outside_the_space():
 # -- real studies on a few dozen PCam patches -------------------------------------------------
 
 def test_study_writes_outputs_and_resumes_with_the_same_command(tmp_path):
-    from histoflow.tune.study import run_study
+    from histoflow.workflows.tune.study import run_study
 
     cfg = load_config(tiny_config(tmp_path, train={**TINY["train"], "epochs": 1}))
     out = tmp_path / "study"
@@ -167,7 +167,7 @@ def test_study_writes_outputs_and_resumes_with_the_same_command(tmp_path):
 def test_pruning_callback_stops_a_trial_early(tmp_path):
     """The Lightning pruning callback reports val_auc each epoch; a pruner that says "prune"
     stops training after the first validation, with no evaluation."""
-    from histoflow.tune.study import make_objective
+    from histoflow.workflows.tune.study import make_objective
 
     class AlwaysPrune(optuna.pruners.BasePruner):
         def prune(self, study, trial):
@@ -186,7 +186,7 @@ def test_pruning_callback_stops_a_trial_early(tmp_path):
 
 
 def test_unreachable_storage_fails_fast_before_training(tmp_path):
-    from histoflow.tune.study import run_study
+    from histoflow.workflows.tune.study import run_study
 
     cfg = load_config(tiny_config(tmp_path))
     started = time.perf_counter()
@@ -197,7 +197,7 @@ def test_unreachable_storage_fails_fast_before_training(tmp_path):
 
 
 def test_no_trials_is_a_config_error(tmp_path):
-    from histoflow.tune.study import run_study
+    from histoflow.workflows.tune.study import run_study
 
     with pytest.raises(ConfigError, match="--trials"):
         run_study(load_config(tiny_config(tmp_path)), tmp_path / "out")
@@ -216,7 +216,7 @@ def test_cli_tune_reports_bad_space(tmp_path):
 @pytest.mark.slow
 def test_two_workers_share_a_postgresql_study(tmp_path, postgres_server):
     """Two workers (two run folders, as on two machines) fill one study in PostgreSQL to its total."""
-    from histoflow.tune.study import run_study
+    from histoflow.workflows.tune.study import run_study
 
     cfg = load_config(tiny_config(tmp_path, train={**TINY["train"], "epochs": 1}))
     first = run_study(cfg, tmp_path / "worker_a", n_trials=2, storage=postgres_server, study_name="shared")

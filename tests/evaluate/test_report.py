@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -15,7 +14,9 @@ import yaml
 from typer.testing import CliRunner
 
 from histoflow.core.errors import DataError
-from histoflow.evaluate.report import build_report, load_run, metrics_section
+from histoflow.evaluate.report import metrics_section
+from histoflow.evaluate.run_folder import load_run
+from histoflow.workflows.report import build_report
 from tests.conftest import need_data
 
 
@@ -23,20 +24,12 @@ from tests.conftest import need_data
 def tiny_run(tmp_path_factory):
     """A 2-epoch, 32 px simple CNN on 40 + 40 real PCam patches (about 10 s on a CPU)."""
     from histoflow.config import load_config
-    from histoflow.train.fit import fit
+    from histoflow.workflows.run import run
 
     pcam = need_data("pcam")
-    old = os.environ.get("HISTOFLOW_QUIET")
-    os.environ["HISTOFLOW_QUIET"] = "1"
-    try:
-        cfg = load_config(None, [f"data.path={pcam}", "data.max_per_split=40", "data.image_px=32", "data.verify=false",
-                                 "model.params={widths: [8, 16]}", "train.epochs=2", "data.num_workers=0", "name=tiny"])
-        run_dir = fit(cfg, tmp_path_factory.mktemp("runs") / "tiny")
-    finally:
-        if old is None:
-            os.environ.pop("HISTOFLOW_QUIET", None)
-        else:
-            os.environ["HISTOFLOW_QUIET"] = old
+    cfg = load_config(None, [f"data.path={pcam}", "data.max_per_split=40", "data.image_px=32", "data.verify=false",
+                             "model.params={widths: [8, 16]}", "train.epochs=2", "data.num_workers=0", "name=tiny"])
+    run_dir = run(cfg, tmp_path_factory.mktemp("runs") / "tiny", quiet=True)
     build_report(run_dir, gallery_n=16)
     return run_dir
 

@@ -1,8 +1,9 @@
 """Experiment tracking with MLflow: params, per-epoch metrics, final metrics, report and checkpoint.
 
-`fit` calls `tracking_loggers(cfg, run_dir)` before training and `finish_tracking(cfg, run_dir,
-results)` after evaluation whenever `tracking.backend` is not "none"; `histoflow tune` opens a
-parent run with `study_run(...)` so every trial appears nested under its study.
+`workflows.run.run` hands `tracking_loggers(cfg, run_dir)` to `fit` (built once the run folder is
+ready) and calls `finish_tracking(cfg, run_dir, results)` after evaluation whenever
+`tracking.backend` is not "none"; `histoflow tune` opens a parent run with `study_run(...)` so
+every trial appears nested under its study.
 
 Where runs go (`tracking.uri`):
 - a plain path (the default `./mlruns`): an SQLite store `<path>/mlruns.db` with artifacts in
@@ -15,7 +16,7 @@ Reachability is checked up front with a short timeout, so an unreachable server 
 before any training (not after the first epoch, and never silently).
 
 Neptune, Weights & Biases, Comet: Lightning ships their loggers; pass them to
-`fit(cfg, out, loggers=[WandbLogger(...)])` after installing the client (not a histoflow extra).
+`run(cfg, out, loggers=[WandbLogger(...)])` after installing the client (not a histoflow extra).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from histoflow.core.errors import ConfigError
+from histoflow.core.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -174,10 +176,7 @@ def _read_state(run_dir: Path) -> dict:
 
 
 def _write_state(run_dir: Path, state: dict) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / (_STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
-    tmp.replace(run_dir / _STATE_FILE)
+    atomic_write_json(run_dir / _STATE_FILE, state)
 
 
 def final_metrics(results: dict) -> dict[str, float]:

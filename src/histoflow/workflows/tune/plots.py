@@ -11,6 +11,8 @@ import logging
 import warnings
 from pathlib import Path
 
+from histoflow.core.io import atomic_path
+
 log = logging.getLogger(__name__)
 
 PLOTS = ("optimization_history", "param_importances", "intermediate_values")
@@ -22,12 +24,11 @@ def _save_png(fig_or_ax, path: Path) -> None:
     fig = fig_or_ax.figure if hasattr(fig_or_ax, "figure") else fig_or_ax
     if hasattr(fig_or_ax, "flat"):  # an array of axes (some plots draw a grid)
         fig = fig_or_ax.flat[0].figure
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     fig.set_size_inches(8, 5)
     fig.tight_layout()
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def write_plots(study, folder: Path) -> dict[str, list[str]]:
@@ -54,9 +55,8 @@ def write_plots(study, folder: Path) -> dict[str, list[str]]:
                 written.append(f"{name}.png")
                 if html:
                     fig = getattr(vis, f"plot_{name}")(study)
-                    tmp = folder / f".{name}.tmp.html"
-                    fig.write_html(str(tmp), include_plotlyjs="cdn")
-                    tmp.replace(folder / f"{name}.html")
+                    with atomic_path(folder / f"{name}.html") as tmp:
+                        fig.write_html(str(tmp), include_plotlyjs="cdn")
                     written.append(f"{name}.html")
         except Exception as exc:  # noqa: BLE001 - a plot that cannot be drawn yet must not fail the study
             skipped.append(f"{name}: {exc}")

@@ -16,7 +16,7 @@ import yaml
 
 from histoflow.config import load_config
 from histoflow.core.errors import ConfigError
-from histoflow.tracking import final_metrics, flatten, resolve_uri
+from histoflow.workflows.tracking import final_metrics, flatten, resolve_uri
 from tests.conftest import need_data
 from tests.pg import free_port
 
@@ -55,18 +55,18 @@ def test_flatten_and_final_metrics():
 
 
 def test_unreachable_server_stops_before_training(tmp_path):
-    from histoflow.train.fit import fit
+    from histoflow.workflows.run import run
 
     cfg = tiny_config(tmp_path, f"http://127.0.0.1:{free_port()}")
     started = time.perf_counter()
     with pytest.raises(ConfigError, match="MLflow server not reachable.*Training was not started"):
-        fit(cfg, tmp_path / "run")
+        run(cfg, tmp_path / "run")
     assert time.perf_counter() - started < 30
     assert not (tmp_path / "run" / "history.csv").exists() and not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_file_store_needs_the_env_var(tmp_path, monkeypatch):
-    from histoflow.tracking import check_tracking
+    from histoflow.workflows.tracking import check_tracking
 
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
     with pytest.raises(ConfigError, match="MLFLOW_ALLOW_FILE_STORE"):
@@ -89,7 +89,7 @@ def check_logged_run(uri: str, run_dir: Path, epochs: int) -> dict:
     assert run.data.metrics["final_val_auc"] == pytest.approx(metrics["val"]["auc"])
     top = {a.path for a in client.list_artifacts(run_id)}
     assert {"config.yaml", "metrics.json", "history.csv", "report", "checkpoints"} <= top
-    if (run_dir / "report.html").exists():  # fit writes it since the report layer landed
+    if (run_dir / "report.html").exists():  # workflows.run writes it
         assert "report.html" in top
     assert "checkpoints/best.pt" in {a.path for a in client.list_artifacts(run_id, "checkpoints")}
     assert any(a.path.endswith(".png") for a in client.list_artifacts(run_id, "report"))
@@ -97,10 +97,10 @@ def check_logged_run(uri: str, run_dir: Path, epochs: int) -> dict:
 
 
 def test_fit_logs_to_a_local_store(tmp_path):
-    from histoflow.train.fit import fit
+    from histoflow.workflows.run import run
 
     cfg = tiny_config(tmp_path, str(tmp_path / "mlruns"))
-    run_dir = fit(cfg, tmp_path / "run")
+    run_dir = run(cfg, tmp_path / "run")
     uri, _ = resolve_uri(str(tmp_path / "mlruns"))
     logged = check_logged_run(uri, run_dir, epochs=2)
     local = logged["client"].download_artifacts(logged["run_id"], "checkpoints/best.pt", str(tmp_path / "dl"))
@@ -143,11 +143,11 @@ def mlflow_server(tmp_path):
 
 @pytest.mark.slow
 def test_fit_and_tune_log_to_a_real_mlflow_server(tmp_path, mlflow_server):
-    from histoflow.train.fit import fit
-    from histoflow.tune.study import run_study
+    from histoflow.workflows.run import run
+    from histoflow.workflows.tune.study import run_study
 
     cfg = tiny_config(tmp_path, mlflow_server)
-    run_dir = fit(cfg, tmp_path / "run")
+    run_dir = run(cfg, tmp_path / "run")
     check_logged_run(mlflow_server, run_dir, epochs=2)
     assert list((tmp_path / "server-artifacts").rglob("best.pt"))  # uploaded through the server
 
@@ -169,7 +169,7 @@ def test_fit_and_tune_log_to_a_real_mlflow_server(tmp_path, mlflow_server):
 def test_log_evaluation_folder(tmp_path):
     """`histoflow evaluate` output (metrics.json + report/) logged as its own run."""
     from histoflow.config import RunConfig
-    from histoflow.tracking import log_evaluation
+    from histoflow.workflows.tracking import log_evaluation
 
     out = tmp_path / "eval"
     (out / "report").mkdir(parents=True)

@@ -11,8 +11,7 @@ from histoflow.checkpoint import save_checkpoint
 from histoflow.config import ModelConfig
 from histoflow.core.errors import ConfigError, DataError
 from histoflow.evaluate.gradcam import explain_images, pick_gallery
-from histoflow.models.factory import create_model
-from histoflow.models.registry import registered
+from histoflow.models.factory import create_model, list_models
 from tests.conftest import need_data
 
 SMALL = {  # the registry's models, sized for a CPU test; timm's test_* stand for "any timm name"
@@ -29,7 +28,7 @@ def _images(n=3, px=64, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (n, px, px, 3), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("name", sorted(set(registered()) | set(TIMM)))
+@pytest.mark.parametrize("name", sorted(set(list_models()) | set(TIMM)))
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
 def test_every_model_is_explained_or_says_why(name, method):
     torch.manual_seed(0)

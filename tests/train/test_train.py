@@ -20,6 +20,7 @@ from histoflow.core.errors import CheckpointError, ConfigError, DataError, Train
 from histoflow.evaluate.run import evaluate_checkpoint
 from histoflow.predict.folder import predict_to_csv
 from histoflow.train.fit import fit
+from histoflow.workflows.run import run as run_training
 from tests.conftest import need_data
 
 TINY = ["data.max_per_split=48", "data.image_px=32", "model.params={widths: [8, 16], depth: 1}",
@@ -32,7 +33,7 @@ def tiny(*extra, data=None):
 
 
 def test_fit_writes_a_complete_run_folder(tmp_path):
-    run = fit(tiny("augment.dihedral=true", "train.tta=true"), tmp_path / "run")
+    run = run_training(tiny("augment.dihedral=true", "train.tta=true"), tmp_path / "run")
     for name in ("config.yaml", "splits.csv", "history.csv", "metrics.json", "checkpoints/best.pt",
                  "checkpoints/last.pt", "checkpoints/last.ckpt", "report/roc_val.png", "report/training_curves.png"):
         assert (run / name).exists(), name
@@ -51,9 +52,9 @@ def test_fit_writes_a_complete_run_folder(tmp_path):
 
 
 def test_same_seed_same_weights(tmp_path):
-    a = fit(tiny(), tmp_path / "a", evaluate_after=False)
-    b = fit(tiny(), tmp_path / "b", evaluate_after=False)
-    c = fit(tiny("seed=7"), tmp_path / "c", evaluate_after=False)
+    a = fit(tiny(), tmp_path / "a")
+    b = fit(tiny(), tmp_path / "b")
+    c = fit(tiny("seed=7"), tmp_path / "c")
     sa, sb, sc = (Checkpoint.read(r / "checkpoints" / "last.pt").state_dict() for r in (a, b, c))
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
@@ -66,10 +67,8 @@ def test_thread_workers_train_deterministically(tmp_path, monkeypatch):
     passes = []
     original = ThreadLoader.__iter__
     monkeypatch.setattr(ThreadLoader, "__iter__", lambda self: passes.append(1) or original(self))
-    a = fit(tiny("data.num_workers=2", "augment.dihedral=true", "augment.where=batch"), tmp_path / "a",
-            evaluate_after=False)
-    b = fit(tiny("data.num_workers=2", "augment.dihedral=true", "augment.where=batch"), tmp_path / "b",
-            evaluate_after=False)
+    a = fit(tiny("data.num_workers=2", "augment.dihedral=true", "augment.where=batch"), tmp_path / "a")
+    b = fit(tiny("data.num_workers=2", "augment.dihedral=true", "augment.where=batch"), tmp_path / "b")
     sa, sb = (Checkpoint.read(r / "checkpoints" / "last.pt").state_dict() for r in (a, b))
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert len(pd.read_csv(a / "history.csv")) == 2
@@ -77,8 +76,8 @@ def test_thread_workers_train_deterministically(tmp_path, monkeypatch):
 
 
 def test_ema_checkpoints_hold_the_averaged_weights_that_were_validated(tmp_path):
-    raw = fit(tiny(), tmp_path / "raw")
-    ema = fit(tiny("train.ema_decay=0.9"), tmp_path / "ema")
+    raw = run_training(tiny(), tmp_path / "raw")
+    ema = run_training(tiny("train.ema_decay=0.9"), tmp_path / "ema")
     # EMA never changes the raw training trajectory, so any difference is the averaging
     s_raw, s_ema = (Checkpoint.read(r / "checkpoints" / "last.pt").state_dict() for r in (raw, ema))
     assert not all(torch.equal(s_raw[k], s_ema[k]) for k in s_raw)
@@ -92,7 +91,7 @@ def test_ema_checkpoints_hold_the_averaged_weights_that_were_validated(tmp_path)
 
 
 def test_existing_run_needs_resume(tmp_path):
-    fit(tiny("train.epochs=1"), tmp_path / "run", evaluate_after=False)
+    fit(tiny("train.epochs=1"), tmp_path / "run")
     with pytest.raises(ConfigError, match="already holds a run; pass --resume"):
         fit(tiny("train.epochs=1"), tmp_path / "run")
     with pytest.raises(ConfigError, match="no .*last.ckpt to resume from"):
@@ -124,7 +123,7 @@ def test_nan_loss_stops_clearly_and_keeps_last_good_checkpoint(tmp_path):
 
 
 def test_bad_checkpoints(tmp_path):
-    run = fit(tiny("train.epochs=1"), tmp_path / "run", evaluate_after=False)
+    run = fit(tiny("train.epochs=1"), tmp_path / "run")
     blob = torch.load(run / "checkpoints" / "best.pt", weights_only=False)
     blob["format_version"] = 99
     torch.save(blob, tmp_path / "future.pt")
@@ -144,7 +143,7 @@ def test_bad_checkpoints(tmp_path):
 
 
 def test_evaluate_rejects_unknown_classes_and_resizes_other_sizes(tmp_path):
-    run = fit(tiny("train.epochs=1"), tmp_path / "run", evaluate_after=False)
+    run = fit(tiny("train.epochs=1"), tmp_path / "run")
     ckpt = run / "checkpoints" / "best.pt"
     with pytest.raises(DataError, match=r"class\(es\) \['benign', 'malignant'\] are not known to the model \(it knows \['0', '1'\]\)"):
         evaluate_checkpoint(ckpt, need_data("breakhis"), tmp_path / "ev")
@@ -154,7 +153,7 @@ def test_evaluate_rejects_unknown_classes_and_resizes_other_sizes(tmp_path):
 
 
 def test_predict_on_bare_unlabelled_folder(tmp_path):
-    run = fit(tiny("train.epochs=1"), tmp_path / "run", evaluate_after=False)
+    run = fit(tiny("train.epochs=1"), tmp_path / "run")
     frame = predict_to_csv(run / "checkpoints" / "best.pt", need_data("kaggle_hcd"), tmp_path / "p.csv", tta=True)
     assert len(frame) == 18 and list(frame.columns) == ["path", "p_0", "p_1", "predicted"]
     assert ((frame["p_0"] + frame["p_1"] - 1).abs() < 1e-5).all()
@@ -169,7 +168,7 @@ def test_multiclass_cross_entropy(tmp_path):
     pd.DataFrame(rows, columns=["path", "label"]).to_csv(tmp_path / "m.csv", index=False)
     cfg = tiny("data.split.test_fraction=0.2", "data.split.val_fraction=0.2", "train.label_smoothing=0.1",
                "data.balance.loss_weights=true", data=tmp_path / "m.csv")
-    run = fit(cfg, tmp_path / "run")
+    run = run_training(cfg, tmp_path / "run")
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics) >= {"val", "test"}
     assert set(metrics["val"]["per_class"]) == {"breast", "normal", "tumour"}
@@ -181,15 +180,15 @@ def test_multiclass_cross_entropy(tmp_path):
 def test_logistic_regression_baseline_beats_chance(tmp_path):
     cfg = load_config(None, [f"data.path={need_data('pcam')}", "data.max_per_split=400", "data.num_workers=0",
                              "model.name=logistic_regression", "normalize.kind=imagenet"])
-    run = fit(cfg, tmp_path / "run")
+    run = run_training(cfg, tmp_path / "run")
     auc = json.loads((run / "metrics.json").read_text())["val"]["auc"]
     assert auc > 0.7  # colour histograms carry real signal on PCam (about 0.86 on the full data)
 
 
 def test_freeze_backbone_keeps_backbone_weights(tmp_path):
-    base = fit(tiny("train.epochs=1"), tmp_path / "base", evaluate_after=False)
+    base = fit(tiny("train.epochs=1"), tmp_path / "base")
     cfg = tiny("model.freeze=backbone", f"model.weights={base / 'checkpoints' / 'best.pt'}")
-    run = fit(cfg, tmp_path / "frozen", evaluate_after=False)
+    run = fit(cfg, tmp_path / "frozen")
     before = Checkpoint.read(base / "checkpoints" / "best.pt").state_dict()
     after = Checkpoint.read(run / "checkpoints" / "last.pt").state_dict()
     backbone = [k for k in before if k.startswith("backbone.")]
@@ -198,10 +197,10 @@ def test_freeze_backbone_keeps_backbone_weights(tmp_path):
 
 
 def test_head_then_full_unfreezes(tmp_path):
-    base = fit(tiny("train.epochs=1"), tmp_path / "base", evaluate_after=False)
+    base = fit(tiny("train.epochs=1"), tmp_path / "base")
     cfg = tiny("model.freeze=head_then_full", "model.head_epochs=1", "train.epochs=2",
                f"model.weights={base / 'checkpoints' / 'best.pt'}")
-    run = fit(cfg, tmp_path / "run", evaluate_after=False)
+    run = fit(cfg, tmp_path / "run")
     before = Checkpoint.read(base / "checkpoints" / "best.pt").state_dict()
     after = Checkpoint.read(run / "checkpoints" / "last.pt").state_dict()
     assert not torch.equal(before["backbone.body.0.weight"], after["backbone.body.0.weight"])
@@ -247,7 +246,7 @@ def test_ddp_two_cpu_processes_gloo(tmp_path):
 def test_stain_normalisation_travels_in_the_checkpoint(tmp_path):
     target = need_data("stills", "tiatoolbox_target_image.png")
     run = fit(tiny("train.epochs=1", "preprocess.stain_norm=macenko", f"preprocess.target={target}",
-                   "augment.hed_jitter={sigma: 0.05, bias: 0.05}"), tmp_path / "run", evaluate_after=False)
+                   "augment.hed_jitter={sigma: 0.05, bias: 0.05}"), tmp_path / "run")
     _, ckpt = load_checkpoint(run / "checkpoints" / "best.pt")
     assert ckpt.preprocess["stain_norm"] == "macenko" and ckpt.preprocess["normalizer"]
     copy = tmp_path / "target_gone.png"  # prediction must not need the target image any more
@@ -272,7 +271,7 @@ def test_mixed_precision_training_on_gpu_then_predict_on_cpu(tmp_path):
     from histoflow.train.fit import resolve_precision
 
     assert resolve_precision("auto", "gpu") in ("bf16-mixed", "16-mixed")
-    run = fit(tiny("train.accelerator=gpu", "train.deterministic=false", "augment.dihedral=true",
+    run = run_training(tiny("train.accelerator=gpu", "train.deterministic=false", "augment.dihedral=true",
                    "augment.where=batch", "train.tta=true"), tmp_path / "run")
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["environment"]["device"].startswith("CUDA")

@@ -286,7 +286,7 @@ def _settings(tune: dict, source: str) -> TuneSettings:
 def _check_values(space: SearchSpace, base: RunConfig, source: str) -> None:
     """Every choice and both ends of every range must give a valid config, so a typo in a
     choice fails now and not after hours of trials."""
-    from histoflow.models.registry import get_factory
+    from histoflow.models.factory import get_factory
 
     for p in space.params:
         values = list(p.choices) if p.kind == "categorical" else [p.low, p.high]

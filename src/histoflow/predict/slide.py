@@ -231,7 +231,7 @@ def open_reader_factory(path: str, cfg: SlidePredictConfig):
     if path in _IN_MEMORY:  # in-memory slides (montages, tests) are shared, not reopened
         slide = _IN_MEMORY[path]
         return lambda: slide
-    from histoflow.slide.base import open_slide
+    from histoflow.slide.open import open_slide
 
     return lambda: open_slide(path, backend=cfg.backend, mpp=cfg.slide_mpp)
 

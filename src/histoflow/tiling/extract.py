@@ -50,7 +50,7 @@ def _reader(path: str, cfg: TileConfig):
     with _READERS_LOCK:
         reader = _READERS.get(key)
         if reader is None:
-            from histoflow.slide.base import open_slide
+            from histoflow.slide.open import open_slide
 
             reader = _READERS[key] = open_slide(path, backend=cfg.backend, mpp=cfg.slide_mpp)
             while len(_READERS) > MAX_OPEN_READERS:

@@ -86,7 +86,7 @@ def test_aggregate_rules():
     assert aggregate(p, "fraction", threshold=0.5) == pytest.approx(0.5)
     assert aggregate(np.array([]), "max") is None                  # no tiles: no score, not 0
     assert set(all_scores(p, AggregateConfig())) == {"max", "mean", "topk_mean", "fraction"}
-    with pytest.raises(ConfigError, match="aggregation method"):
+    with pytest.raises(ConfigError, match="method: Input should be 'max', 'mean', 'topk_mean' or 'fraction'"):
         AggregateConfig(method="median")
 
 

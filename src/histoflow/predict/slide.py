@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from histoflow.core.errors import CheckpointError, ConfigError, DataError, HistoflowError
-from histoflow.predict.aggregate import AggregateConfig, aggregate, all_scores
+from histoflow.config.slides import SlidePredictConfig
+from histoflow.predict.aggregate import all_scores
 from histoflow.predict.heatmap import GridGeometry, regions_geojson, render_heatmap, tiles_geojson, write_geojson
 from histoflow.predict.pipeline import EncodedTileSource, SlideTileSource, stream_batches
 from histoflow.tiling.grid import MPP_TOLERANCE, TileConfig, TileSpec, _window_fractions, resolve_geometry
@@ -36,31 +37,6 @@ from histoflow.tiling.shards import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
 PCAM_MPP_HINT = "PCam patches are 96 px at about 0.972 um/px (10x)"
-
-
-@dataclass(frozen=True)
-class SlidePredictConfig:
-    mpp: float | None = None            # tile resolution; overrides/supplies the checkpoint's `mpp`
-    slide_mpp: float | None = None      # level-0 mpp for slides whose file lacks it
-    allow_resample: bool = False        # upsample when the slide is coarser than the checkpoint needs
-    overlap_px: int = 0
-    tissue_threshold: float = 0.5
-    mask_um_per_px: float = 4.0
-    batch_size: int = 64
-    workers: int = 2                    # reader threads (0: read in the model's thread, no overlap)
-    prefetch: int = 4                   # batches decoded ahead of the model
-    tta: bool = False
-    positive_class: str | None = None   # class shown in heatmaps and scored; default: last class
-    aggregate: AggregateConfig = field(default_factory=AggregateConfig)
-    backend: str = "auto"
-    device: str | None = None
-    thumbnail_px: int = 1200
-    tiles_dir: str | None = None        # read tiles from a `histoflow tile` run instead of the slide
-    mil_checkpoint: str | None = None   # learned aggregator (histoflow train-mil)
-    max_tiles: int | None = None        # first N tiles only (smoke tests, benchmarks)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # -- resolution ----------------------------------------------------------------------------------------
@@ -417,7 +393,7 @@ def _write_outputs(pred: Predictor, slide, slide_id: str, slide_path: str, out_d
         "resampled": plan.resampled, "level": plan.level, "grid": geom.to_dict(),
         "tiles": {"planned": len(plan.specs), "scored": len(specs), "skipped_read_errors": n_err},
         "errors": [f"{plan.specs[i].tile_id}: {msg}" for i, msg in res.errors[:20]],
-        "aggregation": asdict(cfg.aggregate),
+        "aggregation": cfg.aggregate.model_dump(),
         "score": scores["attention_mil"] if cfg.mil_checkpoint and "attention_mil" in scores else scores[cfg.aggregate.method],
         "score_method": "attention_mil" if cfg.mil_checkpoint and "attention_mil" in scores else cfg.aggregate.method,
         "scores": scores,

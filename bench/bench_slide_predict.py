@@ -89,7 +89,7 @@ def main() -> None:
 
     # preload the same tiles for the model-alone baseline (also warms the OS page cache and torch)
     pre = run_model(model, source(), args.tile_px, SlidePredictConfig(workers=0, batch_size=args.batch_size), device)
-    from histoflow.tiling.extract import read_tile
+    from histoflow.tiling.read import read_tile
 
     images = np.stack([read_tile(slide, s) for s in plan.specs])
     e2e, alone, serial = [], [], []

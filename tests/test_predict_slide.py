@@ -20,7 +20,7 @@ from histoflow.predict.slide import (Predictor, SlidePredictConfig, checkpoint_r
                                      predict_slides)
 from histoflow.slide import ArraySlide
 from histoflow.slide.montage import write_pyramid_tiff
-from histoflow.tiling.extract import register_in_memory
+from histoflow.tiling.readers import register_in_memory
 
 TILE = 32
 DARK, LIGHT = (100, 40, 130), (200, 120, 180)   # "tumour" (dense, dark) and "normal" (pale) tissue

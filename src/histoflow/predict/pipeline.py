@@ -54,7 +54,7 @@ class SlideTileSource:
         return r
 
     def read(self, i: int) -> np.ndarray:
-        from histoflow.tiling.extract import read_tile
+        from histoflow.tiling.read import read_tile
 
         return read_tile(self._reader(), self.specs[i])
 

@@ -6,8 +6,8 @@ reproduce the pattern it was built from (tumour patches where the pattern says 1
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -31,7 +31,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from histoflow.predict.pipeline import SlideTileSource  # noqa: E402
-from histoflow.predict.slide import SlidePredictConfig, device_of, open_reader_factory, plan_tiles, run_model  # noqa: E402
+from histoflow.config.slides import SlidePredictConfig  # noqa: E402
+from histoflow.predict.model_loop import device_of, run_model  # noqa: E402
+from histoflow.predict.tiles import open_reader_factory, plan_tiles  # noqa: E402
 from histoflow.slide import open_slide  # noqa: E402
 
 DATA = Path(os.environ.get("HISTOFLOW_DATA", REPO.parent / "shared" / "data"))

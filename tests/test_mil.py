@@ -142,7 +142,9 @@ def test_real_pcam_bags_with_colour_features(tmp_path):
 
 
 def test_mil_aggregator_in_predict_slide(tmp_path):
-    from histoflow.predict.slide import SlidePredictConfig, checkpoint_fingerprint, predict_slides
+    from histoflow.config.slides import SlidePredictConfig
+    from histoflow.mil.apply import predict_slides_with_mil as predict_slides
+    from histoflow.predict.checkpoint_info import checkpoint_fingerprint
     from histoflow.slide.montage import write_pyramid_tiff
     from tests.test_predict_slide import PATTERN, _tiny_checkpoint, pattern_image
 

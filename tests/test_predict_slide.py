@@ -15,9 +15,10 @@ from torch import nn
 from tests.conftest import need_data
 from histoflow.core.errors import ConfigError
 from histoflow.models.classifier import Classifier
-from histoflow.predict.aggregate import AggregateConfig, aggregate, all_scores
-from histoflow.predict.slide import (Predictor, SlidePredictConfig, checkpoint_resolution, predict_slide,
-                                     predict_slides)
+from histoflow.config.slides import AggregateConfig, SlidePredictConfig
+from histoflow.predict.aggregate import aggregate, all_scores
+from histoflow.predict.checkpoint_info import checkpoint_resolution
+from histoflow.predict.slide import Predictor, predict_slide, predict_slides
 from histoflow.slide import ArraySlide
 from histoflow.slide.montage import write_pyramid_tiff
 from histoflow.tiling.readers import register_in_memory

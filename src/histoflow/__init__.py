@@ -38,7 +38,7 @@ def __getattr__(name):
 
         return predict_to_csv
     if name == "predict_slide":
-        from histoflow.predict.slide import predict_slides
+        from histoflow.mil.apply import predict_slides_with_mil as predict_slides
 
         return predict_slides
     raise AttributeError(f"module 'histoflow' has no attribute {name!r}")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from histoflow.config.slides import BagConfig
+from histoflow.config.slides import BagConfig, SlidePredictConfig
 from histoflow.core.errors import DataError
 from histoflow.core.io import atomic_write_bytes, atomic_write_json
 
@@ -63,7 +63,7 @@ def build_pcam_bags(pcam_root: str | Path, out: str | Path, checkpoint: str | Pa
                     batch_size: int = 128, workers: int = 2) -> dict:
     """Embed the split's patches once with the frozen checkpoint backbone, then write the bags."""
     from histoflow.mil.embed import embed_images, save_npy
-    from histoflow.predict.slide import SlidePredictConfig, load_predictor
+    from histoflow.predict.slide import load_predictor
 
     cfg = cfg or BagConfig()
     root, out = Path(pcam_root) / cfg.split, Path(out)

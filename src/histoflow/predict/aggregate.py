@@ -10,13 +10,33 @@ not just probabilities.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
 from histoflow.config.slides import AGGREGATE_METHODS as METHODS
 from histoflow.config.slides import AggregateConfig
 from histoflow.core.errors import ConfigError
 
-__all__ = ["METHODS", "AggregateConfig", "aggregate", "all_scores"]
+__all__ = ["METHODS", "AggregateConfig", "TileAggregator", "aggregate", "all_scores"]
+
+
+class TileAggregator(Protocol):
+    """A learned slide score from tile features (histoflow.mil.apply.MilAggregator is one).
+
+    predict never imports its implementations: the caller (mil, the CLI) builds one and passes
+    it to predict_slides(aggregator=...), so the layers above predict stay above it.
+    """
+
+    name: str        # its score's name in slide.json `scores` (and `score_method`)
+    report_key: str  # slide.json key of its extra outputs
+    label: str       # what its weights are called in the attention picture
+
+    def check_backbone(self, checkpoint_fingerprint: str) -> None:
+        """Raise when it was trained on features of another patch checkpoint."""
+
+    def __call__(self, features: np.ndarray) -> dict:
+        """{"score": float, "attention": (n,) array, "report": dict for slide.json}."""
 
 
 def aggregate(probs: np.ndarray, method: str, k: int = 10, threshold: float = 0.5) -> float | None:

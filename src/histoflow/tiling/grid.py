@@ -6,6 +6,9 @@ A tile is requested as `tile_px` output pixels at `mpp` microns per pixel (or `t
 a magnification). The grid lives in level-0 pixels; each tile is read from the pyramid level
 just finer than the requested resolution and resized (area interpolation) to `tile_px`, which
 is what a pathologist's "256 px at 0.5 um/px" means whatever the scanner's native resolution.
+
+This is the one tile planner: the tiling engines and slide prediction (predict.tiles) both
+plan here. Prediction may ask to upsample (`allow_upsample`) a slide coarser than its model.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from histoflow.config.tiling import TileConfig
 from histoflow.core.errors import ConfigError, DataError
 from histoflow.tiling.tissue import TissueMask
 
-__all__ = ["MPP_TOLERANCE", "Grid", "TileConfig", "TileSpec", "resolve_geometry", "tile_grid", "tile_id"]
+__all__ = ["MPP_TOLERANCE", "Grid", "TileConfig", "TileSpec", "resolve_geometry", "tile_grid", "tile_id", "window_fractions"]
 log = logging.getLogger(__name__)
 MPP_TOLERANCE = 0.02  # up to 2% finer than level 0 is scanner rounding (0.5 vs 0.499), not upsampling
 
@@ -61,16 +64,29 @@ class Grid:
     n_candidates: int
     specs: list[TileSpec] = field(default_factory=list)
     rejected_tissue: int = 0
+    rows: int = 0                 # candidate grid shape (rows x cols = n_candidates)
+    cols: int = 0
+    read_px: int = 0              # side of the region read at `level` for each tile
 
 
-def resolve_geometry(slide, cfg: TileConfig) -> tuple[float, int, int, int, int]:
-    """(output mpp, level, read_px, region_px0, stride_px0) for this slide, or a ConfigError."""
+def resolve_geometry(slide, cfg: TileConfig, allow_upsample: bool = False) -> tuple[float, int, int, int, int]:
+    """(output mpp, level, read_px, region_px0, stride_px0) for this slide, or a ConfigError.
+
+    A slide coarser than the requested mpp is an error, unless `allow_upsample`: then level 0
+    is read over the tile's physical area and resized up to tile_px (blurrier than a native
+    read; slide prediction offers it as --allow-resample)."""
     name = slide.slide_id
     if slide.mpp is None and (cfg.mpp is not None or cfg.tile_um is not None or cfg.magnification is not None):
         raise ConfigError(f"{name}: slide has no mpp metadata; pass --slide-mpp (microns per level-0 pixel) "
                           "so tiles have a known physical size")
     mpp = cfg.target_mpp(slide.mpp, slide.objective_power, name)
     downsample = mpp / slide.mpp
+    if downsample < 1 - MPP_TOLERANCE and allow_upsample:
+        region_px0 = max(1, round(cfg.tile_px * downsample))
+        stride_px0 = max(1, round((cfg.tile_px - cfg.overlap_px) * downsample))
+        log.warning("%s: upsampling level 0 (%g um/px) %.2fx to %g um/px as --allow-resample asks",
+                    name, slide.mpp, 1 / downsample, mpp)
+        return mpp, 0, region_px0, region_px0, stride_px0
     if downsample < 1 - MPP_TOLERANCE:
         raise ConfigError(f"{name}: requested {mpp:g} um/px is finer than the slide's level 0 ({slide.mpp:g} um/px); "
                           f"request mpp >= {slide.mpp:g}")
@@ -87,14 +103,15 @@ def resolve_geometry(slide, cfg: TileConfig) -> tuple[float, int, int, int, int]
     return mpp, level, read_px, region_px0, stride_px0
 
 
-def tile_grid(slide, mask: TissueMask, cfg: TileConfig) -> Grid:
+def tile_grid(slide, mask: TissueMask, cfg: TileConfig, allow_upsample: bool = False) -> Grid:
     """Every full tile of the grid, kept when its tissue fraction reaches the threshold."""
-    mpp, level, read_px, region_px0, stride_px0 = resolve_geometry(slide, cfg)
+    mpp, level, read_px, region_px0, stride_px0 = resolve_geometry(slide, cfg, allow_upsample)
     w, h = slide.dimensions
     xs = np.arange(0, w - region_px0 + 1, stride_px0)
     ys = np.arange(0, h - region_px0 + 1, stride_px0)
-    fractions = _window_fractions(mask, xs, ys, region_px0)
-    grid = Grid(slide.slide_id, mpp, level, region_px0, stride_px0, n_candidates=len(xs) * len(ys))
+    fractions = window_fractions(mask, xs, ys, region_px0)
+    grid = Grid(slide.slide_id, mpp, level, region_px0, stride_px0, n_candidates=len(xs) * len(ys),
+                rows=len(ys), cols=len(xs), read_px=read_px)
     keep = fractions >= cfg.tissue_threshold
     if cfg.tissue_threshold == 0:
         keep[:] = True
@@ -106,7 +123,7 @@ def tile_grid(slide, mask: TissueMask, cfg: TileConfig) -> Grid:
     return grid
 
 
-def _window_fractions(mask: TissueMask, xs: np.ndarray, ys: np.ndarray, size_px0: int) -> np.ndarray:
+def window_fractions(mask: TissueMask, xs: np.ndarray, ys: np.ndarray, size_px0: int) -> np.ndarray:
     """Tissue fraction of every grid window, from one integral image of the mask."""
     m = mask.mask.astype(np.float64)
     integral = np.zeros((m.shape[0] + 1, m.shape[1] + 1))

@@ -15,10 +15,10 @@ import numpy as np
 
 from histoflow.config.tiling import TileConfig
 from histoflow.core.errors import HistoflowError
-from histoflow.tiling.grid import TileSpec, tile_grid
+from histoflow.tiling.grid import Grid, TileSpec, tile_grid
 from histoflow.tiling.preview import draw_overview, png_bytes
 from histoflow.tiling.readers import cached_reader, slide_id_for
-from histoflow.tiling.tissue import tissue_mask
+from histoflow.tiling.tissue import TissueMask, tissue_mask
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,15 @@ def mask_view(slide, cfg: TileConfig) -> tuple[np.ndarray, float]:
     return slide.read_downsampled(downsample), downsample
 
 
+def slide_grid(slide, cfg: TileConfig, allow_upsample: bool = False) -> tuple[np.ndarray, TissueMask, Grid]:
+    """(low-resolution view, tissue mask, tile grid) of an open slide: the planning both tiling
+    and slide prediction do."""
+    view, downsample = mask_view(slide, cfg)
+    mask = tissue_mask(view, downsample, mpp=slide.mpp, method=cfg.tissue_method,
+                       min_area_um2=cfg.min_tissue_um2, reject_pen=cfg.reject_pen)
+    return view, mask, tile_grid(slide, mask, cfg, allow_upsample=allow_upsample)
+
+
 def plan_slide(path: str, cfg: TileConfig) -> SlidePlan:
     """Tissue mask, tile grid and preview images of one slide. Never raises for a bad slide:
     the error is returned, so one corrupt file cannot stop a batch."""
@@ -63,10 +72,8 @@ def plan_slide(path: str, cfg: TileConfig) -> SlidePlan:
         slide = cached_reader(str(path), cfg)
         plan.slide_id = slide.slide_id
         plan.info = slide.info()
-        view, downsample = mask_view(slide, cfg)
-        mask = tissue_mask(view, downsample, mpp=slide.mpp, method=cfg.tissue_method,
-                           min_area_um2=cfg.min_tissue_um2, reject_pen=cfg.reject_pen)
-        grid = tile_grid(slide, mask, cfg)
+        view, mask, grid = slide_grid(slide, cfg)
+        downsample = mask.downsample
         plan.specs = grid.specs
         plan.n_candidates, plan.rejected_tissue = grid.n_candidates, grid.rejected_tissue
         plan.tissue_fraction, plan.pen_fraction = mask.tissue_fraction, mask.pen_fraction

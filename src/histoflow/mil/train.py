@@ -173,7 +173,6 @@ def train_mil(cfg: MILConfig, out: str | Path | None = None) -> dict:
     torch.manual_seed(cfg.train.seed)
     rng = np.random.default_rng(cfg.train.seed)
     # one bag per step is a few tiny matmuls: extra intra-op threads only add contention
-    # (measured ~10x slower with 2 threads on a loaded 2-core machine)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -69,8 +69,8 @@ def open_slide(path: str | Path, backend: str = "auto", mpp: float | None = None
 
         fmt = openslide_format(p)
         if fmt == "generic-tiff":
-            # a plain tiled pyramid: tifffile decodes its tiles directly, measured 2-4x faster
-            # than OpenSlide here, with the same pixels; OpenSlide stays the fallback
+            # a plain tiled pyramid: tifffile decodes its tiles directly, faster than OpenSlide
+            # with the same pixels (bench/bench_tiling.py); OpenSlide stays the fallback
             try:
                 from histoflow.slide.tiff import TiffSlide
 

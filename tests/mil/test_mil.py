@@ -146,7 +146,7 @@ def test_mil_aggregator_in_predict_slide(tmp_path):
     from histoflow.mil.apply import predict_slides_with_mil as predict_slides
     from histoflow.predict.checkpoint_info import checkpoint_fingerprint
     from histoflow.slide.montage import write_pyramid_tiff
-    from tests.test_predict_slide import PATTERN, _tiny_checkpoint, pattern_image
+    from tests.predict.test_slide import PATTERN, _tiny_checkpoint, pattern_image
 
     ckpt = _tiny_checkpoint(tmp_path / "m.pt", mpp=1.0)
     slide = write_pyramid_tiff(tmp_path / "s.tif", pattern_image(np.kron(PATTERN, np.ones((3, 3), int)), px=32),
@@ -177,7 +177,7 @@ def test_embed_slides_then_train_mil_from_the_cli(tmp_path):
     from histoflow.cli import app
     from histoflow.cli_slidepred import register
     from histoflow.slide.montage import write_pyramid_tiff
-    from tests.test_predict_slide import PATTERN, _tiny_checkpoint, pattern_image
+    from tests.predict.test_slide import PATTERN, _tiny_checkpoint, pattern_image
 
     if "train-mil" not in {c.name for c in app.registered_commands}:
         register(app)

@@ -31,7 +31,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from histoflow.predict.pipeline import SlideTileSource  # noqa: E402
-from histoflow.predict.slide import SlidePredictConfig, device_of, open_reader_factory, plan_tiles, run_model  # noqa: E402
+from histoflow.config.slides import SlidePredictConfig  # noqa: E402
+from histoflow.predict.model_loop import device_of, run_model  # noqa: E402
+from histoflow.predict.tiles import open_reader_factory, plan_tiles  # noqa: E402
 from histoflow.slide import open_slide  # noqa: E402
 
 DATA = Path(os.environ.get("HISTOFLOW_DATA", REPO.parent / "shared" / "data"))
@@ -89,7 +91,7 @@ def main() -> None:
 
     # preload the same tiles for the model-alone baseline (also warms the OS page cache and torch)
     pre = run_model(model, source(), args.tile_px, SlidePredictConfig(workers=0, batch_size=args.batch_size), device)
-    from histoflow.tiling.extract import read_tile
+    from histoflow.tiling.read import read_tile
 
     images = np.stack([read_tile(slide, s) for s in plan.specs])
     e2e, alone, serial = [], [], []

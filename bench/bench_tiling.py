@@ -79,7 +79,7 @@ def _warm_up(paths, cfg) -> None:
     import numpy as np
 
     from histoflow.slide import ArraySlide, open_slide
-    from histoflow.tiling.extract import close_readers
+    from histoflow.tiling.readers import close_readers
 
     tiny = ArraySlide(np.full((512, 512, 3), (220, 140, 185), np.uint8), mpp=0.5, slide_id="warm-up")
     with tempfile.TemporaryDirectory() as scratch:
@@ -143,7 +143,7 @@ def case_spark(path, cfg, workers, tmp) -> dict:
     # warm the executors' Python workers (spawned, histoflow imported): a once-per-cluster cost,
     # counted in spark_startup_s and not in the tiles/s
     spark.sparkContext.parallelize(range(workers * 4), workers * 4).map(
-        lambda i: __import__("histoflow.tiling.extract") and i).count()
+        lambda i: __import__("histoflow.tiling.work") and i).count()
     startup = time.perf_counter() - t0
     try:
         local = engine_elsewhere([path], cfg, tmp / "spark_local", workers=workers)

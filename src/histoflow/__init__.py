@@ -28,7 +28,7 @@ _LAZY = {
     "run": ("histoflow.workflows.run", "run"),
     "evaluate_checkpoint": ("histoflow.evaluate.run", "evaluate_checkpoint"),
     "predict_folder": ("histoflow.predict.folder", "predict_to_csv"),
-    "predict_slides": ("histoflow.predict.slide", "predict_slides"),
+    "predict_slides": ("histoflow.mil.apply", "predict_slides_with_mil"),  # plain or with a MIL aggregator
 }
 
 

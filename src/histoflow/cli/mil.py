@@ -37,7 +37,8 @@ def register(app: typer.Typer) -> None:
 
         def work():
             if pcam_bags is not None:
-                from histoflow.mil.bags import BagConfig, build_pcam_bags
+                from histoflow.config.slides import BagConfig
+                from histoflow.mil.bags import build_pcam_bags
 
                 return build_pcam_bags(pcam_bags, out, checkpoint, BagConfig(
                     bag_size=bag_size, k=bag_k, patients=patients, bags_per_patient=bags_per_patient, seed=seed),
@@ -45,7 +46,7 @@ def register(app: typer.Typer) -> None:
             if not slides:
                 raise ConfigError("give slides to embed, or --pcam-bags FOLDER")
             from histoflow.mil.embed import embed_slides
-            from histoflow.predict.slide import SlidePredictConfig
+            from histoflow.config.slides import SlidePredictConfig
 
             cfg = SlidePredictConfig(mpp=mpp, slide_mpp=slide_mpp, allow_resample=allow_resample,
                                      tiles_dir=str(tiles_dir) if tiles_dir else None, tissue_threshold=tissue_threshold,

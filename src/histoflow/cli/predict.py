@@ -17,8 +17,7 @@ from histoflow.cli.common import console, expand_slides, run_verb
 
 
 def _slide_cfg(**kw):
-    from histoflow.predict.aggregate import AggregateConfig
-    from histoflow.predict.slide import SlidePredictConfig
+    from histoflow.config.slides import AggregateConfig, SlidePredictConfig
 
     agg = AggregateConfig(method=kw.pop("aggregate"), k=kw.pop("top_k"), threshold=kw.pop("threshold"))
     return SlidePredictConfig(aggregate=agg, **kw)
@@ -62,7 +61,7 @@ def register(app: typer.Typer) -> None:
         device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 [default: cuda when available]."),
     ) -> None:
         """Heatmaps, GeoJSON and slide scores from a patch model (resumable)."""
-        from histoflow.predict.slide import predict_slides
+        from histoflow.mil.apply import predict_slides_with_mil as predict_slides
 
         def work():
             cfg = _slide_cfg(mpp=mpp, slide_mpp=slide_mpp, allow_resample=allow_resample, aggregate=aggregate,

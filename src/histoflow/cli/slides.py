@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     ) -> None:
         """Levels, mpp, magnification, vendor and associated images of a slide."""
-        from histoflow.slide.base import open_slide
+        from histoflow.slide.open import open_slide
 
         def work():
             with open_slide(slide, backend=backend, mpp=mpp) as s:

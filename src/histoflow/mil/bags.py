@@ -18,27 +18,17 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from histoflow.config.slides import BagConfig, SlidePredictConfig
 from histoflow.core.errors import DataError
-from histoflow.tiling.shards import atomic_write_bytes, atomic_write_json
+from histoflow.core.io import atomic_write_bytes, atomic_write_json
+
+__all__ = ["BagConfig", "build_pcam_bags", "grade_of", "plan_bags"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BagConfig:
-    split: str = "valid"          # PCam folder whose patches make the bags (not the backbone's training split)
-    patients: int = 30
-    bags_per_patient: int = 10
-    bag_size: int = 32
-    k: int = 2                    # positive bag: at least k tumour patches
-    max_fraction: float = 0.5
-    grade_cuts: tuple[float, float] = (0.1, 0.3)   # grade 1 below 10% tumour, 2 below 30%, else 3
-    seed: int = 0
 
 
 def grade_of(fraction: float, cuts=(0.1, 0.3)) -> int:
@@ -73,7 +63,7 @@ def build_pcam_bags(pcam_root: str | Path, out: str | Path, checkpoint: str | Pa
                     batch_size: int = 128, workers: int = 2) -> dict:
     """Embed the split's patches once with the frozen checkpoint backbone, then write the bags."""
     from histoflow.mil.embed import embed_images, save_npy
-    from histoflow.predict.slide import SlidePredictConfig, load_predictor
+    from histoflow.predict.slide import load_predictor
 
     cfg = cfg or BagConfig()
     root, out = Path(pcam_root) / cfg.split, Path(out)
@@ -107,7 +97,7 @@ def build_pcam_bags(pcam_root: str | Path, out: str | Path, checkpoint: str | Pa
     w.writeheader()
     w.writerows(bags)
     atomic_write_bytes(out / "bags.csv", buf.getvalue().encode())
-    meta = {"config": asdict(cfg), "pcam_root": str(pcam_root), "patches": len(paths), "bags": len(bags),
+    meta = {"config": cfg.model_dump(), "pcam_root": str(pcam_root), "patches": len(paths), "bags": len(bags),
             "positive_bags": int(sum(b["label"] for b in bags)),
             "grades": {g: int(sum(b["grade"] == g for b in bags)) for g in (1, 2, 3)},
             "embedding": {"checkpoint": str(checkpoint), "checkpoint_fingerprint": pred.fingerprint,

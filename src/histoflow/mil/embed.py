@@ -15,15 +15,19 @@ import io
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
+from histoflow.config.slides import SlidePredictConfig
 from histoflow.core.errors import HistoflowError
-from histoflow.predict.slide import (Predictor, SlidePredictConfig, load_predictor, open_reader_factory, plan_tiles,
-                                     run_model, shard_tiles)
-from histoflow.tiling.shards import atomic_write_bytes, atomic_write_json
+from histoflow.core.io import atomic_write_bytes, atomic_write_json
+from histoflow.predict.model_loop import run_model
+from histoflow.predict.outputs import write_parquet
+from histoflow.predict.slide import Predictor, load_predictor
+from histoflow.predict.tiles import open_reader_factory, plan_tiles, shard_tiles
+from histoflow.tiling.readers import slide_id_for
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +42,9 @@ def embed_slide(pred: Predictor, slide_path: str, out: Path, progress: bool = Fa
     import pyarrow as pa
 
     from histoflow.predict.pipeline import SlideTileSource
-    from histoflow.predict.slide import _atomic_parquet
-    from histoflow.slide.base import slide_id_of
-    from histoflow.tiling.extract import _IN_MEMORY
 
     cfg, t0 = pred.cfg, time.perf_counter()
-    memory = _IN_MEMORY.get(str(slide_path))
-    slide_id = memory.slide_id if memory is not None else slide_id_of(slide_path)
+    slide_id = slide_id_for(str(slide_path))
     out_dir = Path(out) / slide_id
     done = out_dir / "embed.json"
     if done.is_file():
@@ -68,11 +68,9 @@ def embed_slide(pred: Predictor, slide_path: str, out: Path, progress: bool = Fa
     ys = np.array([s.y for s in specs], np.int64)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_npy(out_dir / "embeddings.npy", res.features.astype(np.float32))
-    import pyarrow.parquet as pq
-
-    _atomic_parquet(out_dir / "tiles.parquet", pa.table({
+    write_parquet(out_dir / "tiles.parquet", pa.table({
         "tile_id": [s.tile_id for s in specs], "x": xs, "y": ys,
-        "row": (ys - g.y0) // g.stride_px0, "col": (xs - g.x0) // g.stride_px0}), pq)
+        "row": (ys - g.y0) // g.stride_px0, "col": (xs - g.x0) // g.stride_px0}))
     rep = {"slide_id": slide_id, "slide": str(slide_path), "status": "complete", "tiles": len(specs),
            "skipped_read_errors": len(res.errors), "errors": [m for _, m in res.errors[:20]],
            "features": int(res.features.shape[1]), "tile_px": pred.tile_px, "mpp": pred.mpp, "grid": g.to_dict(),
@@ -110,8 +108,8 @@ class ImageFileSource:
         return len(self.paths)
 
     def read(self, i: int) -> np.ndarray:
-        from histoflow.data.datasets import fit_size
         from histoflow.core.images import read_image
+        from histoflow.data.datasets import fit_size
 
         return fit_size(read_image(self.paths[i]), self.tile_px, "resize", self.paths[i])
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from histoflow.core.errors import CheckpointError, ConfigError
+from histoflow.core.io import atomic_path
 
 TASKS = ("binary", "multiclass", "ordinal")
 MIL_FORMAT = 1
@@ -104,15 +105,12 @@ def predict_bag(model: GatedAttentionMIL, features: np.ndarray) -> dict:
 
 def save_mil(path: str | Path, model: GatedAttentionMIL, *, in_features: int, class_names: list[str],
              model_config: dict, extra: dict | None = None) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     blob = {"mil_format": MIL_FORMAT, "task": model.task, "in_features": in_features, "class_names": class_names,
             "model_config": model_config, "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
             **(extra or {})}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(blob, tmp)
-    tmp.replace(path)
-    return path
+    with atomic_path(path) as tmp:
+        torch.save(blob, tmp)
+    return Path(path)
 
 
 def load_mil(path: str | Path) -> tuple[GatedAttentionMIL, dict]:

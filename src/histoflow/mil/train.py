@@ -17,54 +17,18 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
+from histoflow.config.mil import MILConfig, MILData
 from histoflow.core.errors import ConfigError, DataError
+from histoflow.core.io import atomic_write_bytes, atomic_write_json
 from histoflow.mil.model import GatedAttentionMIL, predict_bag, save_mil
-from histoflow.tiling.shards import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class MILData(_Strict):
-    embeddings: str                       # folder holding <id>/embeddings.npy (histoflow embed / bags)
-    labels: str                           # CSV with the id, label and patient columns
-    id_column: str = "bag_id"
-    label_column: str = "label"
-    group_column: str | None = "patient"  # split by this; None: each bag is its own group
-    task: Literal["binary", "multiclass", "ordinal"] = "binary"
-    classes: list[str] | None = None      # class order (ordinal: low to high); default sorted labels
-    val_fraction: float = 0.2
-    test_fraction: float = 0.2
-
-
-class MILModel(_Strict):
-    hidden: int = 128
-    attention: int = 64
-    dropout: float = 0.25
-
-
-class MILTrain(_Strict):
-    epochs: int = 30
-    lr: float = 5e-4
-    weight_decay: float = 1e-4
-    seed: int = 0
-
-
-class MILConfig(_Strict):
-    data: MILData
-    model: MILModel = MILModel()
-    train: MILTrain = MILTrain()
-    out: str = "runs/mil"
 
 
 def load_mil_config(path: str | Path | None, overrides: list[str] | None = None) -> MILConfig:
@@ -209,7 +173,6 @@ def train_mil(cfg: MILConfig, out: str | Path | None = None) -> dict:
     torch.manual_seed(cfg.train.seed)
     rng = np.random.default_rng(cfg.train.seed)
     # one bag per step is a few tiny matmuls: extra intra-op threads only add contention
-    # (measured ~10x slower with 2 threads on a loaded 2-core machine)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -4,34 +4,39 @@ A slide score is one number per slide for the positive class. Which rule is righ
 the question: `max` answers "is there any tumour" but is hostage to one false-positive tile;
 `topk_mean` (the usual compromise) averages the k most suspicious tiles; `mean` estimates
 burden; `fraction` is the share of tissue called positive. The learned aggregator (attention
-MIL, histoflow.mil) is applied in predict.slide because it needs tile features, not just
-probabilities.
+MIL, histoflow.mil) is a hook of predict.slide (`aggregator=`) because it needs tile features,
+not just probabilities.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
+from histoflow.config.slides import AGGREGATE_METHODS as METHODS
+from histoflow.config.slides import AggregateConfig
 from histoflow.core.errors import ConfigError
 
-METHODS = ("max", "mean", "topk_mean", "fraction")
+__all__ = ["METHODS", "AggregateConfig", "TileAggregator", "aggregate", "all_scores"]
 
 
-@dataclass(frozen=True)
-class AggregateConfig:
-    method: str = "topk_mean"   # the score reported as `score` in slide.json
-    k: int = 10                  # top-k mean: tiles averaged (fewer when the slide has fewer)
-    threshold: float = 0.5       # fraction above threshold; also the GeoJSON threshold
+class TileAggregator(Protocol):
+    """A learned slide score from tile features (histoflow.mil.apply.MilAggregator is one).
 
-    def __post_init__(self):
-        if self.method not in METHODS:
-            raise ConfigError(f"aggregation method must be one of {METHODS}, got {self.method!r}")
-        if self.k < 1:
-            raise ConfigError(f"top-k needs k >= 1, got {self.k}")
-        if not 0 <= self.threshold <= 1:
-            raise ConfigError(f"threshold must be in [0, 1], got {self.threshold}")
+    predict never imports its implementations: the caller (mil, the CLI) builds one and passes
+    it to predict_slides(aggregator=...), so the layers above predict stay above it.
+    """
+
+    name: str        # its score's name in slide.json `scores` (and `score_method`)
+    report_key: str  # slide.json key of its extra outputs
+    label: str       # what its weights are called in the attention picture
+
+    def check_backbone(self, checkpoint_fingerprint: str) -> None:
+        """Raise when it was trained on features of another patch checkpoint."""
+
+    def __call__(self, features: np.ndarray) -> dict:
+        """{"score": float, "attention": (n,) array, "report": dict for slide.json}."""
 
 
 def aggregate(probs: np.ndarray, method: str, k: int = 10, threshold: float = 0.5) -> float | None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from histoflow.checkpoint import load_checkpoint
+from histoflow.core.io import atomic_path
 from histoflow.data.datasets import dataset_for_checkpoint
 from histoflow.data.manifest import read_manifest
 from histoflow.predict.patches import predict_dataset
@@ -30,9 +31,6 @@ def predict_to_csv(checkpoint: Path, data_path: Path, out_csv: Path, tta: bool =
         out["predicted"] = [names[1] if p >= threshold else names[0] for p in probs[:, 1]]
     else:
         out["predicted"] = [names[k] for k in probs.argmax(1)]
-    out_csv = Path(out_csv)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_csv.with_name(out_csv.name + ".tmp")
-    out.to_csv(tmp, index=False)
-    tmp.replace(out_csv)
+    with atomic_path(out_csv) as tmp:
+        out.to_csv(tmp, index=False)
     return out

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from histoflow.tiling.shards import atomic_write_bytes
+from histoflow.core.io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,10 @@ import contextlib
 import numpy as np
 import torch
 
+from histoflow.core.progress import progress_bar
+from histoflow.core.runtime import keep_freed_memory_in_heap
 from histoflow.data.loading import make_loader
 from histoflow.data.transforms import dihedral_views
-from histoflow.core.runtime import keep_freed_memory_in_heap
 
 
 def autocast_for(device: torch.device):
@@ -30,19 +31,16 @@ def predict_batches(model, loader, tta: bool = False, device: torch.device | Non
     model.eval().to(device)
     model = model.to(memory_format=torch.channels_last)
     out = []
-    iterator = loader
-    if progress:
-        from rich.progress import track
-
-        iterator = track(loader, description="predicting", total=len(loader))
-    for x, _ in iterator:
-        x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        with autocast_for(device):
-            if tta:  # average probabilities over the 8 dihedral views
-                probs = torch.stack([model.probabilities(model(v)) for v in dihedral_views(x)]).mean(0)
-            else:
-                probs = model.probabilities(model(x))
-        out.append(probs.float().cpu())
+    with progress_bar(len(loader), "predicting", quiet=not progress) as bar:
+        for x, _ in loader:
+            x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            with autocast_for(device):
+                if tta:  # average probabilities over the 8 dihedral views
+                    probs = torch.stack([model.probabilities(model(v)) for v in dihedral_views(x)]).mean(0)
+                else:
+                    probs = model.probabilities(model(x))
+            out.append(probs.float().cpu())
+            bar.advance()
     return torch.cat(out).numpy() if out else np.zeros((0, model.num_classes), dtype=np.float32)
 
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -54,7 +54,7 @@ class SlideTileSource:
         return r
 
     def read(self, i: int) -> np.ndarray:
-        from histoflow.tiling.extract import read_tile
+        from histoflow.tiling.read import read_tile
 
         return read_tile(self._reader(), self.specs[i])
 
@@ -75,8 +75,8 @@ class EncodedTileSource:
         return len(self.images)
 
     def read(self, i: int) -> np.ndarray:
-        from histoflow.data.datasets import fit_size
         from histoflow.core.images import decode_bytes
+        from histoflow.data.datasets import fit_size
 
         return fit_size(decode_bytes(self.images[i], f"stored tile {i}"), self.tile_px, "resize", f"stored tile {i}")
 

@@ -1,11 +1,14 @@
-"""The SlideReader protocol and `open_slide`, which picks a backend for a file.
+"""The SlideReader protocol and BaseSlide, the shared behaviour of every backend.
+
+Backend choice (`open_slide`) lives in histoflow.slide.open, which imports the readers; the
+readers import this module only, so the protocol sits below its implementations.
 
 Every backend speaks level-0 coordinates (TIAToolbox/OpenSlide vocabulary): a region is
 addressed by its top-left `(x, y)` at level 0, read at `level`, `size_px = (w, h)` pixels of
 that level, and comes back as an HxWx3 uint8 RGB array (transparent/out-of-slide = white glass).
 
 Readers are cheap handles. They are never pickled into workers: a tile spec carries the slide
-path and each worker opens its own reader lazily (see histoflow.tiling.extract).
+path and each worker opens its own reader lazily (see histoflow.tiling.readers).
 """
 
 from __future__ import annotations
@@ -23,8 +26,6 @@ from histoflow.core.errors import ConfigError, SlideReadError
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "openslide", "tifffile", "image", "array")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".ome.tif", ".ome.tiff")
 
 
 @runtime_checkable
@@ -210,80 +211,13 @@ class BaseSlide:
 
     def __reduce__(self):
         # Readers hold OS handles and caches: ship the recipe to reopen, never the handle.
-        return (open_slide, (self.path, self.backend, self.mpp if self.mpp_source == "override" else None))
+        return (reopen, (type(self), self.path, self.mpp if self.mpp_source == "override" else None))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.slide_id} {self.dimensions[0]}x{self.dimensions[1]} levels={self.level_count} mpp={self.mpp}>"
 
 
-def _is_tiff(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(4) in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-
-
-def open_slide(path: str | Path, backend: str = "auto", mpp: float | None = None) -> BaseSlide:
-    """Open a slide with the named backend, or the first that can read it (`auto`).
-
-    auto: OpenSlide for every vendor format it recognises (svs, ndpi, mrxs, scn...); tifffile for
-    generic tiled TIFF (faster, same pixels) and for TIFFs OpenSlide refuses (strips, OME,
-    SubIFD pyramids); PIL for PNG/JPEG.
-    `mpp` overrides (or supplies missing) microns-per-pixel metadata.
-    """
-    if isinstance(path, np.ndarray):
-        from histoflow.slide.array import ArraySlide
-
-        return ArraySlide(path, mpp=mpp)
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown slide backend {backend!r}; expected one of {BACKENDS}")
-    p = Path(path)
-    if not p.exists():
-        raise SlideReadError(f"{p}: slide file not found")
-    if not p.is_file():
-        raise SlideReadError(f"{p}: not a file")
-    if p.stat().st_size == 0:
-        raise SlideReadError(f"{p}: slide file is empty")
-
-    if backend == "openslide":
-        from histoflow.slide.openslide import OpenSlideSlide
-
-        return OpenSlideSlide(p, mpp_override=mpp)
-    if backend == "tifffile":
-        from histoflow.slide.tiff import TiffSlide
-
-        return TiffSlide(p, mpp_override=mpp)
-    if backend == "image":
-        from histoflow.slide.image import ImageSlide
-
-        return ImageSlide(p, mpp_override=mpp)
-    if backend == "array":
-        raise ConfigError(f"{p}: the array backend takes a numpy array, not a file (use histoflow.slide.array.ArraySlide)")
-
-    tried = []
-    suffix = p.name.lower()
-    if not suffix.endswith(IMAGE_SUFFIXES):
-        from histoflow.slide.openslide import OpenSlideSlide, openslide_format
-
-        fmt = openslide_format(p)
-        if fmt == "generic-tiff":
-            # a plain tiled pyramid: tifffile decodes its tiles directly, measured 2-4x faster
-            # than OpenSlide here, with the same pixels; OpenSlide stays the fallback
-            try:
-                from histoflow.slide.tiff import TiffSlide
-
-                return TiffSlide(p, mpp_override=mpp)
-            except SlideReadError as exc:
-                log.info("%s: tifffile cannot read it (%s); using OpenSlide", p, exc)
-        if fmt is not None:
-            return OpenSlideSlide(p, mpp_override=mpp)
-        tried.append("openslide")
-        if _is_tiff(p):
-            from histoflow.slide.tiff import TiffSlide
-
-            return TiffSlide(p, mpp_override=mpp)
-        tried.append("tifffile")
-    from histoflow.slide.image import ImageSlide, pil_can_read
-
-    if pil_can_read(p):
-        return ImageSlide(p, mpp_override=mpp)
-    tried.append("image")
-    raise SlideReadError(f"{p}: unsupported or unreadable slide format (tried backends: {', '.join(tried)})")
+def reopen(cls: type, path: str, mpp_override: float | None) -> BaseSlide:
+    """Unpickling a reader: the same backend class reopens the file in the receiving process
+    (the backend class, not open_slide, so this module needs no reader import)."""
+    return cls(Path(path), mpp_override=mpp_override)

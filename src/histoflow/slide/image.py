@@ -12,6 +12,7 @@ import numpy as np
 
 from histoflow.core.errors import SlideReadError
 from histoflow.slide.array import ArraySlide
+from histoflow.slide.base import reopen
 
 MAX_PIXELS = 400_000_000  # 1.2 GB decoded; beyond that, ask for a tiled format
 
@@ -52,6 +53,5 @@ class ImageSlide(ArraySlide):
             self.mpp_source = "override"
 
     def __reduce__(self):
-        from histoflow.slide.base import open_slide
-
-        return (open_slide, (self.path, "image", self.mpp if self.mpp_source == "override" else None))
+        # reopen the file, as every file-backed reader does: pixels never travel between processes
+        return (reopen, (type(self), self.path, self.mpp if self.mpp_source == "override" else None))

@@ -6,12 +6,13 @@ reproduce the pattern it was built from (tumour patches where the pattern says 1
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from histoflow.core.errors import DataError
+from histoflow.core.io import atomic_path
 
 
 def montage_array(pattern: np.ndarray, pools: dict[int, Sequence[Path]], patch_px: int = 96, seed: int = 0,
@@ -53,20 +54,14 @@ def write_pyramid_tiff(path: str | Path, img: np.ndarray, mpp: float, tile_px: i
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     levels = [img]
     while min(levels[-1].shape[:2]) // 2 >= max(min_level_px, tile_px):
         prev = levels[-1]
         levels.append(cv2.resize(prev, (prev.shape[1] // 2, prev.shape[0] // 2), interpolation=cv2.INTER_AREA))
-    try:
-        with tifffile.TiffWriter(tmp, bigtiff=True) as tw:
-            for i, lv in enumerate(levels):
-                res = 1e4 / (mpp * img.shape[1] / lv.shape[1])  # pixels per centimetre at this level
-                tw.write(lv, tile=(tile_px, tile_px), photometric="rgb", compression="jpeg",
-                         compressionargs={"level": quality}, resolution=(res, res), resolutionunit="CENTIMETER",
-                         subfiletype=0 if i == 0 else 1, metadata=None)
-        tmp.replace(path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=True) as tw:
+        for i, lv in enumerate(levels):
+            res = 1e4 / (mpp * img.shape[1] / lv.shape[1])  # pixels per centimetre at this level
+            tw.write(lv, tile=(tile_px, tile_px), photometric="rgb", compression="jpeg",
+                     compressionargs={"level": quality}, resolution=(res, res), resolutionunit="CENTIMETER",
+                     subfiletype=0 if i == 0 else 1, metadata=None)
     return path

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from histoflow.core.io import atomic_path
+
 GLASS_RGB = (242, 240, 244)
 
 
@@ -62,7 +64,6 @@ def write_synthetic_slide(path: str | Path, width: int, height: int, mpp: float 
     path.parent.mkdir(parents=True, exist_ok=True)
     design = _design(width, height, seed)
     textures = _textures(tile_px, seed)
-    tmp = path.with_name(f".{path.name}.tmp")
     levels = []
     w, h = width, height
     while True:
@@ -93,18 +94,13 @@ def write_synthetic_slide(path: str | Path, width: int, height: int, mpp: float 
                 t = (alpha * tex + (1 - alpha) * np.array(GLASS_RGB, np.float32)).astype(np.uint8)
                 yield t
 
-    try:
-        with tifffile.TiffWriter(tmp, bigtiff=True) as tw:
-            for i, (lw, lh) in enumerate(levels):
-                res = 1e4 / (mpp * width / lw)  # pixels per centimetre at this level
-                tw.write(tiles(lw, lh), shape=(lh, lw, 3), dtype=np.uint8, tile=(tile_px, tile_px),
-                         photometric="rgb", compression=compression,
-                         compressionargs={"level": quality} if compression == "jpeg" else None,
-                         resolution=(res, res), resolutionunit="CENTIMETER",
-                         subfiletype=0 if i == 0 else 1, metadata=None,
-                         description=f"histoflow synthetic slide seed={seed}" if i == 0 else None)
-        tmp.replace(path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=True) as tw:
+        for i, (lw, lh) in enumerate(levels):
+            res = 1e4 / (mpp * width / lw)  # pixels per centimetre at this level
+            tw.write(tiles(lw, lh), shape=(lh, lw, 3), dtype=np.uint8, tile=(tile_px, tile_px),
+                     photometric="rgb", compression=compression,
+                     compressionargs={"level": quality} if compression == "jpeg" else None,
+                     resolution=(res, res), resolutionunit="CENTIMETER",
+                     subfiletype=0 if i == 0 else 1, metadata=None,
+                     description=f"histoflow synthetic slide seed={seed}" if i == 0 else None)
     return path

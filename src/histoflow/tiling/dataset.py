@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch

@@ -1,113 +1,31 @@
 """Tile grids at a physical resolution, and the small picklable TileSpec they are made of.
 
+TileConfig (the schema) lives in histoflow.config.tiling and is re-exported here.
+
 A tile is requested as `tile_px` output pixels at `mpp` microns per pixel (or `tile_um`, or
 a magnification). The grid lives in level-0 pixels; each tile is read from the pyramid level
 just finer than the requested resolution and resized (area interpolation) to `tile_px`, which
 is what a pathologist's "256 px at 0.5 um/px" means whatever the scanner's native resolution.
+
+This is the one tile planner: the tiling engines and slide prediction (predict.tiles) both
+plan here. Prediction may ask to upsample (`allow_upsample`) a slide coarser than its model.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
 
+from histoflow.config.tiling import TileConfig
 from histoflow.core.errors import ConfigError, DataError
-from histoflow.tiling.tissue import METHODS, TissueMask
+from histoflow.tiling.tissue import TissueMask
 
+__all__ = ["MPP_TOLERANCE", "Grid", "TileConfig", "TileSpec", "resolve_geometry", "tile_grid", "tile_id", "window_fractions"]
 log = logging.getLogger(__name__)
 MPP_TOLERANCE = 0.02  # up to 2% finer than level 0 is scanner rounding (0.5 vs 0.499), not upsampling
-FORMATS = ("jpeg", "png")
-ON_TILE_ERROR = ("fail", "skip")
-
-
-@dataclass(frozen=True)
-class TileConfig:
-    """Everything that decides which tiles a slide gives and what their pixels are."""
-
-    tile_px: int = 256
-    mpp: float | None = None             # output microns per pixel (0.5 when no tile_um/magnification)
-    tile_um: float | None = None         # alternative: physical tile side (mpp = tile_um / tile_px)
-    magnification: float | None = None   # alternative: e.g. 20 (uses the slide's objective power)
-    overlap_px: int = 0                  # output px shared by neighbours (stride = tile_px - overlap_px)
-    tissue_threshold: float = 0.5        # keep tiles with at least this tissue fraction
-    tissue_method: str = "saturation"    # saturation | od
-    mask_um_per_px: float = 4.0          # resolution of the tissue mask view
-    min_tissue_um2: float = 5000.0       # drop tissue specks smaller than this
-    reject_pen: bool = True
-    whitespace_max: float | None = 0.8   # QC: reject tiles with more than this fraction of glass pixels
-    blur_min: float | None = None        # QC: reject tiles whose Laplacian variance is below this
-    image_format: str = "jpeg"
-    jpeg_quality: int = 90
-    tiles_per_shard: int = 256
-    slide_mpp: float | None = None       # override/supply the slides' level-0 mpp
-    backend: str = "auto"
-    on_tile_error: str = "fail"          # fail: the slide fails; skip: the tile is rejected and counted
-
-    def __post_init__(self):
-        if self.mpp is None and self.tile_um is None and self.magnification is None:
-            object.__setattr__(self, "mpp", 0.5)  # the field's usual resolution (20x on most scanners)
-        if not isinstance(self.tile_px, int) or self.tile_px < 8:
-            raise ConfigError(f"tile_px must be an integer >= 8, got {self.tile_px!r}")
-        given = [n for n in ("mpp", "tile_um", "magnification") if getattr(self, n) is not None]
-        if len(given) > 1 and not (given == ["mpp", "tile_um"] and self.derived_mpp_matches()):
-            raise ConfigError(f"give one of mpp, tile_um or magnification, got {given}")
-        for name in ("mpp", "tile_um", "magnification", "slide_mpp"):
-            v = getattr(self, name)
-            if v is not None and not v > 0:
-                raise ConfigError(f"{name} must be > 0, got {v!r}")
-        if not 0 <= self.overlap_px < self.tile_px:
-            raise ConfigError(f"overlap_px must be in [0, tile_px), got {self.overlap_px}")
-        if not 0 <= self.tissue_threshold <= 1:
-            raise ConfigError(f"tissue_threshold must be in [0, 1], got {self.tissue_threshold}")
-        if self.tissue_method not in METHODS:
-            raise ConfigError(f"tissue_method must be one of {METHODS}, got {self.tissue_method!r}")
-        if self.image_format not in FORMATS:
-            raise ConfigError(f"image_format must be one of {FORMATS}, got {self.image_format!r}")
-        if not 1 <= self.jpeg_quality <= 100:
-            raise ConfigError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
-        if self.tiles_per_shard < 1:
-            raise ConfigError(f"tiles_per_shard must be >= 1, got {self.tiles_per_shard}")
-        if self.on_tile_error not in ON_TILE_ERROR:
-            raise ConfigError(f"on_tile_error must be one of {ON_TILE_ERROR}, got {self.on_tile_error!r}")
-        if self.whitespace_max is not None and not 0 <= self.whitespace_max <= 1:
-            raise ConfigError(f"whitespace_max must be in [0, 1], got {self.whitespace_max}")
-
-    def derived_mpp_matches(self) -> bool:
-        return self.mpp is not None and self.tile_um is not None and math.isclose(self.mpp, self.tile_um / self.tile_px, rel_tol=1e-6)
-
-    def target_mpp(self, slide_mpp: float | None, objective_power: float | None, slide: str) -> float:
-        """The output mpp for one slide."""
-        if self.tile_um is not None:
-            return self.tile_um / self.tile_px
-        if self.mpp is not None:
-            return self.mpp
-        if self.magnification is not None:
-            if slide_mpp is None:
-                raise ConfigError(f"{slide}: no mpp metadata; pass --slide-mpp to tile it at a magnification")
-            if not objective_power:
-                raise ConfigError(f"{slide}: no objective power in the metadata; request --mpp instead of a magnification")
-            return round(slide_mpp * objective_power / self.magnification, 6)
-        raise ConfigError("give one of mpp, tile_um or magnification")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def fingerprint(self) -> str:
-        """Hash of the fields that change tile ids or pixels (resume refuses a different config)."""
-        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TileConfig":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ConfigError(f"unknown tile config key(s) {sorted(unknown)}")
-        return cls(**d)
 
 
 class TileSpec(NamedTuple):
@@ -146,16 +64,29 @@ class Grid:
     n_candidates: int
     specs: list[TileSpec] = field(default_factory=list)
     rejected_tissue: int = 0
+    rows: int = 0                 # candidate grid shape (rows x cols = n_candidates)
+    cols: int = 0
+    read_px: int = 0              # side of the region read at `level` for each tile
 
 
-def resolve_geometry(slide, cfg: TileConfig) -> tuple[float, int, int, int, int]:
-    """(output mpp, level, read_px, region_px0, stride_px0) for this slide, or a ConfigError."""
+def resolve_geometry(slide, cfg: TileConfig, allow_upsample: bool = False) -> tuple[float, int, int, int, int]:
+    """(output mpp, level, read_px, region_px0, stride_px0) for this slide, or a ConfigError.
+
+    A slide coarser than the requested mpp is an error, unless `allow_upsample`: then level 0
+    is read over the tile's physical area and resized up to tile_px (blurrier than a native
+    read; slide prediction offers it as --allow-resample)."""
     name = slide.slide_id
     if slide.mpp is None and (cfg.mpp is not None or cfg.tile_um is not None or cfg.magnification is not None):
         raise ConfigError(f"{name}: slide has no mpp metadata; pass --slide-mpp (microns per level-0 pixel) "
                           "so tiles have a known physical size")
     mpp = cfg.target_mpp(slide.mpp, slide.objective_power, name)
     downsample = mpp / slide.mpp
+    if downsample < 1 - MPP_TOLERANCE and allow_upsample:
+        region_px0 = max(1, round(cfg.tile_px * downsample))
+        stride_px0 = max(1, round((cfg.tile_px - cfg.overlap_px) * downsample))
+        log.warning("%s: upsampling level 0 (%g um/px) %.2fx to %g um/px as --allow-resample asks",
+                    name, slide.mpp, 1 / downsample, mpp)
+        return mpp, 0, region_px0, region_px0, stride_px0
     if downsample < 1 - MPP_TOLERANCE:
         raise ConfigError(f"{name}: requested {mpp:g} um/px is finer than the slide's level 0 ({slide.mpp:g} um/px); "
                           f"request mpp >= {slide.mpp:g}")
@@ -172,14 +103,15 @@ def resolve_geometry(slide, cfg: TileConfig) -> tuple[float, int, int, int, int]
     return mpp, level, read_px, region_px0, stride_px0
 
 
-def tile_grid(slide, mask: TissueMask, cfg: TileConfig) -> Grid:
+def tile_grid(slide, mask: TissueMask, cfg: TileConfig, allow_upsample: bool = False) -> Grid:
     """Every full tile of the grid, kept when its tissue fraction reaches the threshold."""
-    mpp, level, read_px, region_px0, stride_px0 = resolve_geometry(slide, cfg)
+    mpp, level, read_px, region_px0, stride_px0 = resolve_geometry(slide, cfg, allow_upsample)
     w, h = slide.dimensions
     xs = np.arange(0, w - region_px0 + 1, stride_px0)
     ys = np.arange(0, h - region_px0 + 1, stride_px0)
-    fractions = _window_fractions(mask, xs, ys, region_px0)
-    grid = Grid(slide.slide_id, mpp, level, region_px0, stride_px0, n_candidates=len(xs) * len(ys))
+    fractions = window_fractions(mask, xs, ys, region_px0)
+    grid = Grid(slide.slide_id, mpp, level, region_px0, stride_px0, n_candidates=len(xs) * len(ys),
+                rows=len(ys), cols=len(xs), read_px=read_px)
     keep = fractions >= cfg.tissue_threshold
     if cfg.tissue_threshold == 0:
         keep[:] = True
@@ -191,7 +123,7 @@ def tile_grid(slide, mask: TissueMask, cfg: TileConfig) -> Grid:
     return grid
 
 
-def _window_fractions(mask: TissueMask, xs: np.ndarray, ys: np.ndarray, size_px0: int) -> np.ndarray:
+def window_fractions(mask: TissueMask, xs: np.ndarray, ys: np.ndarray, size_px0: int) -> np.ndarray:
     """Tissue fraction of every grid window, from one integral image of the mask."""
     m = mask.mask.astype(np.float64)
     integral = np.zeros((m.shape[0] + 1, m.shape[1] + 1))

@@ -7,22 +7,21 @@
     OUT/slides/<slide_id>/mask.png           the tissue mask (white = tissue)
     OUT/shards/<slide_id>/part-00000.parquet tiles with their encoded image
 
-Every file is written to a temporary name in the same folder and renamed: a shard or report
-that exists is complete. A shard's key-value metadata holds its kept/rejected counts, so a
+Every file is written through histoflow.core.io (a temporary name in the same folder, then a
+rename): a shard or report that exists is complete. A shard's key-value metadata holds its kept/rejected counts, so a
 resumed run rebuilds the slide report without reading pixels.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from histoflow.core.errors import DataError
+from histoflow.core.io import atomic_path
 
 SCHEMA = pa.schema([
     ("tile_id", pa.string()), ("slide_id", pa.string()), ("x", pa.int64()), ("y", pa.int64()),
@@ -42,44 +41,17 @@ def shard_path(out: Path, slide_id: str, shard: int) -> Path:
     return Path(out) / "shards" / slide_id / f"part-{shard:05d}.parquet"
 
 
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{next(tempfile._get_candidate_names())}")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
-
-
 def write_shard(path: Path, rows: list[dict], stats: dict) -> None:
     """Write rows (dicts with SCHEMA's columns) and their stats to `path`, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     columns = {name: [r[name] for r in rows] for name in SCHEMA.names}
     table = pa.table(columns, schema=SCHEMA).replace_schema_metadata({META_KEY: json.dumps(stats).encode()})
-    tmp = _tmp_name(path)
-    try:
+    # fsync: a resumed run trusts every shard it finds, also after a power cut
+    with atomic_path(path, fsync=True) as tmp:
         # images are already compressed: Parquet compression would only cost time
         pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS, compression="none",
                        use_dictionary=["slide_id", "image_format"])
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def shard_stats(path: Path) -> dict:
@@ -113,11 +85,6 @@ def write_manifest(out: Path, slide_ids: list[str]) -> Path:
     schema = pa.schema([SCHEMA.field(n) for n in MANIFEST_COLUMNS] + [("shard", pa.string()), ("row", pa.int64())])
     table = pa.concat_tables(tables) if tables else schema.empty_table()
     dest = out / "manifest.parquet"
-    tmp = _tmp_name(dest)
-    try:
+    with atomic_path(dest) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return dest

@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
+from histoflow.config.tiling import TileConfig
 from histoflow.core.optional import require
-from histoflow.tiling.extract import SlidePlan, plan_slide, write_slide_shard
-from histoflow.tiling.grid import TileConfig
+from histoflow.tiling.plan import SlidePlan, plan_slide
+from histoflow.tiling.work import write_slide_shard
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,8 @@ class SparkEngine:
         out_str = str(Path(out).resolve())
         sc = self.spark.sparkContext
         # A shard stays the unit of output and resume (each is written atomically by one call),
-        # but a Spark task carries several: one task per shard cost ~30% of the throughput in
-        # task overhead on local[2] (1,150-1,340 vs 1,610-1,760 tiles/s with 2-4 tasks per core).
+        # but a Spark task carries several: with one task per shard, task overhead costs a
+        # sizeable share of the throughput (bench/bench_tiling.py measures it).
         n_partitions = min(len(tasks), max(1, sc.defaultParallelism) * self.tasks_per_core)
         rdd = sc.parallelize(tasks, n_partitions).mapPartitions(
             lambda shards: [write_slide_shard(out_str, specs, cfg) for specs in shards])

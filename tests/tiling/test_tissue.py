@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import need_data
 from histoflow.core.errors import ConfigError
-from histoflow.tiling.grid import _window_fractions
+from histoflow.tiling.grid import window_fractions
 from histoflow.tiling.tissue import mask_fraction, pen_mask, tissue_mask
 
 GLASS = (242, 240, 244)
@@ -64,7 +64,7 @@ def test_window_fractions_match_the_slow_path():
     img, _ = _slide()
     m = tissue_mask(img, 4, mpp=0.5)
     xs, ys = np.arange(0, 1600 - 256 + 1, 200), np.arange(0, 1200 - 256 + 1, 200)
-    fast = _window_fractions(m, xs, ys, 256)
+    fast = window_fractions(m, xs, ys, 256)
     for r, y in enumerate(ys):
         for c, x in enumerate(xs):
             assert fast[r, c] == pytest.approx(mask_fraction(m, int(x), int(y), 256))

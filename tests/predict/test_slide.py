@@ -15,12 +15,13 @@ from torch import nn
 from tests.conftest import need_data
 from histoflow.core.errors import ConfigError
 from histoflow.models.classifier import Classifier
-from histoflow.predict.aggregate import AggregateConfig, aggregate, all_scores
-from histoflow.predict.slide import (Predictor, SlidePredictConfig, checkpoint_resolution, predict_slide,
-                                     predict_slides)
+from histoflow.config.slides import AggregateConfig, SlidePredictConfig
+from histoflow.predict.aggregate import aggregate, all_scores
+from histoflow.predict.checkpoint_info import checkpoint_resolution
+from histoflow.predict.slide import Predictor, predict_slide, predict_slides
 from histoflow.slide import ArraySlide
 from histoflow.slide.montage import write_pyramid_tiff
-from histoflow.tiling.extract import register_in_memory
+from histoflow.tiling.readers import register_in_memory
 
 TILE = 32
 DARK, LIGHT = (100, 40, 130), (200, 120, 180)   # "tumour" (dense, dark) and "normal" (pale) tissue
@@ -86,7 +87,7 @@ def test_aggregate_rules():
     assert aggregate(p, "fraction", threshold=0.5) == pytest.approx(0.5)
     assert aggregate(np.array([]), "max") is None                  # no tiles: no score, not 0
     assert set(all_scores(p, AggregateConfig())) == {"max", "mean", "topk_mean", "fraction"}
-    with pytest.raises(ConfigError, match="aggregation method"):
+    with pytest.raises(ConfigError, match="method: Input should be 'max', 'mean', 'topk_mean' or 'fraction'"):
         AggregateConfig(method="median")
 
 

@@ -18,7 +18,7 @@ from histoflow.core.errors import ConfigError, DataError
 from histoflow.slide import ArraySlide, open_slide
 from histoflow.slide.synthetic import write_synthetic_slide
 from histoflow.tiling import TileConfig, extract_tiles, plan_slide, read_tile, tile_grid, tissue_mask
-from histoflow.tiling.extract import LocalEngine
+from histoflow.tiling.local import LocalEngine
 from histoflow.tiling.grid import resolve_geometry
 
 CMU = ("wsi", "cmu-1-small-region.svs")
@@ -276,7 +276,7 @@ def test_big_lazily_written_tiff_is_read_by_regions(tmp_path):
     script = textwrap.dedent(f"""
         import json
         from histoflow.tiling import TileConfig, extract_tiles
-        from histoflow.tiling.extract import max_rss_mb
+        from histoflow.tiling.memory import max_rss_mb
         s = extract_tiles([{str(path)!r}], {str(tmp_path / 'o')!r}, TileConfig(tile_px=256, mpp=0.5), workers=1, progress=False)
         print(json.dumps({{"kept": s["tiles_kept"], "failed": s["failed"],
                           "rss_mb": max_rss_mb()}}))  # VmHWM: ru_maxrss would carry pytest's own peak
@@ -293,7 +293,7 @@ def test_big_lazily_written_tiff_is_read_by_regions(tmp_path):
 def test_block_reads_equal_tile_by_tile_reads(case, pyramid):
     """Neighbouring tiles are cut from one region read; the pixels must be exactly those of
     reading each tile alone, with overlap, at level 0 and on a lower pyramid level."""
-    from histoflow.tiling.extract import _blocks, read_tiles
+    from histoflow.tiling.read import group_blocks, read_tiles
 
     if case == "cmu_openslide":
         slide, cfg = open_slide(need_data(*CMU)), TileConfig(tile_px=256, mpp=0.5, overlap_px=192)
@@ -307,7 +307,7 @@ def test_block_reads_equal_tile_by_tile_reads(case, pyramid):
         slide, cfg = _array_slide(), TileConfig(tile_px=64, mpp=0.5, overlap_px=16, tissue_threshold=0)
     mask = tissue_mask(slide.read_downsampled(16), 16, mpp=slide.mpp)
     specs = tile_grid(slide, mask, cfg).specs[:120]
-    blocks = _blocks(slide, specs)
+    blocks = group_blocks(slide, specs)
     assert len(blocks) < len(specs) / 4, "neighbouring tiles should share reads"
     if case == "pyramid_openslide_level1":
         assert specs[0].level > 0
@@ -325,7 +325,7 @@ def test_block_reads_equal_tile_by_tile_reads(case, pyramid):
 
 def test_a_failed_block_read_falls_back_to_single_tiles():
     from histoflow.core.errors import SlideReadError
-    from histoflow.tiling.extract import read_tiles
+    from histoflow.tiling.read import read_tiles
 
     slide = _array_slide(levels=1)
     cfg = TileConfig(tile_px=64, mpp=0.25, tissue_threshold=0)

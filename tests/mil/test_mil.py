@@ -142,9 +142,11 @@ def test_real_pcam_bags_with_colour_features(tmp_path):
 
 
 def test_mil_aggregator_in_predict_slide(tmp_path):
-    from histoflow.predict.slide import SlidePredictConfig, checkpoint_fingerprint, predict_slides
+    from histoflow.config.slides import SlidePredictConfig
+    from histoflow.mil.apply import predict_slides_with_mil as predict_slides
+    from histoflow.predict.checkpoint_info import checkpoint_fingerprint
     from histoflow.slide.montage import write_pyramid_tiff
-    from tests.test_predict_slide import PATTERN, _tiny_checkpoint, pattern_image
+    from tests.predict.test_slide import PATTERN, _tiny_checkpoint, pattern_image
 
     ckpt = _tiny_checkpoint(tmp_path / "m.pt", mpp=1.0)
     slide = write_pyramid_tiff(tmp_path / "s.tif", pattern_image(np.kron(PATTERN, np.ones((3, 3), int)), px=32),
@@ -174,7 +176,7 @@ def test_embed_slides_then_train_mil_from_the_cli(tmp_path):
 
     from histoflow.cli import app
     from histoflow.slide.montage import write_pyramid_tiff
-    from tests.test_predict_slide import PATTERN, _tiny_checkpoint, pattern_image
+    from tests.predict.test_slide import PATTERN, _tiny_checkpoint, pattern_image
     ckpt = _tiny_checkpoint(tmp_path / "m.pt")
     slides = [write_pyramid_tiff(tmp_path / f"s{i}.tif", pattern_image(np.kron(np.roll(PATTERN, i, 1), np.ones((3, 3), int))),
                                  mpp=1.0, tile_px=64, min_level_px=128) for i in range(2)]

@@ -118,21 +118,38 @@ class ResumeCheckpoint(Checkpoint):
     epoch-interval scheduler step all done), and nothing has drawn a random number for the new
     one yet. The first epoch of a process is skipped because Lightning builds its data iterator
     (and draws the shuffling order) before that epoch's start hook. A Lightning `Checkpoint`
-    subclass, so that Lightning runs it after the other callbacks."""
+    subclass, so that Lightning runs it after the other callbacks.
+
+    Lightning (2.x) has no notion of "restart at the start of an epoch": a checkpoint written
+    there restores its loops as if the previous epoch's batches were still pending and skips the
+    epoch. So the loop state is written as "epoch e-1 fully completed" (`on_save_checkpoint`) and,
+    once restored, the loops are told they are not restarting (`on_train_start`): epoch e then
+    runs from its first batch with its start hooks and its end-of-epoch scheduler step, exactly as
+    in the uninterrupted run (tests/reliability/test_resume.py checks it weight for weight)."""
 
     def __init__(self, path: Path, generators: list[torch.Generator]):
         self.path = Path(path)
         self.generators = generators
         self._first_epoch: int | None = None
+        self._restored = False
 
     def state_dict(self) -> dict:
-        return {"rng": _rng_state(self.generators)}
+        return {"rng": _rng_state(self.generators), "at": "epoch_start"}
 
     def load_state_dict(self, state: dict) -> None:
         _set_rng_state(state["rng"], self.generators)
+        self._restored = state.get("at") == "epoch_start"
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        progress = checkpoint["loops"]["fit_loop"]["epoch_progress"]
+        for counters in (progress["total"], progress["current"]):
+            counters["ready"] = counters["started"]  # the new epoch: not begun yet
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._first_epoch = trainer.current_epoch
+        if self._restored:
+            trainer.fit_loop.restarting = False  # a fresh epoch, not a half-done one
+            self._restored = False
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         if trainer.current_epoch == self._first_epoch or trainer.sanity_checking:

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 
 from histoflow.config import RunConfig
+from histoflow.core.errors import DataError
 from histoflow.data.datasets import PatchDataset
 from histoflow.data.manifest import Manifest, read_manifest
 from histoflow.data.splits import split_manifest
 from histoflow.data.summary import channel_stats
 from histoflow.data.transforms import build_transform
 from histoflow.data.verify import verify_manifest
-from histoflow.core.errors import DataError
 from histoflow.models.classifier import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)

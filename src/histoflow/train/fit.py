@@ -26,17 +26,24 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from histoflow.checkpoint import save_checkpoint
 from histoflow.config import RunConfig, save_config
+from histoflow.core.errors import ConfigError
+from histoflow.core.runtime import keep_freed_memory_in_heap
 from histoflow.data.loading import make_loader
 from histoflow.data.samplers import balanced_sampler, class_weights
-from histoflow.core.errors import ConfigError
 from histoflow.models.factory import create_model, set_backbone_trainable
-from histoflow.core.runtime import keep_freed_memory_in_heap
 from histoflow.train.callbacks import HistoflowCheckpoint, HistoryWriter, StopOnNonFiniteLoss, ema_weights
 from histoflow.train.data import RunData, build_run_data
 from histoflow.train.module import ClassifierModule
 from histoflow.train.preflight import check_run_config, quiet_lightning
-from histoflow.train.resume import (RESUME_CKPT, ResumeCheckpoint, can_resume, loader_generators, mark_training_done,
-                                    resume_checkpoint, training_done)
+from histoflow.train.resume import (
+    RESUME_CKPT,
+    ResumeCheckpoint,
+    can_resume,
+    loader_generators,
+    mark_training_done,
+    resume_checkpoint,
+    training_done,
+)
 
 log = logging.getLogger(__name__)
 

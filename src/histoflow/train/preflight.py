@@ -64,7 +64,7 @@ def check_run_config(cfg: RunConfig) -> None:
     if len(problems) == 1:
         raise ConfigError(problems[0])
     if problems:
-        raise ConfigError("the config has %d problems:\n  " % len(problems) + "\n  ".join(problems))
+        raise ConfigError(f"the config has {len(problems)} problems:\n  " + "\n  ".join(problems))
 
 
 class _DropTips(logging.Filter):

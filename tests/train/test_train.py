@@ -35,8 +35,10 @@ def tiny(*extra, data=None):
 def test_fit_writes_a_complete_run_folder(tmp_path):
     run = run_training(tiny("augment.dihedral=true", "train.tta=true"), tmp_path / "run")
     for name in ("config.yaml", "splits.csv", "history.csv", "metrics.json", "checkpoints/best.pt",
-                 "checkpoints/last.pt", "checkpoints/last.ckpt", "report/roc_val.png", "report/training_curves.png"):
+                 "checkpoints/last.pt", "checkpoints/training_done.json", "report/roc_val.png",
+                 "report/training_curves.png"):
         assert (run / name).exists(), name
+    assert not list((run / "checkpoints").glob("*.ckpt"))  # the resume checkpoint goes once training is done
     history = pd.read_csv(run / "history.csv")
     assert history["epoch"].tolist() == [0, 1] and {"train_loss", "val_loss", "val_auc"} <= set(history.columns)
     metrics = json.loads((run / "metrics.json").read_text())
@@ -94,7 +96,7 @@ def test_existing_run_needs_resume(tmp_path):
     fit(tiny("train.epochs=1"), tmp_path / "run")
     with pytest.raises(ConfigError, match="already holds a run; pass --resume"):
         fit(tiny("train.epochs=1"), tmp_path / "run")
-    with pytest.raises(ConfigError, match="no .*last.ckpt to resume from"):
+    with pytest.raises(ConfigError, match="holds no .*resume.ckpt .*to resume from"):
         fit(tiny(), tmp_path / "other", resume=True)
 
 

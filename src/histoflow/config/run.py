@@ -148,7 +148,9 @@ class TrainConfig(Strict):
     tta: bool = False                  # 8-view dihedral test-time augmentation in evaluation
     # exponential moving average of the weights (e.g. 0.998), used for val/predict; null: none
     ema_decay: Annotated[float, Field(gt=0, lt=1)] | None = None
-
+    # a validation split with one class has no AUC: raise (default), or select best.pt and stop
+    # early on val_loss instead, saying so in metrics.json notes
+    one_class_val: Literal["raise", "monitor_val_loss"] = "raise"
 
 
 class NormalizeConfig(Strict):

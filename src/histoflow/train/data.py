@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 
 from histoflow.config import RunConfig
+from histoflow.core.errors import DataError
 from histoflow.data.datasets import PatchDataset
 from histoflow.data.manifest import Manifest, read_manifest
 from histoflow.data.splits import split_manifest
 from histoflow.data.summary import channel_stats
 from histoflow.data.transforms import build_transform
 from histoflow.data.verify import verify_manifest
-from histoflow.core.errors import DataError
 from histoflow.models.classifier import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
@@ -87,15 +87,43 @@ def normalisation(cfg: RunConfig, train: Manifest, preprocess=None) -> tuple[tup
     return tuple(mean), tuple(std)
 
 
-def build_run_data(cfg: RunConfig, run_dir: Path | None = None) -> RunData:
+def check_val_classes(manifest: Manifest, cfg: RunConfig, notes: list[str] | None = None) -> None:
+    """A validation split without every class has no (macro) AUC: torchmetrics reports 0.0, and
+    best.pt selection and early stopping would run on that number. Refuse, naming the split and
+    the fix, unless train.one_class_val allows monitoring val_loss; then say so in `notes`."""
+    if "val" not in manifest.splits:
+        return
+    val = manifest.split("val")
+    counts = val.frame["label"].value_counts()
+    missing = [c for c in manifest.class_names if counts.get(c, 0) == 0]
+    if not missing or len(val) == 0:
+        return
+    described = ", ".join(f"{c!r}: {int(counts.get(c, 0))}" for c in manifest.class_names)
+    if cfg.train.one_class_val == "raise":
+        raise DataError(
+            f"{manifest.source}: the validation split has no image of class(es) {missing} ({described}), so val_auc "
+            f"is undefined and cannot select best.pt or stop early. Give the val split every class (a split column "
+            f"with each class in val, or a larger data.split.val_fraction / data.max_per_split), or set "
+            f"train.one_class_val=monitor_val_loss to select on val_loss instead")
+    note = (f"validation split has no image of class(es) {missing} ({described}): val_auc is undefined, "
+            f"best.pt and early stopping used val_loss (train.one_class_val: monitor_val_loss)")
+    if notes is not None and note not in notes:  # the last check of build_run_data: say it once
+        log.warning(note)
+        notes.append(note)
+
+
+def build_run_data(cfg: RunConfig, run_dir: Path | None = None, notes: list[str] | None = None) -> RunData:
+    """`notes` collects what metrics.json should say about the data (a one-class val split)."""
     # split and subsample first, then decode-check only the rows that will be used
     manifest = assign_splits(load_manifest(cfg, verify=False), cfg)
     manifest = subsample(manifest, cfg.data.max_per_split, cfg.seed)
+    check_val_classes(manifest, cfg)  # before any decoding: label counts are enough
     d = cfg.data
     if d.verify:
         manifest = verify_manifest(manifest, on_error=d.on_error, non_rgb=d.non_rgb, size_policy=d.size_policy)
         if manifest.skipped:
             log.warning("%d bad image(s) skipped (on_error: skip); first: %s", len(manifest.skipped), manifest.skipped[0][1])
+    check_val_classes(manifest, cfg, notes)  # again: skipped images may have emptied a class
     if run_dir is not None:
         manifest.to_csv(Path(run_dir) / "splits.csv")
     train_m = manifest.split("train")

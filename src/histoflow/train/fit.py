@@ -3,7 +3,8 @@
 runs/<name>/
   config.yaml     the resolved config (what actually ran)
   splits.csv      every image with its split (train/val/test)
-  checkpoints/    best.pt, last.pt (histoflow checkpoints), last.ckpt (Lightning, for --resume)
+  checkpoints/    best.pt, last.pt (histoflow checkpoints); resume.ckpt (Lightning, for --resume)
+                  while training, training_done.json once it finished (see train.resume)
   history.csv     per-epoch losses and metrics
   tb/             TensorBoard logs
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
@@ -25,14 +26,24 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from histoflow.checkpoint import save_checkpoint
 from histoflow.config import RunConfig, save_config
+from histoflow.core.errors import ConfigError
+from histoflow.core.runtime import keep_freed_memory_in_heap
 from histoflow.data.loading import make_loader
 from histoflow.data.samplers import balanced_sampler, class_weights
-from histoflow.core.errors import ConfigError
 from histoflow.models.factory import create_model, set_backbone_trainable
-from histoflow.core.runtime import keep_freed_memory_in_heap
 from histoflow.train.callbacks import HistoflowCheckpoint, HistoryWriter, StopOnNonFiniteLoss, ema_weights
 from histoflow.train.data import RunData, build_run_data
 from histoflow.train.module import ClassifierModule
+from histoflow.train.preflight import check_run_config, quiet_lightning
+from histoflow.train.resume import (
+    RESUME_CKPT,
+    ResumeCheckpoint,
+    can_resume,
+    loader_generators,
+    mark_training_done,
+    resume_checkpoint,
+    training_done,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +78,7 @@ class FitResult:
     data: RunData
     seconds: float
     main_process: bool
+    notes: list[str] = field(default_factory=list)  # for metrics.json: what this run did unusually
 
 
 def fit(cfg: RunConfig, out: str | Path, resume: bool = False, callbacks: list | None = None,
@@ -89,17 +101,26 @@ def fit_run(cfg: RunConfig, out: str | Path, resume: bool = False, callbacks: li
     """
     run_dir = Path(out)
     ckpt_dir = run_dir / "checkpoints"
-    if resume and not (ckpt_dir / "last.ckpt").exists():
-        raise ConfigError(f"--resume: no {ckpt_dir / 'last.ckpt'} to resume from")
-    if not resume and (ckpt_dir / "last.ckpt").exists():
+    if resume and not can_resume(run_dir):
+        raise ConfigError(f"--resume: {run_dir} holds no {ckpt_dir / RESUME_CKPT} (nor a finished training) to resume from")
+    if not resume and can_resume(run_dir):
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
+    check_run_config(cfg)  # every cheap check before any data work or run folder
+    done = training_done(run_dir) if resume else None
+    if done is not None:  # training finished before the interruption: nothing to retrain or rewrite
+        log.info("%s: training already finished; resuming with evaluation", run_dir)
+        data = build_run_data(cfg, None, notes=[])
+        return FitResult(run_dir, data, done.get("train_seconds", 0.0), rank_zero_only.rank == 0,
+                         list(done.get("notes", [])))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     keep_freed_memory_in_heap()  # glibc would hand freed batch memory back to the OS each step; see core.runtime
     started = time.perf_counter()
 
-    data = build_run_data(cfg, run_dir)
+    notes: list[str] = []
+    data = build_run_data(cfg, None, notes=notes)  # data errors (columns, classes, files) leave no run folder
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    data.manifest.to_csv(run_dir / "splits.csv")
     n_classes = len(data.class_names)
     model = create_model(cfg.model, n_classes, mean=data.mean, std=data.std)
     model_cfg = cfg.model.model_dump(mode="json")
@@ -130,7 +151,7 @@ def fit_run(cfg: RunConfig, out: str | Path, resume: bool = False, callbacks: li
         if make_loggers is not None:
             loggers = [*(loggers or []), *make_loggers(cfg, run_dir)]
         _fit_lightning(cfg, model, weights, train_loader, val_loader, run_dir, save, resume,
-                       list(callbacks or []), list(loggers or []), quiet)
+                       list(callbacks or []), list(loggers or []), quiet, monitor_val_loss=bool(notes))
         if t.ema_decay and val_loader is None and rank_zero_only.rank == 0:
             save("last.pt", {"epoch": t.epochs - 1})  # no validation: EMA copied its averages in at train end
 
@@ -138,27 +159,28 @@ def fit_run(cfg: RunConfig, out: str | Path, resume: bool = False, callbacks: li
     main_process = rank_zero_only.rank == 0  # DDP: only rank 0 goes on to evaluate and write
     if main_process:
         log.info("training took %.0f s", wall)
-    return FitResult(run_dir, data, wall, main_process)
+        mark_training_done(run_dir, wall, notes)
+    return FitResult(run_dir, data, wall, main_process, notes)
 
 
 def _fit_lightning(cfg, model, weights, train_loader, val_loader, run_dir, save, resume, extra_callbacks, extra_loggers,
-                   quiet):
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+                   quiet, monitor_val_loss=False):
+    from lightning.pytorch.callbacks import EarlyStopping
     from lightning.pytorch.loggers import TensorBoardLogger
 
     t = cfg.train
     ckpt_dir = run_dir / "checkpoints"
     monitor = t.early_stopping.monitor if t.early_stopping else ("val_auc" if val_loader is not None else "train_loss")
     mode = t.early_stopping.mode if t.early_stopping else ("max" if monitor.endswith(("auc", "acc")) else "min")
+    if monitor_val_loss and monitor == "val_auc":  # one-class validation split, allowed by train.one_class_val
+        monitor, mode = "val_loss", "min"
     steps_per_epoch = len(train_loader) if t.max_steps_per_epoch is None else min(len(train_loader), t.max_steps_per_epoch)
     callbacks = [
         StopOnNonFiniteLoss(),
         HistoryWriter(run_dir / "history.csv"),
         HistoflowCheckpoint(save, monitor, mode),
-        # last.ckpt (with optimiser state) every ~quarter epoch: a kill loses little work
-        ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True,
-                        every_n_train_steps=max(1, steps_per_epoch // 4)),
-        ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True, save_on_train_epoch_end=True),
+        # the one checkpoint --resume continues from: epoch boundaries, random states included
+        ResumeCheckpoint(ckpt_dir / RESUME_CKPT, loader_generators(train_loader)),
         *_progress_bar(quiet),
         *extra_callbacks,
     ]
@@ -166,20 +188,23 @@ def _fit_lightning(cfg, model, weights, train_loader, val_loader, run_dir, save,
         callbacks.append(ema_weights(t.ema_decay))  # after HistoflowCheckpoint: see ema_weights
     if t.early_stopping:
         e = t.early_stopping
-        callbacks.append(EarlyStopping(monitor=e.monitor, mode=e.mode, patience=e.patience, check_finite=True))
+        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=e.patience, check_finite=True))
 
     trainer_kw = dict(
         accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
         precision=resolve_precision(t.precision, t.accelerator),
         deterministic=t.deterministic,
         logger=[TensorBoardLogger(run_dir, name="tb", version=""), *extra_loggers],
-        callbacks=callbacks, enable_model_summary=False, log_every_n_steps=10,
+        callbacks=callbacks, enable_model_summary=False,
+        log_every_n_steps=max(1, min(10, steps_per_epoch)),  # small data: no "fewer batches than" warning
         num_sanity_val_steps=0, default_root_dir=run_dir,
         limit_train_batches=t.max_steps_per_epoch or 1.0,
         enable_progress_bar=not quiet,
         min_epochs=t.early_stopping.min_epochs if t.early_stopping else None,
     )
-    ckpt_path = str(ckpt_dir / "last.ckpt") if resume else None
+    ckpt_path = resume_checkpoint(run_dir) if resume else None
+    if ckpt_path is not None and ckpt_path.name != RESUME_CKPT:
+        log.warning("%s: a checkpoint of an older histoflow; the resumed run may differ from an uninterrupted one", ckpt_path)
     freeze = cfg.model.freeze
     batch_augment = None
     if cfg.augment.where == "batch":
@@ -187,15 +212,16 @@ def _fit_lightning(cfg, model, weights, train_loader, val_loader, run_dir, save,
 
         batch_augment = BatchAugment(cfg.augment)
     module = ClassifierModule(model, t, weights, channels_last=cfg.model.channels_last, frozen_backbone=freeze != "none",
-                              batch_augment=batch_augment)
+                              batch_augment=batch_augment, val_auc=not monitor_val_loss)
     module.run_dir = run_dir
     if freeze in ("backbone", "head_then_full"):
         set_backbone_trainable(model, False)
     if freeze == "head_then_full" and not resume:
         # stage 1: head only, at the configured lr; stage 2: everything at a lower lr
         head_epochs = min(cfg.model.head_epochs, t.epochs)
-        stage1 = L.Trainer(max_epochs=head_epochs, **trainer_kw)
-        stage1.fit(module, train_loader, val_loader)
+        with quiet_lightning():
+            stage1 = L.Trainer(max_epochs=head_epochs, **trainer_kw)
+            stage1.fit(module, train_loader, val_loader)
         set_backbone_trainable(model, True)
         module.frozen_backbone = False
         module.cfg = t.model_copy(update={"optimizer": t.optimizer.model_copy(update={"lr": t.optimizer.lr * cfg.model.finetune_lr_factor})})
@@ -206,11 +232,13 @@ def _fit_lightning(cfg, model, weights, train_loader, val_loader, run_dir, save,
         for callback in callbacks:
             if isinstance(callback, HistoryWriter):
                 callback.epoch_offset = head_epochs
-        trainer = L.Trainer(max_epochs=remaining, **trainer_kw)
-        trainer.fit(module, train_loader, val_loader)
+        with quiet_lightning():
+            trainer = L.Trainer(max_epochs=remaining, **trainer_kw)
+            trainer.fit(module, train_loader, val_loader)
         return
     if freeze == "head_then_full" and resume:
         set_backbone_trainable(model, True)
         module.frozen_backbone = False
-    trainer = L.Trainer(max_epochs=t.epochs, **trainer_kw)
-    trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
+    with quiet_lightning():
+        trainer = L.Trainer(max_epochs=t.epochs, **trainer_kw)
+        trainer.fit(module, train_loader, val_loader, ckpt_path=None if ckpt_path is None else str(ckpt_path))

@@ -19,8 +19,12 @@ from histoflow.models.classifier import Classifier
 
 class ClassifierModule(L.LightningModule):
     def __init__(self, model: Classifier, train_cfg: TrainConfig, class_weights: torch.Tensor | None = None,
-                 channels_last: bool = True, frozen_backbone: bool = False, batch_augment: nn.Module | None = None):
+                 channels_last: bool = True, frozen_backbone: bool = False, batch_augment: nn.Module | None = None,
+                 val_auc: bool = True):
         super().__init__()
+        # False when the validation split has one class: AUC is undefined there, so it is not
+        # logged at all (torchmetrics would report 0.0) and the plateau scheduler watches val_loss
+        self.log_val_auc = val_auc
         self.model = model
         self.batch_augment = batch_augment  # augment.where: batch
         self.cfg = train_cfg
@@ -77,11 +81,13 @@ class ClassifierModule(L.LightningModule):
         logits = self(x)
         self.log("val_loss", self.loss(logits, y), on_epoch=True, prog_bar=True, batch_size=len(y))
         s = self.scores(logits)
-        self.val_auc.update(s, y)
+        if self.log_val_auc:
+            self.val_auc.update(s, y)
         self.val_acc.update(s, y)
 
     def on_validation_epoch_end(self) -> None:
-        self.log("val_auc", self.val_auc.compute(), prog_bar=True)
+        if self.log_val_auc:
+            self.log("val_auc", self.val_auc.compute(), prog_bar=True)
         self.log("val_acc", self.val_acc.compute(), prog_bar=True)
         self.val_auc.reset()
         self.val_acc.reset()
@@ -106,8 +112,9 @@ class ClassifierModule(L.LightningModule):
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
         if s.name == "plateau":
-            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=s.gamma, patience=s.patience)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_auc", "interval": "epoch"}}
+            monitor, mode = ("val_auc", "max") if self.log_val_auc else ("val_loss", "min")
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=mode, factor=s.gamma, patience=s.patience)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": monitor, "interval": "epoch"}}
         # OneCycleLR divides by its warm-up length: very short runs need at least 2 warm-up steps
         total = max(int(self.trainer.estimated_stepping_batches), math.ceil(2 / max(s.pct_start, 1e-3)) + 1)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=o.lr, total_steps=total, pct_start=s.pct_start)

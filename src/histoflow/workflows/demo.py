@@ -79,7 +79,9 @@ def train_step(pcam: Path, out: Path, console: Console, overrides: list[str], qu
         console.print(f"{run_dir} is complete: showing its results (delete it to train again)")
     else:
         started = time.perf_counter()
-        run(cfg, run_dir, resume=(run_dir / "checkpoints" / "last.ckpt").exists(), quiet=quiet)
+        from histoflow.train.resume import can_resume
+
+        run(cfg, run_dir, resume=can_resume(run_dir), quiet=quiet)
         console.print(f"trained and evaluated in {time.perf_counter() - started:.0f} s")
     print_metrics(console, run_dir / "metrics.json")
     return run_dir

@@ -38,6 +38,12 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, quiet: bool = Fal
     if not fitted.main_process:  # DDP: the other ranks stop after training
         return run_dir
     results = evaluate_run(run_dir, fitted.data, tta=cfg.train.tta, train_seconds=fitted.seconds)
+    if fitted.notes:  # what training did unusually (e.g. selected on val_loss): in metrics.json too
+        from histoflow.core.io import atomic_write_json
+
+        notes = results.setdefault("notes", [])
+        notes.extend(n for n in fitted.notes if n not in notes)
+        atomic_write_json(run_dir / "metrics.json", results)
     build_report(run_dir)  # report.html, with the explain/ Grad-CAM gallery it makes first
     if tracked:
         from histoflow.workflows.tracking import finish_tracking

@@ -1,0 +1,94 @@
+"""Before any data work: every cheap check of a run config, and Lightning's noise silenced.
+
+`check_run_config` finds what would otherwise fail only after the data has been read, verified
+and cached (an unknown model name, a missing file, a batch augmentation that cannot run on
+batches, a precision Lightning does not know), and reports all of them at once, before a run
+folder exists. Data problems that need the data (a missing label column, a one-class split) are
+found when the manifest is read, still before the run folder is made (see `fit_run`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterator
+
+from histoflow.config import RunConfig
+from histoflow.core.errors import ConfigError
+from histoflow.core.paths import expand
+
+# what Trainer(precision=...) accepts, and histoflow's "auto"
+PRECISIONS = {"auto", "64", "32", "16", "bf16", "64-true", "32-true", "16-true", "bf16-true", "16-mixed", "bf16-mixed",
+              "transformer-engine", "transformer-engine-float16"}
+MONITORS = {"val_auc", "val_acc", "val_loss", "train_loss"}  # what ClassifierModule logs
+
+
+def config_problems(cfg: RunConfig) -> list[str]:
+    """Each problem as `key: what is wrong; what to do`."""
+    from histoflow.models.factory import get_factory
+
+    problems = []
+    try:
+        get_factory(cfg.model.name)
+    except ConfigError as e:
+        problems.append(f"model.name: {e}")
+    data_path = expand(cfg.data.path)
+    if not data_path.exists():
+        hint = " (set HISTOFLOW_DATA or data.path)" if "HISTOFLOW_DATA" in cfg.data.path else ""
+        problems.append(f"data.path: {data_path} does not exist{hint}")
+    for key, value in (("model.weights", cfg.model.weights), ("preprocess.target", cfg.preprocess.target)):
+        if value and not expand(value).exists():
+            problems.append(f"{key}: {expand(value)} does not exist")
+    if cfg.model.freeze != "none" and not (cfg.model.weights or cfg.model.pretrained):
+        problems.append(f"model.freeze: {cfg.model.freeze} would freeze a randomly initialised backbone; "
+                        "set model.weights or model.pretrained=true, or model.freeze=none")
+    if cfg.augment.where == "batch":
+        from histoflow.data.batch_augment import BatchAugment
+
+        try:
+            BatchAugment(cfg.augment)
+        except ConfigError as e:
+            problems.append(str(e))
+    if str(cfg.train.precision) not in PRECISIONS:
+        problems.append(f"train.precision: {cfg.train.precision!r} is not one of {sorted(PRECISIONS)}")
+    es = cfg.train.early_stopping
+    if es is not None and es.monitor not in MONITORS:
+        problems.append(f"train.early_stopping.monitor: {es.monitor!r} is not logged; use one of {sorted(MONITORS)}")
+    return problems
+
+
+def check_run_config(cfg: RunConfig) -> None:
+    """Raise one ConfigError listing every problem `config_problems` finds."""
+    problems = config_problems(cfg)
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
+    if problems:
+        raise ConfigError(f"the config has {len(problems)} problems:\n  " + "\n  ".join(problems))
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith("💡 Tip")
+
+
+_TIP_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning_utilities.core.rank_zero")
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Lightning's advertising tips (litlogger, litmodels) and torch's pytree `LeafSpec`
+    deprecation (raised inside Lightning, nothing a user can act on) are dropped while Lightning
+    runs; every other warning and log line still shows."""
+    drop = _DropTips()
+    loggers = [logging.getLogger(name) for name in _TIP_LOGGERS]
+    for lg in loggers:
+        lg.addFilter(drop)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                                    category=FutureWarning)
+            yield
+    finally:
+        for lg in loggers:
+            lg.removeFilter(drop)

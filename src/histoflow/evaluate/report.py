@@ -41,6 +41,8 @@ def metrics_section(result: dict) -> str:
             ["expected calibration error", fmt((result.get("calibration") or {}).get("ece"))]]
     if result.get("threshold") is not None:
         rows.insert(1, ["decision threshold", fmt(result["threshold"])])
+    if result.get("positive_class") is not None:  # runs evaluated before it was recorded lack it
+        rows.insert(1, ["positive class", esc(result["positive_class"])])
     if result.get("temperature"):
         rows.append(["temperature applied", fmt(result["temperature"])])
     text = table(["metric", "value (95% CI)"], rows)
@@ -73,6 +75,8 @@ def operating_section(result: dict) -> str:
                      fmt(p["negatives_spared"]), fmt(p["workload_spared"]),
                      f'{p["tp"]}/{p["fp"]}/{p["fn"]}/{p["tn"]}'])
     out = headline(result)
+    if ops.get("positive_class") is not None:
+        out += f"<p>positive class: <b>{esc(ops['positive_class'])}</b> (sensitivity, PPV and thresholds are about it)</p>"
     if rows:
         out += table(["operating point", "threshold", "sensitivity (95% CI)", "specificity (95% CI)", "PPV", "NPV",
                       "negatives spared", "workload spared", "TP/FP/FN/TN"], rows)

@@ -33,6 +33,7 @@ def clinical_results(y: np.ndarray, probs: np.ndarray, class_names: list[str], t
     if len(class_names) == 2 and len(y):
         p = probs[:, 1]
         ops = operating_points(y, p, threshold=threshold)
+        ops["positive_class"] = str(class_names[1])
         out["operating_points"] = ops
         thresholds = {row["name"]: row["threshold"] for row in ops["points"]}
         # patients first: patches of one patient are correlated, slides nest within patients
@@ -58,7 +59,8 @@ def evaluate_split(model, ckpt, dataset: PatchDataset, out_dir: Path, name: str,
     result["temperature"] = ckpt.temperature
     result["seconds"] = round(time.perf_counter() - started, 2)
     report = out_dir / "report"
-    reliability_plot(result["calibration"], report / f"calibration_{name}.png", f"Reliability, {name}")
+    positive = f" (positive: {ckpt.class_names[1]})" if len(ckpt.class_names) == 2 else ""
+    reliability_plot(result["calibration"], report / f"calibration_{name}.png", f"Reliability, {name}{positive}")
     plots.roc_plot(y, probs, ckpt.class_names, report / f"roc_{name}.png")
     plots.pr_plot(y, probs, ckpt.class_names, report / f"pr_{name}.png")
     if result.get("confusion_matrix") is not None:

@@ -272,9 +272,13 @@ class PatchDataset(Dataset):
         return state
 
 
-def dataset_for_checkpoint(manifest: Manifest, ckpt, labelled: bool = True) -> PatchDataset:
+def dataset_for_checkpoint(manifest: Manifest, ckpt, labelled: bool = True, size_policy: str | None = None) -> PatchDataset:
     """A dataset prepared exactly as the checkpoint's training data was (size, crop, colour
-    policy); labels are mapped onto the checkpoint's classes, and unknown classes are an error."""
+    policy); labels are mapped onto the checkpoint's classes, and unknown classes are an error.
+
+    `size_policy` "resize" or "pad" overrides how images are brought to the model's size;
+    "raise" (refuse data of another size) is checked by `histoflow.data.sizes.size_notes`
+    against the training images' size, so here it keeps the training policy."""
     known = ckpt.class_names
     if labelled:
         unknown = sorted(set(manifest.frame["label"]) - set(known) - {""})
@@ -289,6 +293,7 @@ def dataset_for_checkpoint(manifest: Manifest, ckpt, labelled: bool = True) -> P
 
         pre = Preprocessor.from_state(ckpt.preprocess)
         preprocess = None if pre.is_identity else pre
-    return PatchDataset(manifest, image_px=ckpt.image_px, size_policy=data_cfg.get("size_policy", "resize"),
+    policy = size_policy if size_policy in ("resize", "pad") else data_cfg.get("size_policy", "resize")
+    return PatchDataset(manifest, image_px=ckpt.image_px, size_policy=policy,
                         non_rgb=data_cfg.get("non_rgb", "convert"), class_names=known, crop_px=data_cfg.get("crop_px"),
                         preprocess=preprocess)

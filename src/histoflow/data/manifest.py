@@ -11,6 +11,7 @@ registered in READERS, so a new layout is one function away.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,7 +140,21 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
 
 def _images_in(folder: Path, recursive: bool = False) -> list[Path]:
     pattern = "**/*" if recursive else "*"
-    return sorted(p for p in folder.glob(pattern) if p.is_file() and is_image_file(p))
+    paths = sorted(p for p in folder.glob(pattern) if p.is_file() and is_image_file(p))
+    for p in paths:
+        _require_text_name(p)
+    return paths
+
+
+def _require_text_name(path: Path) -> None:
+    """A name that is not valid in the file system's encoding (a Latin-1 'café.png' copied onto a
+    UTF-8 system) cannot go into a manifest table or a CSV: say which file and how to fix it."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")  # 'caf\xe9.png': the bytes on disk
+        raise DataError(f"{shown}: file name is not valid UTF-8 (written by a system with another encoding, "
+                        f"e.g. Latin-1); rename it, e.g. `convmv -f latin1 -t utf8 -r --notest FOLDER`") from None
 
 
 def _breakhis_fields(name: str) -> dict:

@@ -12,6 +12,7 @@ import pandas as pd
 from histoflow.checkpoint import load_checkpoint
 from histoflow.data.datasets import PatchDataset, dataset_for_checkpoint
 from histoflow.data.manifest import read_manifest
+from histoflow.data.sizes import size_notes
 from histoflow.core.errors import DataError
 from histoflow.core.io import atomic_path, atomic_write_json
 from histoflow.evaluate import plots
@@ -80,7 +81,8 @@ def evaluate_run(run_dir: Path, data, tta: bool = False, train_seconds: float | 
     """After training: best checkpoint on val (and test) data -> metrics.json, plots."""
     run_dir = Path(run_dir)
     model, ckpt = load_checkpoint(run_dir / "checkpoints" / "best.pt")
-    results: dict = {"checkpoint": str(run_dir / "checkpoints" / "best.pt"), "epoch": ckpt.epoch}
+    results: dict = {"checkpoint": str(run_dir / "checkpoints" / "best.pt"), "epoch": ckpt.epoch,
+                     "positive_class": ckpt.positive_class}
     if train_seconds is not None:
         results["train_seconds"] = round(train_seconds, 1)
     results["environment"] = environment()
@@ -111,16 +113,23 @@ def labelled_manifest(data_path: Path, format: str = "auto", split: str | None =
 
 
 def evaluate_checkpoint(checkpoint: Path, data_path: Path, out: Path, split: str | None = None, tta: bool = False,
-                        format: str = "auto", threshold: float = 0.5) -> dict:
-    """`histoflow evaluate`: a checkpoint on any labelled patch data."""
+                        format: str = "auto", threshold: float = 0.5, size_policy: str | None = None) -> dict:
+    """`histoflow evaluate`: a checkpoint on any labelled patch data.
+
+    `size_policy`: how images of another size than the training images are treated: resize or
+    pad (with a warning in metrics.json and the report), raise (refused); None: as in training."""
     model, ckpt = load_checkpoint(checkpoint)
     manifest = labelled_manifest(data_path, format, split)
-    dataset = dataset_for_checkpoint(manifest, ckpt)
+    notes = size_notes(manifest, ckpt, size_policy, str(data_path))
+    for note in notes:
+        log.warning("%s", note)
+    dataset = dataset_for_checkpoint(manifest, ckpt, size_policy=size_policy)
     out = Path(out)
     name = split or "data"
     result, _ = evaluate_split(model, ckpt, dataset, out, name, tta=tta, threshold=threshold,
                                groups=manifest.frame[["patient", "slide"]])
-    payload = {"checkpoint": str(checkpoint), "data": str(data_path), "split": split, name: result,
-               "environment": environment()}
+    result["notes"] = notes + list(result.get("notes") or [])
+    payload = {"checkpoint": str(checkpoint), "data": str(data_path), "split": split,
+               "positive_class": ckpt.positive_class, name: result, "notes": notes, "environment": environment()}
     atomic_write_json(out / "metrics.json", payload)
     return payload

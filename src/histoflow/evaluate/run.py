@@ -77,6 +77,15 @@ def evaluate_split(model, ckpt, dataset: PatchDataset, out_dir: Path, name: str,
     return result, probs
 
 
+SKIPPED_LISTED = 50  # files named in metrics.json; the count is always the total
+
+
+def skipped_summary(skipped: list[tuple[str, str]]) -> dict:
+    """Images `data.on_error: skip` left out: the total and the first files with why."""
+    return {"count": len(skipped), "files": [{"path": str(p), "reason": str(why)} for p, why in skipped[:SKIPPED_LISTED]],
+            "listed": min(len(skipped), SKIPPED_LISTED)}
+
+
 def evaluate_run(run_dir: Path, data, tta: bool = False, train_seconds: float | None = None) -> dict:
     """After training: best checkpoint on val (and test) data -> metrics.json, plots."""
     run_dir = Path(run_dir)
@@ -86,6 +95,8 @@ def evaluate_run(run_dir: Path, data, tta: bool = False, train_seconds: float | 
     if train_seconds is not None:
         results["train_seconds"] = round(train_seconds, 1)
     results["environment"] = environment()
+    skipped = getattr(getattr(data, "manifest", None), "skipped", None) or []
+    results["skipped"] = skipped_summary(skipped)
     seed = ckpt.seed
     for name, ds in (("val", data.val), ("test", data.test)):
         if ds is not None and len(ds):

@@ -13,7 +13,7 @@ import torch
 
 from histoflow.checkpoint import Checkpoint, save_checkpoint
 from histoflow.config import ModelConfig
-from histoflow.core.errors import ConfigError
+from histoflow.core.errors import CheckpointError, ConfigError
 from histoflow.data.classes import guess_positive_class, positive_class_order
 from histoflow.models.factory import create_model
 from tests.reliability.tiny import error_line, invoke, pcam_folder, train
@@ -55,8 +55,8 @@ def test_old_checkpoint_without_record_reads_the_second_class(tmp_path):
     save_checkpoint(tmp_path / "m3.pt", model3, model_config=cfg, class_names=["a", "b", "c"], image_px=32)
     assert Checkpoint.read(tmp_path / "m3.pt").positive_class is None
     torch.save({**torch.load(tmp_path / "old.pt", weights_only=False), "positive_class": "benign"}, tmp_path / "bad.pt")
-    with pytest.raises(Exception, match="inconsistent"):
-        Checkpoint.read(tmp_path / "bad.pt").positive_class
+    with pytest.raises(CheckpointError, match="inconsistent"):
+        _ = Checkpoint.read(tmp_path / "bad.pt").positive_class
 
 
 def test_metastasis_normal_run_is_about_metastasis(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 
 from histoflow.config.preprocess import PreprocessConfig
 from histoflow.core.images import read_image
@@ -46,7 +47,7 @@ def test_auto_io_is_stored_and_restored():
     old = {k: v for k, v in norm.state_dict().items() if k != "io_auto"}  # states saved before io: auto
     assert not MacenkoNormalizer.from_state(old).io_auto
     assert PreprocessConfig.model_validate({"stain_norm": "macenko", "io": "auto"}).io == "auto"
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         PreprocessConfig.model_validate({"stain_norm": "macenko", "io": "bright"})
 
 

@@ -86,6 +86,21 @@ class Checkpoint:
         return [str(c) for c in self._blob["class_names"]]
 
     @property
+    def positive_class(self) -> str | None:
+        """The class binary figures are about (sensitivity, ROC, heatmaps); None for multi-class.
+
+        Binary models have one logit, for class index 1, so the positive class is always the
+        second class name; checkpoints written before it was recorded read the same way."""
+        names = self.class_names
+        if len(names) != 2:
+            return None
+        stored = self._blob.get("positive_class")
+        if stored is not None and str(stored) != names[1]:
+            raise CheckpointError(f"{self.path}: positive class {stored!r} is not the second class of {names}: "
+                                  f"the file is inconsistent")
+        return names[1]
+
+    @property
     def num_classes(self) -> int:
         return int(self._blob["num_classes"])
 

@@ -85,10 +85,11 @@ def describe_os_error(exc: OSError) -> str:
     return f"{path}: {what}" if path else f"{exc}"
 
 
-def record_command() -> Path | None:
+def record_command(results: dict | None = None) -> Path | None:
     """Write the running verb and every option it resolved (defaults included) as YAML into its
     `--out` folder (`command.yaml`), or beside an `--out` file (`<name>.command.yaml`): what
-    produced an output stays next to it. `train` and `tune` also write their full run config."""
+    produced an output stays next to it. `train` and `tune` also write their full run config.
+    `results`: what the verb found worth keeping with it (e.g. predict's warnings), under `results`."""
     import yaml
 
     from histoflow.core.version import __version__
@@ -108,7 +109,9 @@ def record_command() -> Path | None:
 
     record = {"command": ctx.command_path, "options": {k: plain(v) for k, v in ctx.params.items()},
               "histoflow": __version__}
-    return atomic_write_text(target, yaml.safe_dump(record, sort_keys=False))
+    if results:
+        record["results"] = results
+    return atomic_write_text(target, yaml.safe_dump(record, sort_keys=False, allow_unicode=True))
 
 
 def _current_context():

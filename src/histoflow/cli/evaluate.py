@@ -20,11 +20,15 @@ def register(app: typer.Typer) -> None:
         tta: bool = typer.Option(False, help="Average the 8 dihedral views."),
         threshold: float = typer.Option(0.5, help="Decision threshold on the positive-class probability."),
         out: Path = typer.Option(Path("runs/evaluate"), help="Output folder (metrics.json, plots)."),
+        size_policy: Optional[str] = typer.Option(
+            None, help="Images of another size than the training images: resize or pad them (a warning in "
+                       "metrics.json), or raise (refuse) [default: the training run's data.size_policy]."),
     ) -> None:
         """Evaluate a checkpoint: metrics.json, ROC/PR/confusion plots."""
         from histoflow.evaluate.run import evaluate_checkpoint
 
-        run_verb(evaluate_checkpoint, checkpoint, data, out, split=split, tta=tta, threshold=threshold)
+        run_verb(evaluate_checkpoint, checkpoint, data, out, split=split, tta=tta, threshold=threshold,
+                 size_policy=size_policy)
         print_metrics(console, out / "metrics.json")
         console.print(f"wrote {out / 'metrics.json'}")
 

@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from histoflow.cli.common import console, expand_slides, run_verb
+from histoflow.cli.common import console, expand_slides, record_command, run_verb
 
 
 def _slide_cfg(**kw):
@@ -31,12 +31,22 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("predictions.csv"), help="CSV with one row per image."),
         tta: bool = typer.Option(False, help="Average the 8 dihedral views."),
         threshold: float = typer.Option(0.5, help="Decision threshold on the positive-class probability."),
+        size_policy: Optional[str] = typer.Option(
+            None, help="Images of another size than the training images: resize or pad them (with a warning), "
+                       "or raise (refuse) [default: the training run's data.size_policy]."),
     ) -> None:
         """Class probabilities and predicted label for every image."""
         from histoflow.predict.folder import predict_to_csv
 
-        frame = run_verb(predict_to_csv, checkpoint, data, out, tta=tta, threshold=threshold)
-        console.print(f"wrote {len(frame)} predictions to {out}")
+        frame = run_verb(predict_to_csv, checkpoint, data, out, tta=tta, threshold=threshold, size_policy=size_policy)
+        notes = frame.attrs.get("notes") or []
+        if notes or frame.attrs.get("positive_class"):  # kept beside the CSV, in <name>.command.yaml
+            record_command({"positive_class": frame.attrs.get("positive_class"), "notes": notes})
+        for note in notes:
+            console.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
+        positive = frame.attrs.get("positive_class")
+        console.print(f"wrote {len(frame)} predictions to {out}"
+                      + (f" (threshold {threshold:g} on p_{positive})" if positive else ""), highlight=False)
 
     @app.command("predict-slide")
     def predict_slide(

@@ -30,8 +30,10 @@ class PreprocessConfig(Strict):
     """
     stain_norm: Literal["none", "reinhard", "macenko"] = "none"
     target: str | None = None
-    # Macenko: the uint8 brightness of empty glass; lower it (~215) for scans with dark glass (BreakHis)
-    io: Annotated[float, Field(gt=1, le=255)] = 240.0
+    # Macenko: the uint8 brightness of empty glass; lower it (~215) for scans with dark glass (BreakHis),
+    # or `auto`: estimated per image (and from the target), empty fields left unchanged. The default
+    # stays 240: configs and checkpoints keep their numbers, and on evenly lit glass auto leaves a faint tint
+    io: Annotated[float, Field(gt=1, le=255)] | Literal["auto"] = 240.0
     clahe: ClaheConfig | None = None
 
     @field_validator("stain_norm", mode="before")

@@ -40,6 +40,9 @@ class DataConfig(Strict):
     size_policy: Literal["resize", "pad", "raise"] = "resize"
     non_rgb: Literal["convert", "raise"] = "convert"
     on_error: Literal["raise", "skip"] = "raise"
+    # binary tasks: the class sensitivity/PPV/ROC are about; needed when the names do not say it
+    # (0/1, benign/malignant, normal/tumour do; e.g. stroma/epithelium does not)
+    positive_class: str | None = None
     verify: bool = True               # decode every image once before training
     cache: Literal["none", "memory"] = "none"
     max_per_split: PositiveInt | None = None  # stratified subsample of each split (quick runs)

@@ -5,7 +5,9 @@ model (histoflow.models.Preprocess), so a checkpoint carries its normalisation a
 workers ship 4x fewer bytes than float tensors would need.
 
 Workers do not duplicate large state: paths live in one numpy bytes array (no per-row Python
-objects whose refcounts would copy-on-write the whole list into every worker), HDF5 files are
+objects whose refcounts would copy-on-write the whole list into every worker), encoded with
+`os.fsencode` and decoded with `os.fsdecode` so any path the file system holds (accents, CJK,
+even undecodable bytes) survives the round trip, HDF5 files are
 opened lazily inside each worker, and the optional in-memory cache is one contiguous array
 shared by fork.
 """
@@ -13,6 +15,7 @@ shared by fork.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from collections.abc import Sequence
@@ -132,7 +135,8 @@ class PatchDataset(Dataset):
             raise DataError(f"{manifest.source}: label(s) {unknown} are not among the classes {self.class_names}")
         index = {name: i for i, name in enumerate(self.class_names)}
         frame = manifest.frame
-        self.paths = np.array(frame["path"].tolist(), dtype=np.bytes_)
+        # os.fsencode, not numpy's ASCII str->bytes cast, which fails on 'Dätä/pätient é/...'
+        self.paths = np.array([os.fsencode(p) for p in frame["path"].tolist()], dtype=np.bytes_)
         self.items = frame["item"].to_numpy(dtype=np.int64)
         self._has_h5 = bool((self.items >= 0).any())  # rows that are items of an HDF5 file
         self.labels = np.array([index.get(lbl, -1) for lbl in frame["label"]], dtype=np.int64)
@@ -156,7 +160,7 @@ class PatchDataset(Dataset):
         return len(self.labels)
 
     def path(self, i: int) -> str:
-        return self.paths[i].decode()
+        return os.fsdecode(self.paths[i])
 
     def load(self, i: int, data: bytes | None = None) -> np.ndarray:
         """The decoded, size-fitted HxWx3 uint8 image of row i (no augmentation); `data` is the
@@ -268,9 +272,13 @@ class PatchDataset(Dataset):
         return state
 
 
-def dataset_for_checkpoint(manifest: Manifest, ckpt, labelled: bool = True) -> PatchDataset:
+def dataset_for_checkpoint(manifest: Manifest, ckpt, labelled: bool = True, size_policy: str | None = None) -> PatchDataset:
     """A dataset prepared exactly as the checkpoint's training data was (size, crop, colour
-    policy); labels are mapped onto the checkpoint's classes, and unknown classes are an error."""
+    policy); labels are mapped onto the checkpoint's classes, and unknown classes are an error.
+
+    `size_policy` "resize" or "pad" overrides how images are brought to the model's size;
+    "raise" (refuse data of another size) is checked by `histoflow.data.sizes.size_notes`
+    against the training images' size, so here it keeps the training policy."""
     known = ckpt.class_names
     if labelled:
         unknown = sorted(set(manifest.frame["label"]) - set(known) - {""})
@@ -285,6 +293,7 @@ def dataset_for_checkpoint(manifest: Manifest, ckpt, labelled: bool = True) -> P
 
         pre = Preprocessor.from_state(ckpt.preprocess)
         preprocess = None if pre.is_identity else pre
-    return PatchDataset(manifest, image_px=ckpt.image_px, size_policy=data_cfg.get("size_policy", "resize"),
+    policy = size_policy if size_policy in ("resize", "pad") else data_cfg.get("size_policy", "resize")
+    return PatchDataset(manifest, image_px=ckpt.image_px, size_policy=policy,
                         non_rgb=data_cfg.get("non_rgb", "convert"), class_names=known, crop_px=data_cfg.get("crop_px"),
                         preprocess=preprocess)

@@ -11,6 +11,7 @@ registered in READERS, so a new layout is one function away.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +70,9 @@ class Manifest:
 
     def subset(self, mask_or_index) -> "Manifest":
         frame = self.frame[mask_or_index] if isinstance(mask_or_index, (pd.Series, np.ndarray)) and np.asarray(mask_or_index).dtype == bool else self.frame.iloc[mask_or_index]
-        return Manifest(frame.reset_index(drop=True), list(self.class_names), self.format, self.source)
+        # `skipped` is a record of the whole data set (what verify left out): it travels with every part
+        return Manifest(frame.reset_index(drop=True), list(self.class_names), self.format, self.source,
+                        list(self.skipped))
 
     def split(self, name: str) -> "Manifest":
         return self.subset((self.frame["split"] == name).to_numpy())
@@ -85,6 +88,16 @@ class Manifest:
             if (values != "").all() and values.nunique() > 1:
                 return col
         return None
+
+    def with_positive_class(self, positive_class: str | None = None) -> "Manifest":
+        """This manifest with the positive class second (binary tasks; see histoflow.data.classes).
+
+        A ConfigError when the two class names do not say which is positive and `positive_class`
+        is not given."""
+        from histoflow.data.classes import positive_class_order
+
+        names = positive_class_order(self.class_names, positive_class, self.source or "manifest")
+        return Manifest(self.frame, names, self.format, self.source, list(self.skipped))
 
     def require_classes(self, minimum: int = 2) -> None:
         present = sorted(set(self.frame["label"]) - {""})
@@ -105,7 +118,8 @@ def class_order(labels) -> list[str]:
     """A stable class order: numeric names numerically ("2" < "10"), others alphabetically.
 
     For binary data the second class is the positive one: "1" for 0/1 labels, "malignant" for
-    benign/malignant, "tumor" for normal/tumor.
+    benign/malignant, "tumor" for normal/tumor. Names that sort the other way round
+    (metastasis/normal) are put right by `Manifest.with_positive_class`, which training calls.
     """
     names = sorted({str(x) for x in labels} - {""})
     if all(n.lstrip("-").isdigit() for n in names):
@@ -126,7 +140,21 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
 
 def _images_in(folder: Path, recursive: bool = False) -> list[Path]:
     pattern = "**/*" if recursive else "*"
-    return sorted(p for p in folder.glob(pattern) if p.is_file() and is_image_file(p))
+    paths = sorted(p for p in folder.glob(pattern) if p.is_file() and is_image_file(p))
+    for p in paths:
+        _require_text_name(p)
+    return paths
+
+
+def _require_text_name(path: Path) -> None:
+    """A name that is not valid in the file system's encoding (a Latin-1 'café.png' copied onto a
+    UTF-8 system) cannot go into a manifest table or a CSV: say which file and how to fix it."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")  # 'caf\xe9.png': the bytes on disk
+        raise DataError(f"{shown}: file name is not valid UTF-8 (written by a system with another encoding, "
+                        f"e.g. Latin-1); rename it, e.g. `convmv -f latin1 -t utf8 -r --notest FOLDER`") from None
 
 
 def _breakhis_fields(name: str) -> dict:

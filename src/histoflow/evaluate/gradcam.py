@@ -190,14 +190,18 @@ def explain_gallery(model, ckpt, dataset, out_dir: Path, n: int = 32, method: st
     frame = pd.DataFrame([vars(it) for it in items])
     with atomic_path(out_dir / "gallery.csv") as tmp:
         frame.to_csv(tmp, index=False)
-    gallery_plot(images, cams, items, out_dir / "gallery.png", method, binary=probs.shape[1] == 2)
+    gallery_plot(images, cams, items, out_dir / "gallery.png", method,
+                 positive_class=names[1] if probs.shape[1] == 2 else None)
     counts = frame["category"].value_counts().to_dict()
     return {"method": method, "n": len(items), "counts": counts, "gallery": str(out_dir / "gallery.png"),
+            "positive_class": names[1] if probs.shape[1] == 2 else None,
             "layer": type(model.gradcam_layer).__name__}
 
 
-def gallery_plot(images, cams, items: list[GalleryItem], path: Path, method: str, binary: bool) -> Path:
-    """Rows of (patch, overlay) pairs grouped by category, titled with probability and file name."""
+def gallery_plot(images, cams, items: list[GalleryItem], path: Path, method: str,
+                 positive_class: str | None = None) -> Path:
+    """Rows of (patch, overlay) pairs grouped by category, titled with probability and file name;
+    `positive_class`: the class a binary model's "positive" means (None: multi-class)."""
     from histoflow.evaluate.plots import _save, plt
 
     cols = 4  # pairs per row
@@ -209,9 +213,10 @@ def gallery_plot(images, cams, items: list[GalleryItem], path: Path, method: str
         r, c = divmod(k, cols)
         axes[r, 2 * c].imshow(img)
         axes[r, 2 * c + 1].imshow(overlay(img, cam))
-        prob = f"p(pos) {it.probability:.3f}" if binary else f"p {it.probability:.3f}"
+        prob = f"p({positive_class}) {it.probability:.3f}" if positive_class is not None else f"p {it.probability:.3f}"
         axes[r, 2 * c].set_title(f"{it.category}\n{prob}", fontsize=6.5, loc="left")
         axes[r, 2 * c + 1].set_title(Path(it.path).name[-28:], fontsize=5.5, loc="left")
+    positive = f"; positive class: {positive_class}" if positive_class is not None else ""
     fig.suptitle(f"{'Grad-CAM++' if method == 'gradcam++' else 'Grad-CAM'} of the predicted class "
-                 f"(red: strongest evidence)", fontsize=9)
+                 f"(red: strongest evidence{positive})", fontsize=9)
     return _save(fig, Path(path))

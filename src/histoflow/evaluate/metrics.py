@@ -84,6 +84,8 @@ def compute_metrics(y: np.ndarray, probs: np.ndarray, class_names: list[str], th
         return {"n": 0, "notes": ["no predictions: nothing to evaluate"], "auc": None}
     if len(class_names) == 2:
         out = binary_metrics(y, probs[:, 1], threshold)
+        # binary models score class index 1: sensitivity, PPV, AUC and the threshold are about it
+        out["positive_class"] = str(class_names[1])
     else:
         out = multiclass_metrics(y, probs, class_names)
     out["class_names"] = list(class_names)

@@ -22,6 +22,11 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _positive(class_names) -> str:
+    """' (positive: tumour)' for binary models, whose curves are about class index 1."""
+    return f" (positive: {class_names[1]})" if len(class_names) == 2 else ""
+
+
 def roc_plot(y, probs, class_names, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     drawn = False
@@ -35,7 +40,7 @@ def roc_plot(y, probs, class_names, path: Path) -> Path | None:
         plt.close(fig)
         return None
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=0.8)
-    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC")
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC" + _positive(class_names))
     ax.legend(loc="lower right", fontsize=8)
     return _save(fig, path)
 
@@ -52,7 +57,7 @@ def pr_plot(y, probs, class_names, path: Path) -> Path | None:
     if not drawn:
         plt.close(fig)
         return None
-    ax.set(xlabel="recall", ylabel="precision", title="Precision-recall", ylim=(0, 1.02))
+    ax.set(xlabel="recall", ylabel="precision", title="Precision-recall" + _positive(class_names), ylim=(0, 1.02))
     ax.legend(loc="lower left", fontsize=8)
     return _save(fig, path)
 

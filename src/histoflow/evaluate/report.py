@@ -41,6 +41,8 @@ def metrics_section(result: dict) -> str:
             ["expected calibration error", fmt((result.get("calibration") or {}).get("ece"))]]
     if result.get("threshold") is not None:
         rows.insert(1, ["decision threshold", fmt(result["threshold"])])
+    if result.get("positive_class") is not None:  # runs evaluated before it was recorded lack it
+        rows.insert(1, ["positive class", result["positive_class"]])
     if result.get("temperature"):
         rows.append(["temperature applied", fmt(result["temperature"])])
     text = table(["metric", "value (95% CI)"], rows)
@@ -73,6 +75,8 @@ def operating_section(result: dict) -> str:
                      fmt(p["negatives_spared"]), fmt(p["workload_spared"]),
                      f'{p["tp"]}/{p["fp"]}/{p["fn"]}/{p["tn"]}'])
     out = headline(result)
+    if ops.get("positive_class") is not None:
+        out += f"<p>positive class: <b>{esc(ops['positive_class'])}</b> (sensitivity, PPV and thresholds are about it)</p>"
     if rows:
         out += table(["operating point", "threshold", "sensitivity (95% CI)", "specificity (95% CI)", "PPV", "NPV",
                       "negatives spared", "workload spared", "TP/FP/FN/TN"], rows)
@@ -114,7 +118,18 @@ def data_section(run: Run) -> str:
         rows.append([split, *row.tolist(), int(row.sum()), *[part[c].nunique() for c in extra]])
     d = run.config.get("data", {})
     return (f"<p>data: <code>{esc(d.get('path'))}</code> (format {esc(d.get('format'))}), image_px "
-            f"{esc(d.get('image_px'))}, max_per_split {esc(d.get('max_per_split'))}</p>" + table(header, rows))
+            f"{esc(d.get('image_px'))}, max_per_split {esc(d.get('max_per_split'))}</p>" + table(header, rows)
+            + skipped_section(run.metrics.get("skipped")))
+
+
+def skipped_section(skipped: dict | None) -> str:
+    """The images `data.on_error: skip` left out of the run (none: nothing shown)."""
+    if not skipped or not skipped.get("count"):
+        return ""
+    n, files = skipped["count"], skipped.get("files", [])
+    more = f"; the first {len(files)} are listed" if len(files) < n else ""
+    return (f'<div class="missing">{n} image(s) could not be read and were skipped (data.on_error: skip){more}.</div>'
+            + table(["file", "why"], [[f["path"], f["reason"]] for f in files], left=2))
 
 
 def training_section(run: Run) -> str:

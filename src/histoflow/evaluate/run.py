@@ -12,6 +12,7 @@ import pandas as pd
 from histoflow.checkpoint import load_checkpoint
 from histoflow.data.datasets import PatchDataset, dataset_for_checkpoint
 from histoflow.data.manifest import read_manifest
+from histoflow.data.sizes import size_notes
 from histoflow.core.errors import DataError
 from histoflow.core.io import atomic_path, atomic_write_json
 from histoflow.evaluate import plots
@@ -33,6 +34,7 @@ def clinical_results(y: np.ndarray, probs: np.ndarray, class_names: list[str], t
     if len(class_names) == 2 and len(y):
         p = probs[:, 1]
         ops = operating_points(y, p, threshold=threshold)
+        ops["positive_class"] = str(class_names[1])
         out["operating_points"] = ops
         thresholds = {row["name"]: row["threshold"] for row in ops["points"]}
         # patients first: patches of one patient are correlated, slides nest within patients
@@ -58,7 +60,8 @@ def evaluate_split(model, ckpt, dataset: PatchDataset, out_dir: Path, name: str,
     result["temperature"] = ckpt.temperature
     result["seconds"] = round(time.perf_counter() - started, 2)
     report = out_dir / "report"
-    reliability_plot(result["calibration"], report / f"calibration_{name}.png", f"Reliability, {name}")
+    positive = f" (positive: {ckpt.class_names[1]})" if len(ckpt.class_names) == 2 else ""
+    reliability_plot(result["calibration"], report / f"calibration_{name}.png", f"Reliability, {name}{positive}")
     plots.roc_plot(y, probs, ckpt.class_names, report / f"roc_{name}.png")
     plots.pr_plot(y, probs, ckpt.class_names, report / f"pr_{name}.png")
     if result.get("confusion_matrix") is not None:
@@ -74,14 +77,26 @@ def evaluate_split(model, ckpt, dataset: PatchDataset, out_dir: Path, name: str,
     return result, probs
 
 
+SKIPPED_LISTED = 50  # files named in metrics.json; the count is always the total
+
+
+def skipped_summary(skipped: list[tuple[str, str]]) -> dict:
+    """Images `data.on_error: skip` left out: the total and the first files with why."""
+    return {"count": len(skipped), "files": [{"path": str(p), "reason": str(why)} for p, why in skipped[:SKIPPED_LISTED]],
+            "listed": min(len(skipped), SKIPPED_LISTED)}
+
+
 def evaluate_run(run_dir: Path, data, tta: bool = False, train_seconds: float | None = None) -> dict:
     """After training: best checkpoint on val (and test) data -> metrics.json, plots."""
     run_dir = Path(run_dir)
     model, ckpt = load_checkpoint(run_dir / "checkpoints" / "best.pt")
-    results: dict = {"checkpoint": str(run_dir / "checkpoints" / "best.pt"), "epoch": ckpt.epoch}
+    results: dict = {"checkpoint": str(run_dir / "checkpoints" / "best.pt"), "epoch": ckpt.epoch,
+                     "positive_class": ckpt.positive_class}
     if train_seconds is not None:
         results["train_seconds"] = round(train_seconds, 1)
     results["environment"] = environment()
+    skipped = getattr(getattr(data, "manifest", None), "skipped", None) or []
+    results["skipped"] = skipped_summary(skipped)
     seed = ckpt.seed
     for name, ds in (("val", data.val), ("test", data.test)):
         if ds is not None and len(ds):
@@ -109,16 +124,23 @@ def labelled_manifest(data_path: Path, format: str = "auto", split: str | None =
 
 
 def evaluate_checkpoint(checkpoint: Path, data_path: Path, out: Path, split: str | None = None, tta: bool = False,
-                        format: str = "auto", threshold: float = 0.5) -> dict:
-    """`histoflow evaluate`: a checkpoint on any labelled patch data."""
+                        format: str = "auto", threshold: float = 0.5, size_policy: str | None = None) -> dict:
+    """`histoflow evaluate`: a checkpoint on any labelled patch data.
+
+    `size_policy`: how images of another size than the training images are treated: resize or
+    pad (with a warning in metrics.json and the report), raise (refused); None: as in training."""
     model, ckpt = load_checkpoint(checkpoint)
     manifest = labelled_manifest(data_path, format, split)
-    dataset = dataset_for_checkpoint(manifest, ckpt)
+    notes = size_notes(manifest, ckpt, size_policy, str(data_path))
+    for note in notes:
+        log.warning("%s", note)
+    dataset = dataset_for_checkpoint(manifest, ckpt, size_policy=size_policy)
     out = Path(out)
     name = split or "data"
     result, _ = evaluate_split(model, ckpt, dataset, out, name, tta=tta, threshold=threshold,
                                groups=manifest.frame[["patient", "slide"]])
-    payload = {"checkpoint": str(checkpoint), "data": str(data_path), "split": split, name: result,
-               "environment": environment()}
+    result["notes"] = notes + list(result.get("notes") or [])
+    payload = {"checkpoint": str(checkpoint), "data": str(data_path), "split": split,
+               "positive_class": ckpt.positive_class, name: result, "notes": notes, "environment": environment()}
     atomic_write_json(out / "metrics.json", payload)
     return payload

@@ -47,7 +47,7 @@ def _write_image(array, path: Path) -> None:
 
 def normalize_files(sources: list[Path], out: Path, target: Optional[Path], method: str = "macenko",
                     clahe_clip: Optional[float] = None, clahe_grid: int = 8, batch_size: int = 32,
-                    quiet: bool = False) -> dict:
+                    quiet: bool = False, io: float | str = 240.0) -> dict:
     """Normalise every image under `sources` into `out` (same file names); returns a summary."""
     from histoflow.core.images import read_image
     from histoflow.core.errors import ConfigError
@@ -58,6 +58,11 @@ def normalize_files(sources: list[Path], out: Path, target: Optional[Path], meth
     if method == "reinhard" and target is None:
         raise ConfigError("--target is required with --method reinhard (it matches the target's LAB statistics)")
     cfg = {"stain_norm": method, "target": str(target) if target else None}
+    if method == "macenko":
+        try:
+            cfg["io"] = io if io == "auto" else float(io)
+        except ValueError:
+            raise ConfigError(f"--io must be a number (glass brightness, e.g. 240 or 215) or auto, got {io!r}") from None
     if clahe_clip is not None:
         cfg["clahe"] = {"clip_limit": clahe_clip, "grid": clahe_grid}
     pre = build_preprocessor(cfg)
@@ -69,6 +74,7 @@ def normalize_files(sources: list[Path], out: Path, target: Optional[Path], meth
     if len(set(names)) != len(names):  # two sources with the same name would overwrite each other
         dup = sorted({n for n in names if names.count(n) > 1})[:3]
         raise ConfigError(f"output names collide in {out}: {', '.join(dup)} (normalise those folders separately)")
+    fell_back: list[str] = []  # files whose own stain statistics could not be used: named, not only counted
     with progress_bar(len(files), "normalising", quiet=quiet) as bar:
         for start in range(0, len(files), batch_size):
             chunk = files[start:start + batch_size]
@@ -78,9 +84,12 @@ def normalize_files(sources: list[Path], out: Path, target: Optional[Path], meth
                 by_size.setdefault(img.shape, []).append(i)
             for idx in by_size.values():  # one batched call per image size
                 done = pre.batch(np.stack([images[i] for i in idx]))
+                flags = pre.normalizer.last_fallbacks if pre.normalizer is not None else []
+                fell_back += [str(chunk[i]) for i, flag in zip(idx, flags) if flag]
                 for i, arr in zip(idx, done):
                     _write_image(arr, out / chunk[i].name)
             bar.advance(len(chunk))
     state_path = out / "normalizer.json"
     atomic_write_json(state_path, pre.state_dict())
-    return {"images": len(files), "out": str(out), "fallbacks": pre.fallbacks, "state": str(state_path)}
+    return {"images": len(files), "out": str(out), "fallbacks": pre.fallbacks, "fallback_files": fell_back,
+            "state": str(state_path)}

@@ -69,6 +69,7 @@ class StainNormalizer:
     def __init__(self) -> None:
         self.fallbacks = 0      # images whose own statistics could not be used (see subclass)
         self.images_seen = 0
+        self.last_fallbacks: list[bool] = []  # per image of the last transform(): which fell back
 
     # -- public API -------------------------------------------------------------------------
     def fit(self, target) -> "StainNormalizer":
@@ -82,6 +83,7 @@ class StainNormalizer:
         pix = as_pixels(images)
         if isinstance(images, torch.Tensor):
             pix.values = pix.values.to(images.device)
+        self.last_fallbacks = []
         outs = [self._transform(chunk) for chunk in pix.values.split(self.chunk_images)]
         self.images_seen += pix.values.shape[0]
         return pix.restore(torch.cat(outs) if len(outs) > 1 else outs[0])
@@ -134,19 +136,48 @@ def _state_float(state: dict, key: str, shape: tuple[int, ...]) -> torch.Tensor:
     return value
 
 
+IO_AUTO_MIN, IO_AUTO_MAX = 200.0, 255.0  # bounds of an estimated glass brightness
+IO_PERCENTILE = 99.0   # glass brightness: this percentile of each channel
+GLASS_OD = 0.15        # a pixel is tissue when some channel's OD (to the image's glass) exceeds this
+
+
+def glass_brightness(values: torch.Tensor) -> torch.Tensor:
+    """(N, 3) uint8-scale brightness of each image's glass per channel, from planar pixels
+    (N, 3, P): the IO_PERCENTILE-th percentile of each channel, clipped to [IO_AUTO_MIN, IO_AUTO_MAX].
+
+    Scanners differ: most put glass near 240-250, BreakHis near 205-215 and often tinted (green-
+    grey); per channel, tinted glass has no optical density and is not mistaken for stain. A
+    tile of dense tissue with no glass reads its brightest tissue instead; the lower bound keeps
+    that from turning pale tissue into background."""
+    everything = torch.ones((1, 1, 1), dtype=torch.bool, device=values.device)
+    return masked_percentile(values, everything, IO_PERCENTILE).clamp(IO_AUTO_MIN, IO_AUTO_MAX)
+
+
+def tissue_fraction(values: torch.Tensor) -> torch.Tensor:
+    """(N,) share of each image's pixels (N, 3, P) that are not glass: some channel's optical
+    density, relative to the image's own glass, at least GLASS_OD."""
+    io = glass_brightness(values)[:, :, None]
+    od = -torch.log((values + 1.0) / io)
+    return (od.amax(1) >= GLASS_OD).float().mean(-1)
+
+
 class ReinhardNormalizer(StainNormalizer):
     """Reinhard et al. (2001): match each image's per-channel LAB mean and std to the target's.
 
-    A flat image (L std below `min_std`, e.g. all glass) is returned unchanged and counted in
+    A flat image (L std below `min_std`) or one with almost no tissue (fewer than
+    `min_tissue_fraction` of its pixels darker or more coloured than glass: an empty field, whose
+    L std is the scanner's noise and vignetting) is returned unchanged and counted in
     `fallbacks`: stretching its noise to the target's contrast, or painting it the target's
     mean colour, would invent tissue.
     """
 
     method = "reinhard"
 
-    def __init__(self, target_mean=None, target_std=None, min_std: float = 0.5) -> None:
+    def __init__(self, target_mean=None, target_std=None, min_std: float = 0.5,
+                 min_tissue_fraction: float = 0.05) -> None:
         super().__init__()
         self.min_std = float(min_std)
+        self.min_tissue_fraction = float(min_tissue_fraction)
         self.target_mean = None if target_mean is None else torch.as_tensor(target_mean, dtype=torch.float32).clone()
         self.target_std = None if target_std is None else torch.as_tensor(target_std, dtype=torch.float32).clone()
 
@@ -166,7 +197,8 @@ class ReinhardNormalizer(StainNormalizer):
         t_std = self.target_std.to(lab.device)[:, None]
         out = (lab - mean) / std.clamp_min(self.min_std) * t_std + t_mean
         rgb = lab_to_rgb(out) * 255.0
-        flat = std[:, 0, 0] < self.min_std
+        flat = (std[:, 0, 0] < self.min_std) | (tissue_fraction(values) < self.min_tissue_fraction)
+        self.last_fallbacks += flat.tolist()
         if bool(flat.any()):
             self.fallbacks += int(flat.sum())
             rgb = torch.where(flat[:, None, None], values, rgb)
@@ -176,12 +208,14 @@ class ReinhardNormalizer(StainNormalizer):
         if self.target_mean is None:
             raise ConfigError("Reinhard normaliser is not fitted: nothing to save")
         return {"method": self.method, "target_mean": self.target_mean.tolist(),
-                "target_std": self.target_std.tolist(), "min_std": self.min_std}
+                "target_std": self.target_std.tolist(), "min_std": self.min_std,
+                "min_tissue_fraction": self.min_tissue_fraction}
 
     @classmethod
     def _from_state(cls, state: dict[str, Any]) -> "ReinhardNormalizer":
+        # states saved before min_tissue_fraction existed keep their behaviour (0: flatness only)
         return cls(_state_float(state, "target_mean", (3,)), _state_float(state, "target_std", (3,)),
-                   min_std=float(state.get("min_std", 0.5)))
+                   min_std=float(state.get("min_std", 0.5)), min_tissue_fraction=float(state.get("min_tissue_fraction", 0.0)))
 
 
 class MacenkoNormalizer(StainNormalizer):
@@ -201,19 +235,26 @@ class MacenkoNormalizer(StainNormalizer):
     pixel is still normalised. On 256 px tiles this halves the time and moves outputs by
     about half a level on average (tests state the tolerance).
     `io` is the brightness of glass: 240 (torchstain's default) suits most scanners; scans with
-    darker glass (BreakHis is ~205-215) need a lower value, else their glass counts as tissue.
+    darker glass (BreakHis is ~205-215) need a lower value, else their glass counts as tissue
+    and turns purple. `io="auto"` estimates it per image (`glass_brightness`), and from the target
+    when fitted: each image's optical density is taken against its own glass, and the output
+    glass is the target's (240 without a target).
     """
 
     method = "macenko"
 
-    def __init__(self, stain_matrix=REFERENCE_STAIN_MATRIX, max_conc=REFERENCE_MAX_CONC, io: float = 240.0,
+    def __init__(self, stain_matrix=REFERENCE_STAIN_MATRIX, max_conc=REFERENCE_MAX_CONC, io: float | str = 240.0,
                  alpha: float = 1.0, beta: float = 0.15, min_tissue_fraction: float = 0.02,
                  max_cos: float = 0.98, min_conc_fraction: float = 0.2, min_od_std: float = 0.03,
                  sample_px: int | None = 32768) -> None:
         super().__init__()
         self.stain_matrix = torch.as_tensor(stain_matrix, dtype=torch.float32).clone()
         self.max_conc = torch.as_tensor(max_conc, dtype=torch.float32).clone()
-        self.io, self.alpha, self.beta = float(io), float(alpha), float(beta)
+        if isinstance(io, str) and io != "auto":
+            raise ConfigError(f"Macenko io must be a number (glass brightness, uint8 scale) or 'auto', got {io!r}")
+        self.io_auto = io == "auto"
+        self.io = 240.0 if self.io_auto else float(io)  # the output's glass; the input's too unless io_auto
+        self.alpha, self.beta = float(alpha), float(beta)
         self.min_tissue_fraction, self.max_cos = float(min_tissue_fraction), float(max_cos)
         self.min_conc_fraction, self.min_od_std = float(min_conc_fraction), float(min_od_std)
         if sample_px is not None and int(sample_px) < 256:
@@ -221,8 +262,10 @@ class MacenkoNormalizer(StainNormalizer):
         self.sample_px = None if sample_px is None else int(sample_px)
 
     def optical_density(self, values: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        """OD of planar pixels (N, 3, P) against the glass: `io`, or each image's own when io_auto."""
+        io = glass_brightness(values)[:, :, None] if self.io_auto else self.io
         od = values.add_(1.0) if inplace else values + 1.0
-        return od.div_(self.io).log_().neg_()
+        return od.div_(io).log_().neg_()
 
     def estimate(self, od: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Stain matrices (N, 3, 2; columns H, E) of planar OD pixels (N, 3, P), and which are usable."""
@@ -265,6 +308,8 @@ class MacenkoNormalizer(StainNormalizer):
         return conc, max_c
 
     def _fit(self, values: torch.Tensor) -> None:
+        if self.io_auto:  # outputs get the target's glass
+            self.io = float(glass_brightness(values)[0].mean())
         od = self.optical_density(values)
         he, ok = self.estimate(od)
         if not bool(ok[0]):
@@ -289,9 +334,19 @@ class MacenkoNormalizer(StainNormalizer):
     def _transform(self, values: torch.Tensor) -> torch.Tensor:
         ref = self.stain_matrix.to(values.device)
         ref_max = self.max_conc.to(values.device)
+        # io auto: a field without tissue (empty glass) is left as it is, like Reinhard's: its
+        # glass noise and vignetting projected on the stain plane would come out as pink/blue speckle
+        empty = original = None
+        if self.io_auto:
+            empty = tissue_fraction(self._sample(values)) < self.min_tissue_fraction
+            if bool(empty.any()):
+                original = values.clone()
+            else:
+                empty = None
         od = self.optical_density(values, inplace=True)  # values are ours (a fresh float copy)
         sample = self._sample(od)
         he, ok = self.estimate(sample)
+        self.last_fallbacks += (~ok).tolist()
         if not bool(ok.all()):
             self.fallbacks += int((~ok).sum())
             log.debug("Macenko: %d of %d images fell back to the reference stain matrix", int((~ok).sum()), len(ok))
@@ -307,11 +362,15 @@ class MacenkoNormalizer(StainNormalizer):
         # image, so the full-resolution work is a single batched matmul and an exp
         remix = ref @ ((ref_max / max_c)[:, :, None] * unmix)
         out = torch.bmm(remix, od).neg_().exp_().mul_(self.io)
-        return out.clamp_(0.0, 255.0)
+        out = out.clamp_(0.0, 255.0)
+        if empty is not None:
+            out = torch.where(empty[:, None, None], original, out)
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         return {"method": self.method, "stain_matrix": self.stain_matrix.tolist(),
-                "max_conc": self.max_conc.tolist(), "io": self.io, "alpha": self.alpha, "beta": self.beta,
+                "max_conc": self.max_conc.tolist(), "io": self.io, "io_auto": self.io_auto, "alpha": self.alpha,
+                "beta": self.beta,
                 "min_tissue_fraction": self.min_tissue_fraction, "max_cos": self.max_cos,
                 "min_conc_fraction": self.min_conc_fraction, "min_od_std": self.min_od_std,
                 "sample_px": self.sample_px}
@@ -321,8 +380,10 @@ class MacenkoNormalizer(StainNormalizer):
         extra = {k: float(state[k]) for k in ("io", "alpha", "beta", "min_tissue_fraction", "max_cos",
                                               "min_conc_fraction", "min_od_std") if k in state}
         sample_px = state.get("sample_px", 32768)
-        return cls(_state_float(state, "stain_matrix", (3, 2)), _state_float(state, "max_conc", (2,)), **extra,
+        norm = cls(_state_float(state, "stain_matrix", (3, 2)), _state_float(state, "max_conc", (2,)), **extra,
                    sample_px=None if sample_px is None else int(sample_px))
+        norm.io_auto = bool(state.get("io_auto", False))  # older states: a fixed io
+        return norm
 
 
 NORMALIZERS: dict[str, type[StainNormalizer]] = {"reinhard": ReinhardNormalizer, "macenko": MacenkoNormalizer}

@@ -38,7 +38,8 @@ def load_manifest(cfg: RunConfig, verify: bool | None = None) -> Manifest:
     options = {"label_column": d.label_column}
     if d.label_pattern:
         options["label_pattern"] = d.label_pattern
-    manifest = read_manifest(d.path, format=d.format, **options)
+    # binary: positive class second (the model's one logit), or a ConfigError asking for data.positive_class
+    manifest = read_manifest(d.path, format=d.format, **options).with_positive_class(d.positive_class)
     if d.verify if verify is None else verify:
         manifest = verify_manifest(manifest, on_error=d.on_error, non_rgb=d.non_rgb, size_policy=d.size_policy)
         if manifest.skipped:

@@ -32,6 +32,8 @@ from histoflow.data.loading import make_loader
 from histoflow.data.samplers import balanced_sampler, class_weights
 from histoflow.models.factory import create_model, set_backbone_trainable
 from histoflow.train.callbacks import HistoflowCheckpoint, HistoryWriter, StopOnNonFiniteLoss, ema_weights
+from histoflow.data.classes import positive_class_of
+from histoflow.data.sizes import common_size
 from histoflow.train.data import RunData, build_run_data
 from histoflow.train.module import ClassifierModule
 from histoflow.train.preflight import check_run_config, quiet_lightning
@@ -125,10 +127,14 @@ def fit_run(cfg: RunConfig, out: str | Path, resume: bool = False, callbacks: li
     model = create_model(cfg.model, n_classes, mean=data.mean, std=data.std)
     model_cfg = cfg.model.model_dump(mode="json")
 
+    source_size = common_size(data.manifest.split("train"))  # evaluate/predict warn on other sizes
+
     def save(name: str, extra: dict) -> None:
         save_checkpoint(ckpt_dir / name, model, model_config=model_cfg, class_names=data.class_names,
                         image_px=cfg.data.image_px, run_config=cfg.model_dump(mode="json"),
-                        preprocess=data.preprocess_state, extra=extra)
+                        preprocess=data.preprocess_state,
+                        extra={"positive_class": positive_class_of(data.class_names),
+                               "source_image_size": source_size, **extra})
 
     t = cfg.train
     weights = class_weights(data.train.labels, n_classes) if cfg.data.balance.loss_weights else None

@@ -45,8 +45,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from histoflow.data.datasets import PatchDataset
 from histoflow.core.images import read_image
+from histoflow.data.datasets import PatchDataset
 from histoflow.data.loading import ThreadLoader, make_loader
 from histoflow.data.manifest import read_manifest
 
@@ -80,7 +80,7 @@ def _fill_part(part: int, parts: int = 2) -> int:
         _ARRAY.a = np.empty((256, 96, 96, 3), dtype=np.uint8)
     rows = list(range(part, len(_DATASET), parts))
     for s in range(0, len(rows), 256):
-        _DATASET._fill_rows(_ARRAY.a, rows[s:s + 256])
+        _DATASET._fill_rows(_ARRAY.a, rows[s : s + 256])
     return len(rows)
 
 
@@ -116,8 +116,15 @@ def main(n: int = 20000, workers: int = 2, batch_size: int = 256, rounds: int = 
         Path(p).read_bytes()
     global _DATASET
     ds = _DATASET = PatchDataset(manifest, image_px=96)
-    results: dict[str, list[float]] = {"raw_one_loop": [], "raw_all_cores": [], "loader": [], "torch_dataloader": [],
-                                       "fill_loop_one_thread": [], "fill_loop_threads": [], "fill_loop_processes": []}
+    results: dict[str, list[float]] = {
+        "raw_one_loop": [],
+        "raw_all_cores": [],
+        "loader": [],
+        "torch_dataloader": [],
+        "fill_loop_one_thread": [],
+        "fill_loop_threads": [],
+        "fill_loop_processes": [],
+    }
     with mp.get_context("fork").Pool(workers) as pool, ThreadPoolExecutor(workers) as threads:
         pool.map(len, [[]] * workers)  # started before timing
         for _ in range(rounds):  # interleaved, so machine noise hits every contender
@@ -125,28 +132,37 @@ def main(n: int = 20000, workers: int = 2, batch_size: int = 256, rounds: int = 
             results["raw_all_cores"].append(raw_all_cores(pool, paths, workers))
             loader = make_loader(ds, batch_size, workers, persistent=False)
             results["loader"].append(loader_rate(loader))
-            results["torch_dataloader"].append(loader_rate(make_loader(ds, batch_size, workers, persistent=False, threads=False)))
+            results["torch_dataloader"].append(
+                loader_rate(make_loader(ds, batch_size, workers, persistent=False, threads=False))
+            )
             results["fill_loop_one_thread"].append(fill_loop_one_thread())
             results["fill_loop_threads"].append(fill_loop_rate(threads.map, workers))
             results["fill_loop_processes"].append(fill_loop_rate(partial(pool.map, chunksize=1), workers))
     best = {k: max(v) for k, v in results.items()}
     raw, raw_busy = best["raw_one_loop"], best["raw_all_cores"]
-    out = {"bench": "data_loading", "images": len(paths), "workers": workers, "batch_size": batch_size,
-           "loader_kind": "threads" if isinstance(loader, ThreadLoader) else "processes",
-           "raw_one_loop_img_s": round(raw), "raw_all_cores_img_s_per_core": round(raw_busy),
-           "loader_img_s": round(best["loader"]),
-           "ratio_per_core": round(best["loader"] / workers / raw, 3),
-           "ratio_to_raw_all_cores": round(best["loader"] / workers / raw_busy, 3),
-           "target_ratio_per_core": 0.9,
-           "torch_dataloader_img_s": round(best["torch_dataloader"]),
-           "torch_dataloader_ratio_per_core": round(best["torch_dataloader"] / workers / raw, 3),
-           "torch_dataloader_ratio_to_raw_all_cores": round(best["torch_dataloader"] / workers / raw_busy, 3),
-           "raw_all_cores_scaling": round(raw_busy / raw, 3),
-           "fill_loop_one_thread_ratio": round(best["fill_loop_one_thread"] / raw, 3),
-           "fill_loop_threads_ratio_per_core": round(best["fill_loop_threads"] / workers / raw, 3),
-           "fill_loop_processes_ratio_per_core": round(best["fill_loop_processes"] / workers / raw, 3),
-           "rounds": {k: [round(x) for x in v] for k, v in results.items()},
-           "torch": torch.__version__, "loadavg_1m": round(os.getloadavg()[0], 2)}
+    out = {
+        "bench": "data_loading",
+        "images": len(paths),
+        "workers": workers,
+        "batch_size": batch_size,
+        "loader_kind": "threads" if isinstance(loader, ThreadLoader) else "processes",
+        "raw_one_loop_img_s": round(raw),
+        "raw_all_cores_img_s_per_core": round(raw_busy),
+        "loader_img_s": round(best["loader"]),
+        "ratio_per_core": round(best["loader"] / workers / raw, 3),
+        "ratio_to_raw_all_cores": round(best["loader"] / workers / raw_busy, 3),
+        "target_ratio_per_core": 0.9,
+        "torch_dataloader_img_s": round(best["torch_dataloader"]),
+        "torch_dataloader_ratio_per_core": round(best["torch_dataloader"] / workers / raw, 3),
+        "torch_dataloader_ratio_to_raw_all_cores": round(best["torch_dataloader"] / workers / raw_busy, 3),
+        "raw_all_cores_scaling": round(raw_busy / raw, 3),
+        "fill_loop_one_thread_ratio": round(best["fill_loop_one_thread"] / raw, 3),
+        "fill_loop_threads_ratio_per_core": round(best["fill_loop_threads"] / workers / raw, 3),
+        "fill_loop_processes_ratio_per_core": round(best["fill_loop_processes"] / workers / raw, 3),
+        "rounds": {k: [round(x) for x in v] for k, v in results.items()},
+        "torch": torch.__version__,
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+    }
     print(json.dumps(out))
     return out
 

@@ -30,9 +30,9 @@ sys.path.insert(0, str(REPO / "src"))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from histoflow.predict.pipeline import SlideTileSource  # noqa: E402
 from histoflow.config.slides import SlidePredictConfig  # noqa: E402
 from histoflow.predict.model_loop import device_of, run_model  # noqa: E402
+from histoflow.predict.pipeline import SlideTileSource  # noqa: E402
 from histoflow.predict.tiles import open_reader_factory, plan_tiles  # noqa: E402
 from histoflow.slide import open_slide  # noqa: E402
 
@@ -48,8 +48,9 @@ def load_model(checkpoint: str | None):
     from histoflow.models.factory import create_model
 
     torch.manual_seed(0)
-    return create_model(ModelConfig(name="simple_cnn", params={"widths": [16, 32, 64, 128], "depth": 1}), 2).eval(), \
-        "simple_cnn[16,32,64,128] untrained"
+    return create_model(
+        ModelConfig(name="simple_cnn", params={"widths": [16, 32, 64, 128], "depth": 1}), 2
+    ).eval(), "simple_cnn[16,32,64,128] untrained"
 
 
 @torch.inference_mode()
@@ -60,7 +61,7 @@ def model_alone(model, images: np.ndarray, batch_size: int, device) -> float:
     model = model.eval().to(device).to(memory_format=torch.channels_last)
     t0 = time.perf_counter()
     for s in range(0, len(x_all), batch_size):
-        x = x_all[s:s + batch_size].to(device).contiguous(memory_format=torch.channels_last)
+        x = x_all[s : s + batch_size].to(device).contiguous(memory_format=torch.channels_last)
         with autocast_for(device):
             p = model.probabilities(model.head(model.features(x))).float().cpu()
     del p
@@ -79,8 +80,9 @@ def main() -> None:
     args = ap.parse_args()
 
     model, model_name = load_model(args.checkpoint)
-    cfg = SlidePredictConfig(mpp=0.5, tissue_threshold=0.0, overlap_px=args.overlap_px, batch_size=args.batch_size,
-                             workers=args.workers)
+    cfg = SlidePredictConfig(
+        mpp=0.5, tissue_threshold=0.0, overlap_px=args.overlap_px, batch_size=args.batch_size, workers=args.workers
+    )
     device = device_of(None)
     slide = open_slide(args.slide)
     plan = plan_tiles(slide, args.tile_px, max(slide.mpp, 0.5), cfg)
@@ -99,22 +101,37 @@ def main() -> None:
         alone.append(model_alone(model, images, args.batch_size, device))
         res = run_model(model, source(), args.tile_px, cfg, device)
         e2e.append(res.total_s)
-        serial.append(run_model(model, source(), args.tile_px, SlidePredictConfig(workers=0, batch_size=args.batch_size),
-                                device).total_s)
+        serial.append(
+            run_model(
+                model, source(), args.tile_px, SlidePredictConfig(workers=0, batch_size=args.batch_size), device
+            ).total_s
+        )
     assert len(res.indices) == n and not res.errors and pre.probs.shape == res.probs.shape
     med = statistics.median
     out = {
-        "bench": "slide_predict", "slide": Path(args.slide).name, "tiles": n, "tile_px": args.tile_px,
-        "model": model_name, "device": str(device), "torch_threads": torch.get_num_threads(),
-        "reader_threads": args.workers, "batch_size": args.batch_size, "repeats": args.repeats,
+        "bench": "slide_predict",
+        "slide": Path(args.slide).name,
+        "tiles": n,
+        "tile_px": args.tile_px,
+        "model": model_name,
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "reader_threads": args.workers,
+        "batch_size": args.batch_size,
+        "repeats": args.repeats,
         "end_to_end_tiles_per_s": round(n / med(e2e), 1),
         "model_alone_tiles_per_s": round(n / med(alone), 1),
         "no_overlap_tiles_per_s": round(n / med(serial), 1),
         "ratio": round(med(alone) / med(e2e), 3),
         "ratio_no_overlap": round(med(alone) / med(serial), 3),
-        "runs_s": {"end_to_end": [round(v, 3) for v in e2e], "model_alone": [round(v, 3) for v in alone],
-                   "no_overlap": [round(v, 3) for v in serial]},
-        "cpu_count": os.cpu_count(), "loadavg": [round(v, 2) for v in os.getloadavg()], "python": platform.python_version(),
+        "runs_s": {
+            "end_to_end": [round(v, 3) for v in e2e],
+            "model_alone": [round(v, 3) for v in alone],
+            "no_overlap": [round(v, 3) for v in serial],
+        },
+        "cpu_count": os.cpu_count(),
+        "loadavg": [round(v, 2) for v in os.getloadavg()],
+        "python": platform.python_version(),
     }
     print(json.dumps(out))
 

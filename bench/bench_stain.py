@@ -41,7 +41,7 @@ def tiles(n: int, px: int, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
             img = read_image(files[i])
             y = rng.integers(0, img.shape[0] - px + 1)
             x = rng.integers(0, img.shape[1] - px + 1)
-            out.append(img[y:y + px, x:x + px])
+            out.append(img[y : y + px, x : x + px])
         target = read_image(DATA / "stills" / "torchstain_target.png")
         return np.stack(out), target, "breakhis_400x 256px crops"
     base = np.array([[180, 90, 170], [230, 150, 200], [245, 240, 245]], dtype=float)
@@ -114,14 +114,19 @@ def main(argv=None) -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    cases = [("macenko", ours_m, ts_macenko), ("macenko_allpx", ours_exact, ts_macenko),
-             ("reinhard", ours_r, ts_reinhard)]
+    cases = [
+        ("macenko", ours_m, ts_macenko),
+        ("macenko_allpx", ours_exact, ts_macenko),
+        ("reinhard", ours_r, ts_reinhard),
+    ]
     for name, ours, theirs in cases:
         current[0] = name
-        def run_ours():
+
+        def run_ours(ours=ours):
             outs = [ours.transform(b) for b in batches]
             sync()
             return outs
+
         ours_out = torch.cat([o.cpu() for o in run_ours()])
         errors[name] = 0
         theirs_out = torch.stack([o.to(torch.int32) for o in theirs()])
@@ -129,16 +134,27 @@ def main(argv=None) -> None:
         errors[name] = 0
         fallbacks_before = ours.fallbacks
         ours_rate, theirs_rate = rates([run_ours, theirs], len(imgs), args.repeats)
-        print(json.dumps({
-            "case": f"{name}_batched_{device.type}", "tiles": len(imgs), "tile_px": args.tile_px,
-            "batch": args.batch, "source": source, "threads": torch.get_num_threads(),
-            "histoflow_img_s": round(ours_rate, 1), "torchstain_img_s": round(theirs_rate, 1),
-            "ratio": round(ours_rate / theirs_rate, 2),
-            "max_abs_diff": int(diff.max()), "mean_abs_diff": round(float(diff.float().mean()), 3),
-            "torchstain_errors": errors[name] // args.repeats,
-            "histoflow_fallbacks_per_pass": (ours.fallbacks - fallbacks_before) // args.repeats,
-            "loadavg_1m": round(os.getloadavg()[0], 2),  # other work on the machine skews both sides
-        }), flush=True)
+        print(
+            json.dumps(
+                {
+                    "case": f"{name}_batched_{device.type}",
+                    "tiles": len(imgs),
+                    "tile_px": args.tile_px,
+                    "batch": args.batch,
+                    "source": source,
+                    "threads": torch.get_num_threads(),
+                    "histoflow_img_s": round(ours_rate, 1),
+                    "torchstain_img_s": round(theirs_rate, 1),
+                    "ratio": round(ours_rate / theirs_rate, 2),
+                    "max_abs_diff": int(diff.max()),
+                    "mean_abs_diff": round(float(diff.float().mean()), 3),
+                    "torchstain_errors": errors[name] // args.repeats,
+                    "histoflow_fallbacks_per_pass": (ours.fallbacks - fallbacks_before) // args.repeats,
+                    "loadavg_1m": round(os.getloadavg()[0], 2),  # other work on the machine skews both sides
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -123,13 +123,24 @@ def case_local_vs_naive(name, path, cfg, workers, tmp, copies: int = 1) -> dict:
     n_naive, t_naive = naive_elsewhere([str(p) for p in paths], cfg)
     s = engine_elsewhere(paths, cfg, tmp / name, workers=workers)
     local_rate, naive_rate = s["tiles_kept"] / s["wall_s"], n_naive / t_naive
-    return {"case": name, "slide": Path(path).name, "slides": len(paths), "tile_px": cfg.tile_px, "mpp": cfg.mpp,
-            "overlap_px": cfg.overlap_px,
-            "tiles_naive": n_naive, "tiles_local": s["tiles_kept"], "workers": workers,
-            "naive_tiles_per_s": round(naive_rate, 1), "local_tiles_per_s": round(local_rate, 1),
-            "ratio": round(local_rate / naive_rate, 2), "target_ratio": 1.8,
-            "worker_peak_mb": round(s["worker_peak_mb"], 1), "target_worker_peak_mb": 1024,
-            "load_avg_1m": round(os.getloadavg()[0], 2)}
+    return {
+        "case": name,
+        "slide": Path(path).name,
+        "slides": len(paths),
+        "tile_px": cfg.tile_px,
+        "mpp": cfg.mpp,
+        "overlap_px": cfg.overlap_px,
+        "tiles_naive": n_naive,
+        "tiles_local": s["tiles_kept"],
+        "workers": workers,
+        "naive_tiles_per_s": round(naive_rate, 1),
+        "local_tiles_per_s": round(local_rate, 1),
+        "ratio": round(local_rate / naive_rate, 2),
+        "target_ratio": 1.8,
+        "worker_peak_mb": round(s["worker_peak_mb"], 1),
+        "target_worker_peak_mb": 1024,
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
 
 
 def case_spark(path, cfg, workers, tmp) -> dict:
@@ -143,7 +154,8 @@ def case_spark(path, cfg, workers, tmp) -> dict:
     # warm the executors' Python workers (spawned, histoflow imported): a once-per-cluster cost,
     # counted in spark_startup_s and not in the tiles/s
     spark.sparkContext.parallelize(range(workers * 4), workers * 4).map(
-        lambda i: __import__("histoflow.tiling.work") and i).count()
+        lambda i: __import__("histoflow.tiling.work") and i
+    ).count()
     startup = time.perf_counter() - t0
     try:
         local = engine_elsewhere([path], cfg, tmp / "spark_local", workers=workers)
@@ -151,10 +163,19 @@ def case_spark(path, cfg, workers, tmp) -> dict:
     finally:
         spark.stop()
     lr, sr = local["tiles_kept"] / local["wall_s"], sp["tiles_kept"] / sp["wall_s"]
-    return {"case": "spark_vs_local", "slide": Path(path).name, "tiles": sp["tiles_kept"], "master": f"local[{workers}]",
-            "spark_startup_s": round(startup, 1), "local_tiles_per_s": round(lr, 1), "spark_tiles_per_s": round(sr, 1),
-            "ratio": round(sr / lr, 2), "target_ratio": 0.7, "spark_worker_peak_mb": round(sp["worker_peak_mb"], 1),
-            "load_avg_1m": round(os.getloadavg()[0], 2)}
+    return {
+        "case": "spark_vs_local",
+        "slide": Path(path).name,
+        "tiles": sp["tiles_kept"],
+        "master": f"local[{workers}]",
+        "spark_startup_s": round(startup, 1),
+        "local_tiles_per_s": round(lr, 1),
+        "spark_tiles_per_s": round(sr, 1),
+        "ratio": round(sr / lr, 2),
+        "target_ratio": 0.7,
+        "spark_worker_peak_mb": round(sp["worker_peak_mb"], 1),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
 
 
 def main() -> None:
@@ -173,15 +194,27 @@ def main() -> None:
             cfg = TileConfig(tile_px=256, mpp=0.5, overlap_px=192, tiles_per_shard=256)
             print(json.dumps(case_local_vs_naive("cmu_local_vs_naive", cmu, cfg, args.workers, tmp)), flush=True)
             # one small slide is dominated by fixed costs (pool start, tissue mask): 8 slides amortise them
-            print(json.dumps(case_local_vs_naive("cmu_x8_local_vs_naive", cmu, cfg, args.workers, tmp, copies=8)), flush=True)
+            print(
+                json.dumps(case_local_vs_naive("cmu_x8_local_vs_naive", cmu, cfg, args.workers, tmp, copies=8)),
+                flush=True,
+            )
         from histoflow.slide.synthetic import write_synthetic_slide
 
         syn = args.cache / f"synthetic-{args.size}.tif"
         if not syn.exists():
             t0 = time.perf_counter()
             write_synthetic_slide(syn, args.size, args.size, mpp=0.25, tile_px=512, seed=0)
-            print(json.dumps({"case": "generate_synthetic", "size_px": args.size, "seconds": round(time.perf_counter() - t0, 1),
-                              "bytes": syn.stat().st_size}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "case": "generate_synthetic",
+                        "size_px": args.size,
+                        "seconds": round(time.perf_counter() - t0, 1),
+                        "bytes": syn.stat().st_size,
+                    }
+                ),
+                flush=True,
+            )
         cfg = TileConfig(tile_px=256, mpp=0.25, tiles_per_shard=256)  # level 0, the common case
         print(json.dumps(case_local_vs_naive("synthetic_local_vs_naive", syn, cfg, args.workers, tmp)), flush=True)
         if not args.no_spark:

@@ -17,16 +17,22 @@ import lightning as L
 import torch
 
 from histoflow.config import load_config
+from histoflow.core.runtime import keep_freed_memory_in_heap
 from histoflow.data.batch_augment import BatchAugment
 from histoflow.data.loading import make_loader
 from histoflow.models.factory import create_model
-from histoflow.core.runtime import keep_freed_memory_in_heap
 from histoflow.train.data import build_run_data
 from histoflow.train.fit import fit
 
 DATA = Path(os.environ.get("HISTOFLOW_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-OVERRIDES = ["data.max_per_split=3072", "train.epochs=2", "train.tta=false", "data.verify=false",
-             "normalize.kind=imagenet", "train.scheduler.name=onecycle"]
+OVERRIDES = [
+    "data.max_per_split=3072",
+    "train.epochs=2",
+    "train.tta=false",
+    "data.verify=false",
+    "normalize.kind=imagenet",
+    "train.scheduler.name=onecycle",
+]
 
 
 class EpochTimer(L.Callback):
@@ -54,11 +60,14 @@ def plain_loop(cfg) -> float:
     model = create_model(cfg.model, 2, mean=data.mean, std=data.std).to(memory_format=torch.channels_last)
     augment = BatchAugment(cfg.augment)
     loader = make_loader(data.train, cfg.train.batch_size, cfg.data.num_workers, shuffle=True, seed=cfg.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.optimizer.lr, weight_decay=cfg.train.optimizer.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.train.optimizer.lr, total_steps=2 * len(loader),
-                                                pct_start=cfg.train.scheduler.pct_start)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=cfg.train.optimizer.lr, weight_decay=cfg.train.optimizer.weight_decay
+    )
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.train.optimizer.lr, total_steps=2 * len(loader), pct_start=cfg.train.scheduler.pct_start
+    )
     rate = 0.0
-    for epoch in range(2):
+    for _epoch in range(2):
         model.train()
         start, seen = time.perf_counter(), 0
         for x, y in loader:
@@ -92,12 +101,19 @@ def main() -> dict:
     for _ in range(2):  # interleaved
         plain.append(plain_loop(cfg))
         ours.append(histoflow_fit(cfg))
-    out = {"bench": "train_throughput", "model": cfg.model.name, "params": cfg.model.params,
-           "images_per_epoch": 3072, "batch_size": cfg.train.batch_size,
-           "plain_loop_img_s": round(max(plain), 1), "histoflow_fit_img_s": round(max(ours), 1),
-           "ratio": round(max(ours) / max(plain), 3), "target_ratio": 0.95,
-           "all_runs": {"plain": [round(v, 1) for v in plain], "histoflow": [round(v, 1) for v in ours]},
-           "loadavg_1m": round(os.getloadavg()[0], 2)}
+    out = {
+        "bench": "train_throughput",
+        "model": cfg.model.name,
+        "params": cfg.model.params,
+        "images_per_epoch": 3072,
+        "batch_size": cfg.train.batch_size,
+        "plain_loop_img_s": round(max(plain), 1),
+        "histoflow_fit_img_s": round(max(ours), 1),
+        "ratio": round(max(ours) / max(plain), 3),
+        "target_ratio": 0.95,
+        "all_runs": {"plain": [round(v, 1) for v in plain], "histoflow": [round(v, 1) for v in ours]},
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+    }
     print(json.dumps(out))
     return out
 

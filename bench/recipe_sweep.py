@@ -37,8 +37,12 @@ def result(name: str, seed: int, out: Path, code: int, secs: float) -> dict:
     try:
         metrics = json.loads((out / "metrics.json").read_text())
         history = list(csv.DictReader((out / "history.csv").read_text().splitlines()))
-        row.update(best_epoch=metrics["epoch"], auc=metrics["val"]["auc"], tta=metrics.get("val_tta", {}).get("auc"),
-                   last=round(float(history[-1]["val_auc"]), 6))
+        row.update(
+            best_epoch=metrics["epoch"],
+            auc=metrics["val"]["auc"],
+            tta=metrics.get("val_tta", {}).get("auc"),
+            last=round(float(history[-1]["val_auc"]), 6),
+        )
     except (OSError, KeyError, ValueError) as exc:
         row["error"] = f"{type(exc).__name__}: {exc} (see {out}.log)"
     return row
@@ -67,8 +71,12 @@ def main() -> None:
             out = args.out / f"{name}_s{seed}"
             overrides = [*common, f"seed={seed}", *sets]
             log = open(f"{out}.log", "w")
-            proc = subprocess.Popen([sys.executable, "-c", CHILD, str(args.recipe), json.dumps(overrides), str(out)],
-                                    stdout=log, stderr=subprocess.STDOUT, env=env)
+            proc = subprocess.Popen(
+                [sys.executable, "-c", CHILD, str(args.recipe), json.dumps(overrides), str(out)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
             running.append((name, seed, out, proc, time.time(), log))
         for item in list(running):
             name, seed, out, proc, started, log = item

@@ -46,10 +46,12 @@ def _sources() -> list[tuple[str, np.ndarray]]:
     def crop(img, px=256):
         h, w = img.shape[:2]
         y, x = max(0, (h - px) // 2), max(0, (w - px) // 2)
-        return img[y:y + px, x:x + px]
+        return img[y : y + px, x : x + px]
 
-    out = [("stills/torchstain_source", crop(read_image(DATA / "stills/torchstain_source.png"))),
-           ("stills/stardist_histo", crop(read_image(DATA / "stills/stardist_histo.jpg")))]
+    out = [
+        ("stills/torchstain_source", crop(read_image(DATA / "stills/torchstain_source.png"))),
+        ("stills/stardist_histo", crop(read_image(DATA / "stills/stardist_histo.jpg"))),
+    ]
     for name in ("TUM-AACHEHDV", "LYM-AATTSRNN", "BACK-AAQSHYMA", "ADI-AAQEFMRI"):
         out.append((f"crc/{name[:3]}", read_image(DATA / f"crc/{name}.tif")))
     for label in ("0", "1"):
@@ -74,9 +76,15 @@ def main(argv=None) -> None:
         before = macenko.fallbacks
         m = macenko.transform(img)
         tag = " (fallback)" if macenko.fallbacks > before else ""
-        rows.append([_cell(img, name), _cell(reinhard.transform(img), "reinhard"),
-                     _cell(m, "macenko" + tag), _cell(clahe(m, 2.0, 8, "lab"), "macenko+clahe lab"),
-                     _cell(clahe(img, 2.0, 8, "rgb"), "clahe rgb (original)")])
+        rows.append(
+            [
+                _cell(img, name),
+                _cell(reinhard.transform(img), "reinhard"),
+                _cell(m, "macenko" + tag),
+                _cell(clahe(m, 2.0, 8, "lab"), "macenko+clahe lab"),
+                _cell(clahe(img, 2.0, 8, "rgb"), "clahe rgb (original)"),
+            ]
+        )
     _grid(rows).save(args.out / "normalisation.png")
 
     rows = []

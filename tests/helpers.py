@@ -12,8 +12,11 @@ def write_png(path: Path, size=(32, 32), mode="RGB", value=None, seed=0) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
-    arr = rng.integers(0, 256, (size[1], size[0], channels), dtype=np.uint8) if value is None else \
-        np.full((size[1], size[0], channels), value, np.uint8)
+    arr = (
+        rng.integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
+        if value is None
+        else np.full((size[1], size[0], channels), value, np.uint8)
+    )
     img = Image.fromarray(arr[..., 0] if channels == 1 else arr, mode)
     img.save(path)
     return path

@@ -32,7 +32,9 @@ def _pg_bin(name: str) -> str | None:
 @pytest.fixture
 def postgres_server():
     """Yields a SQLAlchemy URL of a fresh, empty PostgreSQL database (trust auth, 127.0.0.1 only)."""
-    pytest.importorskip("psycopg2", reason="psycopg2 not installed: pip install 'histoflow[postgres]' (psycopg2-binary)")
+    pytest.importorskip(
+        "psycopg2", reason="psycopg2 not installed: pip install 'histoflow[postgres]' (psycopg2-binary)"
+    )
     initdb, postgres = _pg_bin("initdb"), _pg_bin("postgres")
     if not (initdb and postgres):
         pytest.skip("PostgreSQL server binaries not found: apt-get install -y postgresql")
@@ -53,15 +55,31 @@ def postgres_server():
         os.chown(folder, user.pw_uid, user.pw_gid)
         as_user = ["runuser", "-u", user.pw_name, "--"]
     data = os.path.join(folder, "data")
-    init = subprocess.run([*as_user, initdb, "-D", data, "-U", "histoflow", "--auth=trust", "-E", "UTF8"],
-                          capture_output=True, text=True)
+    init = subprocess.run(
+        [*as_user, initdb, "-D", data, "-U", "histoflow", "--auth=trust", "-E", "UTF8"], capture_output=True, text=True
+    )
     if init.returncode != 0:
         shutil.rmtree(folder, ignore_errors=True)
         pytest.skip(f"initdb failed: {init.stderr.strip()[-300:]}")
     port = free_port()
-    server = subprocess.Popen([*as_user, postgres, "-D", data, "-p", str(port), "-c", "listen_addresses=127.0.0.1",
-                               "-c", f"unix_socket_directories={folder}", "-c", "fsync=off"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        [
+            *as_user,
+            postgres,
+            "-D",
+            data,
+            "-p",
+            str(port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"unix_socket_directories={folder}",
+            "-c",
+            "fsync=off",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     url = f"postgresql+psycopg2://histoflow@127.0.0.1:{port}/postgres"
     try:
         import psycopg2
@@ -69,11 +87,15 @@ def postgres_server():
         deadline = time.monotonic() + 30
         while True:
             try:
-                psycopg2.connect(host="127.0.0.1", port=port, user="histoflow", dbname="postgres", connect_timeout=2).close()
+                psycopg2.connect(
+                    host="127.0.0.1", port=port, user="histoflow", dbname="postgres", connect_timeout=2
+                ).close()
                 break
             except psycopg2.OperationalError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.skip(f"PostgreSQL did not start: {server.stderr.read().decode()[-300:] if server.stderr else ''}")
+                    pytest.skip(
+                        f"PostgreSQL did not start: {server.stderr.read().decode()[-300:] if server.stderr else ''}"
+                    )
                 time.sleep(0.3)
         yield url
     finally:

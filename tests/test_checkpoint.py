@@ -16,9 +16,16 @@ MODEL_CONFIG = {"name": "simple_cnn", "params": {"widths": [4, 8], "depth": 1}}
 def _save(path, **extra):
     torch.manual_seed(0)
     model = create_model(ModelConfig.model_validate(MODEL_CONFIG), 2, mean=[0.5, 0.4, 0.3], std=[0.2, 0.2, 0.2])
-    return save_checkpoint(path, model, model_config=MODEL_CONFIG, class_names=["normal", "tumour"], image_px=32,
-                           run_config={"seed": 7, "data": {"crop_px": 24}}, preprocess={"stain_norm": "none"},
-                           extra=extra), model
+    return save_checkpoint(
+        path,
+        model,
+        model_config=MODEL_CONFIG,
+        class_names=["normal", "tumour"],
+        image_px=32,
+        run_config={"seed": 7, "data": {"crop_px": 24}},
+        preprocess={"stain_norm": "none"},
+        extra=extra,
+    ), model
 
 
 def test_attributes_answer_what_the_file_holds(tmp_path):

@@ -9,16 +9,29 @@ so importing `histoflow.predict` or `histoflow.evaluate` never replaces one of t
     predict_folder(checkpoint, images, "predictions.csv")
 """
 
-from histoflow.core.version import __version__
-
 from histoflow.config import RunConfig, load_config  # noqa: E402
+from histoflow.core.version import __version__
 from histoflow.data.manifest import read_manifest  # noqa: E402
 from histoflow.data.splits import split_manifest  # noqa: E402
 from histoflow.slide import open_slide  # noqa: E402
 from histoflow.tiling import extract_tiles  # noqa: E402
 
-__all__ = ["Checkpoint", "RunConfig", "TileDataset", "__version__", "evaluate_checkpoint", "extract_tiles", "fit",
-           "load_config", "open_slide", "predict_folder", "predict_slides", "read_manifest", "run", "split_manifest"]
+__all__ = [
+    "Checkpoint",
+    "RunConfig",
+    "TileDataset",
+    "__version__",
+    "evaluate_checkpoint",
+    "extract_tiles",
+    "fit",
+    "load_config",
+    "open_slide",
+    "predict_folder",
+    "predict_slides",
+    "read_manifest",
+    "run",
+    "split_manifest",
+]
 
 # Names that import torch load only when asked for: tiling workers stay light.
 _LAZY = {

@@ -30,8 +30,17 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 
 
-def save_checkpoint(path: str | Path, model: Classifier, *, model_config: dict, class_names: list[str], image_px: int,
-                    run_config: dict | None = None, preprocess: dict | None = None, extra: dict | None = None) -> Path:
+def save_checkpoint(
+    path: str | Path,
+    model: Classifier,
+    *,
+    model_config: dict,
+    class_names: list[str],
+    image_px: int,
+    run_config: dict | None = None,
+    preprocess: dict | None = None,
+    extra: dict | None = None,
+) -> Path:
     """Write weights + metadata atomically: an interrupted save never leaves a half-written file."""
     blob = {
         "histoflow_version": __version__,
@@ -59,12 +68,16 @@ def _write(path: str | Path, blob: dict) -> Path:
 def _read_blob(path: Path) -> dict:
     blob = load_torch_file(path)
     if not isinstance(blob, dict) or "histoflow_version" not in blob:
-        raise CheckpointError(f"{path}: not a histoflow checkpoint (a bare state dict? use model.weights: {path} "
-                              f"to start a new model from it)")
+        raise CheckpointError(
+            f"{path}: not a histoflow checkpoint (a bare state dict? use model.weights: {path} "
+            f"to start a new model from it)"
+        )
     fmt = blob.get("format_version")
     if fmt != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format {fmt} (histoflow {blob['histoflow_version']}) cannot be read by "
-                              f"histoflow {__version__} (format {FORMAT_VERSION})")
+        raise CheckpointError(
+            f"{path}: checkpoint format {fmt} (histoflow {blob['histoflow_version']}) cannot be read by "
+            f"histoflow {__version__} (format {FORMAT_VERSION})"
+        )
     return blob
 
 
@@ -96,8 +109,9 @@ class Checkpoint:
             return None
         stored = self._blob.get("positive_class")
         if stored is not None and str(stored) != names[1]:
-            raise CheckpointError(f"{self.path}: positive class {stored!r} is not the second class of {names}: "
-                                  f"the file is inconsistent")
+            raise CheckpointError(
+                f"{self.path}: positive class {stored!r} is not the second class of {names}: the file is inconsistent"
+            )
         return names[1]
 
     @property
@@ -198,8 +212,9 @@ class Checkpoint:
         try:
             model.load_state_dict(self._blob["state_dict"])
         except RuntimeError as exc:
-            raise CheckpointError(f"{self.path}: weights do not fit architecture {cfg.name!r} "
-                                  f"({str(exc).splitlines()[0]})") from exc
+            raise CheckpointError(
+                f"{self.path}: weights do not fit architecture {cfg.name!r} ({str(exc).splitlines()[0]})"
+            ) from exc
         if self.temperature and apply_temperature:
             _fold_temperature(model, self.temperature)
         return model.eval().to(device)
@@ -230,8 +245,9 @@ def _fold_temperature(model: Classifier, temperature: float) -> None:
             linear.bias.div_(temperature)
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
-                    apply_temperature: bool = True) -> tuple[Classifier, Checkpoint]:
+def load_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu", apply_temperature: bool = True
+) -> tuple[Classifier, Checkpoint]:
     """(model in eval mode, its Checkpoint) from a checkpoint file."""
     ckpt = Checkpoint.read(path)
     return ckpt.model(device, apply_temperature=apply_temperature), ckpt

@@ -16,8 +16,25 @@ runner = CliRunner()
 def test_help_on_every_verb():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    verbs = ["doctor", "models", "train", "evaluate", "predict", "demo", "data", "explain", "report", "calibrate",
-             "info", "tile", "normalize", "predict-slide", "embed", "train-mil", "tune"]
+    verbs = [
+        "doctor",
+        "models",
+        "train",
+        "evaluate",
+        "predict",
+        "demo",
+        "data",
+        "explain",
+        "report",
+        "calibrate",
+        "info",
+        "tile",
+        "normalize",
+        "predict-slide",
+        "embed",
+        "train-mil",
+        "tune",
+    ]
     for verb in verbs:
         assert verb in result.output
         sub = runner.invoke(app, [verb, "--help"])
@@ -65,8 +82,23 @@ def test_demo_without_data_says_how_to_get_it(tmp_path):
 def test_demo_end_to_end_on_real_pcam_quick(tmp_path):
     """`make demo`'s code path (inspect -> train -> evaluate -> report -> predict), on a subset."""
     root = need_data("pcam").parent
-    result = runner.invoke(app, ["--quiet", "demo", "--data-root", str(root), "--out", str(tmp_path), "--set", "data.max_per_split=200",
-                                 "--set", "train.epochs=1", "--set", "model.params={widths: [8, 16], depth: 1}"])
+    result = runner.invoke(
+        app,
+        [
+            "--quiet",
+            "demo",
+            "--data-root",
+            str(root),
+            "--out",
+            str(tmp_path),
+            "--set",
+            "data.max_per_split=200",
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "model.params={widths: [8, 16], depth: 1}",
+        ],
+    )
     assert result.exit_code == 0, result.output
     run = tmp_path / "pcam_simple_cnn"
     assert (run / "metrics.json").exists() and (run / "report.html").exists()

@@ -18,9 +18,18 @@ from histoflow.cli import app
 from tests.conftest import need_data
 
 runner = CliRunner()
-TINY = ["data.max_per_split=24", "data.image_px=32", "data.verify=false", "model.params={widths: [8, 16], depth: 1}",
-        "train.epochs=1", "train.max_steps_per_epoch=2", "train.batch_size=8", "data.num_workers=0",
-        "normalize.kind=imagenet", "train.scheduler.name=cosine"]
+TINY = [
+    "data.max_per_split=24",
+    "data.image_px=32",
+    "data.verify=false",
+    "model.params={widths: [8, 16], depth: 1}",
+    "train.epochs=1",
+    "train.max_steps_per_epoch=2",
+    "train.batch_size=8",
+    "data.num_workers=0",
+    "normalize.kind=imagenet",
+    "train.scheduler.name=cosine",
+]
 
 
 def _sets(*overrides: str) -> list[str]:
@@ -32,7 +41,7 @@ def _error_line(result, *words: str, one_line: bool = True) -> str:
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(lines) == 1, result.output
-    text = lines[0] if one_line else result.output[result.output.index("error:"):]
+    text = lines[0] if one_line else result.output[result.output.index("error:") :]
     for word in words:
         assert word in text, text
     return text
@@ -42,8 +51,9 @@ def _error_line(result, *words: str, one_line: bool = True) -> str:
 def tiny_run(tmp_path_factory):
     """`histoflow train` on 24 + 24 real PCam patches, one epoch of two steps."""
     out = tmp_path_factory.mktemp("cli") / "run"
-    result = runner.invoke(app, ["--quiet", "train", "--out", str(out),
-                                 *_sets(f"data.path={need_data('pcam')}", *TINY)])
+    result = runner.invoke(
+        app, ["--quiet", "train", "--out", str(out), *_sets(f"data.path={need_data('pcam')}", *TINY)]
+    )
     assert result.exit_code == 0, result.output
     return out
 
@@ -56,17 +66,26 @@ def test_train_writes_a_complete_run(tiny_run):
 
 def test_train_bad_inputs(tmp_path):
     _error_line(runner.invoke(app, ["train", str(tmp_path / "nope.yaml")]), "nope.yaml")
-    _error_line(runner.invoke(app, ["train", "--out", str(tmp_path / "r"), "--set", "train.epochs=0"]),
-                "epochs", one_line=False)
+    _error_line(
+        runner.invoke(app, ["train", "--out", str(tmp_path / "r"), "--set", "train.epochs=0"]), "epochs", one_line=False
+    )
 
 
 def test_tune_one_trial(tmp_path):
     pytest.importorskip("optuna")
-    raw = {"name": "tiny", "data": {"path": str(need_data("pcam")), "image_px": 32, "max_per_split": 24,
-                                    "num_workers": 0, "verify": False},
-           "model": {"name": "simple_cnn", "params": {"widths": [8, 16], "depth": 1}},
-           "train": {"epochs": 1, "max_steps_per_epoch": 2, "batch_size": 8, "scheduler": {"name": "cosine"}},
-           "tune": {"train.batch_size": [8, 16], "baseline": False}}
+    raw = {
+        "name": "tiny",
+        "data": {
+            "path": str(need_data("pcam")),
+            "image_px": 32,
+            "max_per_split": 24,
+            "num_workers": 0,
+            "verify": False,
+        },
+        "model": {"name": "simple_cnn", "params": {"widths": [8, 16], "depth": 1}},
+        "train": {"epochs": 1, "max_steps_per_epoch": 2, "batch_size": 8, "scheduler": {"name": "cosine"}},
+        "tune": {"train.batch_size": [8, 16], "baseline": False},
+    }
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(yaml.safe_dump(raw))
     result = runner.invoke(app, ["--quiet", "tune", str(cfg), "--trials", "1", "--out", str(tmp_path / "o")])
@@ -81,12 +100,40 @@ def test_tune_bad_config_file(tmp_path):
 
 def test_evaluate_and_explain_and_calibrate(tiny_run, tmp_path):
     ckpt = tiny_run / "checkpoints" / "best.pt"
-    result = runner.invoke(app, ["--quiet", "evaluate", "--checkpoint", str(ckpt), "--data", str(tiny_run / "splits.csv"),
-                                 "--split", "val", "--out", str(tmp_path / "e")])
+    result = runner.invoke(
+        app,
+        [
+            "--quiet",
+            "evaluate",
+            "--checkpoint",
+            str(ckpt),
+            "--data",
+            str(tiny_run / "splits.csv"),
+            "--split",
+            "val",
+            "--out",
+            str(tmp_path / "e"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "e" / "metrics.json").read_text())["val"]["n"] == 24
-    result = runner.invoke(app, ["--quiet", "explain", "--checkpoint", str(ckpt), "--data", str(tiny_run / "splits.csv"),
-                                 "--split", "val", "--n", "4", "--out", str(tmp_path / "x")])
+    result = runner.invoke(
+        app,
+        [
+            "--quiet",
+            "explain",
+            "--checkpoint",
+            str(ckpt),
+            "--data",
+            str(tiny_run / "splits.csv"),
+            "--split",
+            "val",
+            "--n",
+            "4",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "x" / "gallery.png").is_file()
     result = runner.invoke(app, ["--quiet", "calibrate", str(tiny_run)])
@@ -97,7 +144,9 @@ def test_evaluate_explain_calibrate_bad_inputs(tmp_path):
     data = need_data("pcam", "valid")
     missing = tmp_path / "nope.pt"
     for verb in ("evaluate", "explain"):
-        result = runner.invoke(app, [verb, "--checkpoint", str(missing), "--data", str(data), "--out", str(tmp_path / "o")])
+        result = runner.invoke(
+            app, [verb, "--checkpoint", str(missing), "--data", str(data), "--out", str(tmp_path / "o")]
+        )
         _error_line(result, "nope.pt")
     _error_line(runner.invoke(app, ["calibrate", str(tmp_path)]), "predictions_val.csv")
 
@@ -115,8 +164,9 @@ def test_data_download_verifies_present_files(tmp_path, monkeypatch):
 
     payload = b"not really an HDF5 file"
     (tmp_path / "tiny.h5").write_bytes(payload)
-    monkeypatch.setitem(download.DATASETS, "tinyset",
-                        ("http://example.invalid", {"tiny.h5": hashlib.md5(payload).hexdigest()}))
+    monkeypatch.setitem(
+        download.DATASETS, "tinyset", ("http://example.invalid", {"tiny.h5": hashlib.md5(payload).hexdigest()})
+    )
     result = runner.invoke(app, ["data", "download", "tinyset", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "verified" in result.output and "tiny.h5" in result.output
@@ -149,6 +199,17 @@ def test_demo_bad_override_names_the_field(tmp_path):
             folder.mkdir(parents=True)
             for src in sorted(need_data("pcam", "valid", label).glob("*.jpg"))[:3]:
                 shutil.copy(src, folder / src.name)
-    result = runner.invoke(app, ["--quiet", "demo", "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "o"),
-                                 "--set", "train.epoks=1"])
+    result = runner.invoke(
+        app,
+        [
+            "--quiet",
+            "demo",
+            "--data-root",
+            str(tmp_path / "data"),
+            "--out",
+            str(tmp_path / "o"),
+            "--set",
+            "train.epoks=1",
+        ],
+    )
     _error_line(result, "epoks", one_line=False)

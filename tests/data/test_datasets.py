@@ -10,11 +10,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from histoflow.config import AugmentConfig, load_config
+from histoflow.core.errors import DataError
 from histoflow.data.datasets import PatchDataset, fit_size
 from histoflow.data.manifest import read_manifest
 from histoflow.data.samplers import balanced_sampler, class_weights
 from histoflow.data.transforms import RandomDihedral, build_transform, dihedral_views
-from histoflow.core.errors import DataError
 from tests.conftest import need_data
 from tests.helpers import pcam_h5_from_jpegs
 
@@ -91,13 +91,16 @@ def test_dihedral_covers_all_views_and_tta_views_are_distinct():
 
 
 def test_policy_from_yaml_builds_and_runs():
-    cfg = load_config(None, [
-        "augment.dihedral=true",
-        "augment.colour_jitter={brightness: 0.2, contrast: 0.2, saturation: 0.1, hue: 0.02}",
-        "augment.affine={degrees: 15, scale: [0.9, 1.1], shear: 5}",
-        "augment.random_resized_crop={scale: [0.7, 1.0]}",
-        "augment.gaussian_blur={kernel_px: 3, p: 0.5}",
-    ])
+    cfg = load_config(
+        None,
+        [
+            "augment.dihedral=true",
+            "augment.colour_jitter={brightness: 0.2, contrast: 0.2, saturation: 0.1, hue: 0.02}",
+            "augment.affine={degrees: 15, scale: [0.9, 1.1], shear: 5}",
+            "augment.random_resized_crop={scale: [0.7, 1.0]}",
+            "augment.gaussian_blur={kernel_px: 3, p: 0.5}",
+        ],
+    )
     transform = build_transform(cfg.augment, 96)
     assert len(transform.transforms) == 5
     img = torch.randint(0, 256, (3, 96, 96), dtype=torch.uint8)
@@ -149,7 +152,9 @@ def test_thread_workers_keep_order_and_seeded_shuffles(tmp_path):
     b = torch.cat([y for _, y in make_loader(ds, 7, 2, shuffle=True, seed=3)])
     assert torch.equal(a, b) and sorted(a.tolist()) == sorted(torch.tensor(ds.labels).tolist())
     # HDF5 (h5py serialises on one lock) and per-image transforms keep process workers
-    h5 = PatchDataset(read_manifest(pcam_h5_from_jpegs(need_data("pcam", "valid"), tmp_path, n_per_class=4)), image_px=96)
+    h5 = PatchDataset(
+        read_manifest(pcam_h5_from_jpegs(need_data("pcam", "valid"), tmp_path, n_per_class=4)), image_px=96
+    )
     assert not h5.decodes_without_gil() and not isinstance(make_loader(h5, 4, 2), ThreadLoader)
     flipped = PatchDataset(m, image_px=96, transform=build_transform(AugmentConfig(hflip=True), 96))
     assert not isinstance(make_loader(flipped, 4, 2), ThreadLoader)
@@ -171,7 +176,9 @@ def test_jpeg_decoded_in_place_equals_load_and_bad_files_keep_their_errors(tmp_p
     for side in (64, 128):  # other sizes (too big / too small for the batch): resized by load()
         other = PatchDataset(m, image_px=side)
         batch = other.__getitems__([0, 1])
-        assert torch.equal(batch.images, torch.stack([torch.from_numpy(other.load(i)).permute(2, 0, 1) for i in (0, 1)]))
+        assert torch.equal(
+            batch.images, torch.stack([torch.from_numpy(other.load(i)).permute(2, 0, 1) for i in (0, 1)])
+        )
     (folder / src[2].name).write_bytes((folder / src[2].name).read_bytes()[:300])  # truncated JPEG
     with pytest.raises(DataError, match=src[2].name):
         PatchDataset(m, image_px=96).__getitems__([0, 1, 2])

@@ -6,8 +6,8 @@ import gzip
 
 import pytest
 
-from histoflow.data.download import PCAM_MD5, download, md5sum
 from histoflow.core.errors import DataError
+from histoflow.data.download import PCAM_MD5, download, md5sum
 
 NAME = "camelyonpatch_level_2_split_valid_y.h5"
 
@@ -36,13 +36,17 @@ def test_download_verifies_and_is_idempotent(tmp_path):
 def test_checksum_mismatch_leaves_nothing_that_looks_complete(tmp_path):
     mirror = make_mirror(tmp_path, b"corrupted")
     out = tmp_path / "out"
-    with pytest.raises(DataError, match=r"checksum mismatch \(md5 [0-9a-f]{32}, expected 2b85f58b927af9964a4c15b8f7e8f179\)"):
+    with pytest.raises(
+        DataError, match=r"checksum mismatch \(md5 [0-9a-f]{32}, expected 2b85f58b927af9964a4c15b8f7e8f179\)"
+    ):
         download("pcam", out, files=[NAME], base_url=mirror.as_uri())
     assert not (out / NAME).exists() and not list(out.iterdir())
 
 
 def test_unreachable_source_is_a_clear_error(tmp_path):
-    with pytest.raises(DataError, match=r"cannot download .*camelyonpatch_level_2_split_valid_y\.h5\.gz.*Download it by hand"):
+    with pytest.raises(
+        DataError, match=r"cannot download .*camelyonpatch_level_2_split_valid_y\.h5\.gz.*Download it by hand"
+    ):
         download("pcam", tmp_path, files=[NAME], base_url="http://127.0.0.1:9/nothing")
     assert not list(tmp_path.iterdir())
 

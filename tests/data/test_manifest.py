@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from histoflow.data.manifest import class_order, detect_format, read_manifest
 from histoflow.core.errors import DataError
+from histoflow.data.manifest import class_order, detect_format, read_manifest
 from tests.conftest import need_data
 from tests.helpers import pcam_h5_from_jpegs, write_png
 
@@ -91,8 +91,12 @@ def test_pcam_hdf5_lazy(tmp_path):
 def test_csv_manifest_relative_paths_and_label_column(tmp_path):
     for i in range(4):
         write_png(tmp_path / "img" / f"{i}.png", seed=i)
-    (tmp_path / "m.csv").write_text("file,diagnosis,patient\n" + "".join(f"img/{i}.png,{'ab'[i % 2]},p{i // 2}\n" for i in range(4)))
-    with pytest.raises(DataError, match=r"missing column\(s\) \['path', 'label'\].*found \['file', 'diagnosis', 'patient'\]"):
+    (tmp_path / "m.csv").write_text(
+        "file,diagnosis,patient\n" + "".join(f"img/{i}.png,{'ab'[i % 2]},p{i // 2}\n" for i in range(4))
+    )
+    with pytest.raises(
+        DataError, match=r"missing column\(s\) \['path', 'label'\].*found \['file', 'diagnosis', 'patient'\]"
+    ):
         read_manifest(tmp_path / "m.csv")
     m = read_manifest(tmp_path / "m.csv", path_column="file", label_column="diagnosis")
     assert m.class_names == ["a", "b"]

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from histoflow.core.errors import ConfigError, DataError
 from histoflow.data.manifest import Manifest, read_manifest
 from histoflow.data.splits import kfold_manifests, split_manifest
-from histoflow.core.errors import ConfigError, DataError
 from tests.conftest import need_data
 
 
@@ -29,7 +29,7 @@ def assert_no_leak(m: Manifest) -> None:
     groups = patients_per_split(m)
     names = list(groups)
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             assert not groups[a] & groups[b], f"patients in both {a} and {b}: {groups[a] & groups[b]}"
 
 

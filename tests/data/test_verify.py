@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from histoflow.core.errors import DataError
 from histoflow.core.images import read_image
 from histoflow.data.manifest import read_manifest
 from histoflow.data.verify import verify_manifest
-from histoflow.core.errors import DataError
 from tests.conftest import need_data
 from tests.helpers import class_folder_dataset, write_png
 
@@ -57,7 +57,9 @@ def test_one_class_label_column(tmp_path):
         write_png(tmp_path / "img" / f"{i}.png", seed=i)
     (tmp_path / "m.csv").write_text("path,label\n" + "".join(f"img/{i}.png,tumour\n" for i in range(3)))
     m = read_manifest(tmp_path / "m.csv")
-    with pytest.raises(DataError, match=r"m\.csv: label column has 1 class\(es\) \['tumour'\]; a classifier needs at least 2"):
+    with pytest.raises(
+        DataError, match=r"m\.csv: label column has 1 class\(es\) \['tumour'\]; a classifier needs at least 2"
+    ):
         m.require_classes(2)
 
 

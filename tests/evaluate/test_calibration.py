@@ -8,8 +8,13 @@ import torch
 
 from histoflow.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from histoflow.core.errors import CheckpointError, DataError
-from histoflow.evaluate.calibration import (apply_temperature, calibration_summary, expected_calibration_error,
-                                            fit_temperature, reliability_curve)
+from histoflow.evaluate.calibration import (
+    apply_temperature,
+    calibration_summary,
+    expected_calibration_error,
+    fit_temperature,
+    reliability_curve,
+)
 from histoflow.models.factory import create_model
 
 
@@ -62,8 +67,13 @@ def test_temperature_stored_in_checkpoint_is_applied_on_load(tmp_path, num_class
 
     cfg = ModelConfig(name="simple_cnn", params={"widths": [8, 16]})
     model = create_model(cfg, num_classes).eval()
-    path = save_checkpoint(tmp_path / "best.pt", model, model_config=cfg.model_dump(mode="json"),
-                           class_names=[str(i) for i in range(num_classes)], image_px=32)
+    path = save_checkpoint(
+        tmp_path / "best.pt",
+        model,
+        model_config=cfg.model_dump(mode="json"),
+        class_names=[str(i) for i in range(num_classes)],
+        image_px=32,
+    )
     x = torch.randint(0, 255, (6, 3, 32, 32), dtype=torch.uint8)
     raw, ckpt = load_checkpoint(path)
     assert ckpt.temperature is None

@@ -17,7 +17,7 @@ from tests.conftest import need_data
 SMALL = {  # the registry's models, sized for a CPU test; timm's test_* stand for "any timm name"
     "simple_cnn": {"widths": [8, 16]},
     "concat": {"backbones": ["simple_cnn", "test_resnet"], "member_params": {"simple_cnn": {"widths": [8, 16]}}},
-    "test_resnet": {},      # CNN, feature_info stages
+    "test_resnet": {},  # CNN, feature_info stages
     "test_convnext": {},
     "test_vit": {"img_size": 64},  # tokens, not maps: reshaped by the ViT adapter
 }
@@ -119,17 +119,36 @@ def test_explain_cli_on_real_pcam(tmp_path):
     torch.manual_seed(0)
     cfg = ModelConfig(name="simple_cnn", params={"widths": [8, 16]})
     model = create_model(cfg, 2)
-    ckpt = save_checkpoint(tmp_path / "best.pt", model, model_config=cfg.model_dump(mode="json"),
-                           class_names=["0", "1"], image_px=48)
+    ckpt = save_checkpoint(
+        tmp_path / "best.pt", model, model_config=cfg.model_dump(mode="json"), class_names=["0", "1"], image_px=48
+    )
     out = tmp_path / "explain"
-    result = CliRunner().invoke(app, ["explain", "--checkpoint", str(ckpt), "--data", str(csv), "--n", "8",
-                                      "--out", str(out), "--method", "gradcam++"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "explain",
+            "--checkpoint",
+            str(ckpt),
+            "--data",
+            str(csv),
+            "--n",
+            "8",
+            "--out",
+            str(out),
+            "--method",
+            "gradcam++",
+        ],
+    )
     assert result.exit_code == 0, result.output
     import pandas as pd
 
     gallery = pd.read_csv(out / "gallery.csv")
-    assert 1 <= len(gallery) <= 8 and set(gallery["category"]) <= {"true positive", "false positive",
-                                                                     "false negative", "true negative"}
+    assert 1 <= len(gallery) <= 8 and set(gallery["category"]) <= {
+        "true positive",
+        "false positive",
+        "false negative",
+        "true negative",
+    }
     assert gallery["path"].str.endswith(".jpg").all() and gallery["probability"].between(0, 1).all()
     from PIL import Image
 

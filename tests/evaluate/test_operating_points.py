@@ -44,12 +44,18 @@ def test_youden_and_user_threshold_rows():
     # J = sens + spec - 1 is highest at 0.8 (2/3 + 1 - 1) or 0.4 (1 + 2/3 - 1): both 2/3
     assert youden["sensitivity"] + youden["specificity"] - 1 == pytest.approx(2 / 3, abs=1e-6)
     user = _point(ops, "threshold 0.3")
-    assert user["threshold"] == 0.3 and user["sensitivity"] == 1.0 and user["specificity"] == pytest.approx(2 / 3, abs=1e-6)
+    assert (
+        user["threshold"] == 0.3
+        and user["sensitivity"] == 1.0
+        and user["specificity"] == pytest.approx(2 / 3, abs=1e-6)
+    )
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 1), st.floats(0, 1)), min_size=2, max_size=60),
-       st.sampled_from([1.0, 0.99, 0.95, 0.5]))
+@given(
+    st.lists(st.tuples(st.integers(0, 1), st.floats(0, 1)), min_size=2, max_size=60),
+    st.sampled_from([1.0, 0.99, 0.95, 0.5]),
+)
 def test_targeted_threshold_reaches_its_sensitivity(pairs, target):
     y = np.array([a for a, _ in pairs])
     p = np.array([b for _, b in pairs])

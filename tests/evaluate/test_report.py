@@ -27,8 +27,19 @@ def tiny_run(tmp_path_factory):
     from histoflow.workflows.run import run
 
     pcam = need_data("pcam")
-    cfg = load_config(None, [f"data.path={pcam}", "data.max_per_split=40", "data.image_px=32", "data.verify=false",
-                             "model.params={widths: [8, 16]}", "train.epochs=2", "data.num_workers=0", "name=tiny"])
+    cfg = load_config(
+        None,
+        [
+            f"data.path={pcam}",
+            "data.max_per_split=40",
+            "data.image_px=32",
+            "data.verify=false",
+            "model.params={widths: [8, 16]}",
+            "train.epochs=2",
+            "data.num_workers=0",
+            "name=tiny",
+        ],
+    )
     run_dir = run(cfg, tmp_path_factory.mktemp("runs") / "tiny", quiet=True)
     build_report(run_dir, gallery_n=16)
     return run_dir
@@ -46,11 +57,28 @@ def _text(html: str) -> str:
 def test_report_holds_every_section(tiny_run):
     html = (tiny_run / "report.html").read_text()
     text = _text(html)
-    for heading in ("Data and splits", "Training", "Evaluation: val split", "Operating points (val)",
-                    "Grad-CAM gallery", "Environment", "Resolved config"):
+    for heading in (
+        "Data and splits",
+        "Training",
+        "Evaluation: val split",
+        "Operating points (val)",
+        "Grad-CAM gallery",
+        "Environment",
+        "Resolved config",
+    ):
         assert heading in text, heading
-    for row in ("sensitivity 1", "sensitivity 0.99", "sensitivity 0.95", "Youden&#x27;s J", "threshold 0.5",
-                "negatives spared", "NPV", "PPV", "expected calibration error", "percentile bootstrap"):
+    for row in (
+        "sensitivity 1",
+        "sensitivity 0.99",
+        "sensitivity 0.95",
+        "Youden&#x27;s J",
+        "threshold 0.5",
+        "negatives spared",
+        "NPV",
+        "PPV",
+        "expected calibration error",
+        "percentile bootstrap",
+    ):
         assert row in text, row
     assert html.count("data:image/png;base64,") >= 6  # curves, ROC, PR, confusion, reliability, gallery
     assert "http://" not in text and "https://" not in text  # nothing to fetch: opens offline
@@ -69,9 +97,19 @@ def _chromium() -> str:
 
 
 def _chrome(binary, tmp_path, *args):
-    cmd = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-           "--window-size=1200,3000", *args]
+    cmd = [
+        binary,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1200,3000",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
@@ -81,10 +119,12 @@ def test_report_renders_in_chromium(tiny_run, tmp_path):
     binary = _chromium()
     # a copy with a probe script: after load, count images that decoded and tables in the DOM
     probe = tmp_path / "probe.html"
-    script = ("<script>window.addEventListener('load',()=>{const im=[...document.images];"
-              "const ok=im.filter(i=>i.complete&&i.naturalWidth>0).length;const d=document.createElement('div');"
-              "d.id='probe';d.textContent='PROBE images '+ok+'/'+im.length+' tables '+"
-              "document.querySelectorAll('table').length;document.body.appendChild(d);});</script>")
+    script = (
+        "<script>window.addEventListener('load',()=>{const im=[...document.images];"
+        "const ok=im.filter(i=>i.complete&&i.naturalWidth>0).length;const d=document.createElement('div');"
+        "d.id='probe';d.textContent='PROBE images '+ok+'/'+im.length+' tables '+"
+        "document.querySelectorAll('table').length;document.body.appendChild(d);});</script>"
+    )
     probe.write_text((tiny_run / "report.html").read_text().replace("</body>", script + "</body>"))
     dom = _chrome(binary, tmp_path, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri())
     found = re.search(r"PROBE images (\d+)/(\d+) tables (\d+)", dom.stdout)
@@ -146,8 +186,9 @@ def test_single_class_evaluation_says_auc_undefined(tiny_run, tmp_path):
     from histoflow.evaluate.run import evaluate_checkpoint
 
     ones = sorted((need_data("pcam", "valid") / "1").glob("*.jpg"))[:12]
-    payload = evaluate_checkpoint(tiny_run / "checkpoints" / "best.pt", _csv(tmp_path, [(p, "1") for p in ones]),
-                                  tmp_path / "eval")
+    payload = evaluate_checkpoint(
+        tiny_run / "checkpoints" / "best.pt", _csv(tmp_path, [(p, "1") for p in ones]), tmp_path / "eval"
+    )
     result = payload["data"]
     assert result["auc"] is None and any("undefined" in n for n in result["notes"])
     json.loads((tmp_path / "eval" / "metrics.json").read_text())  # strict JSON: no NaN
@@ -198,6 +239,7 @@ def test_cli_report_and_calibrate(tiny_run, tmp_path):
 
     from histoflow.checkpoint import Checkpoint
     from histoflow.cli import app
+
     run = _copy(tiny_run, tmp_path / "run")
     runner = CliRunner()
     result = runner.invoke(app, ["calibrate", str(run)])
@@ -223,7 +265,9 @@ def test_evaluate_and_predict_verbs_record_their_options(tiny_run, tmp_path):
     few.mkdir()
     for p in sorted((valid / "1").glob("*.jpg"))[:3]:
         (few / p.name).write_bytes(p.read_bytes())
-    result = runner.invoke(app, ["predict", "--checkpoint", str(ckpt), "--data", str(few), "--out", str(tmp_path / "preds.csv")])
+    result = runner.invoke(
+        app, ["predict", "--checkpoint", str(ckpt), "--data", str(few), "--out", str(tmp_path / "preds.csv")]
+    )
     assert result.exit_code == 0, result.output
     record = yaml.safe_load((tmp_path / "preds.command.yaml").read_text())
     assert record["command"].endswith("predict") and record["options"]["tta"] is False

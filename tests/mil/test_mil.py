@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import need_data
 from histoflow.core.errors import CheckpointError, DataError
 from histoflow.mil.bags import BagConfig, build_pcam_bags, grade_of, plan_bags
 from histoflow.mil.model import GatedAttentionMIL, load_mil, predict_bag, save_mil
 from histoflow.mil.train import load_mil_config, split_groups, train_mil
+from tests.conftest import need_data
 
 
 @pytest.mark.parametrize("task,classes", [("binary", 2), ("multiclass", 4), ("ordinal", 3)])
@@ -80,16 +80,33 @@ def _synthetic_bags(n_bags=60, size=12, dim=8, seed=0):
         inst = rng.permutation(np.array([1] * n_t + [0] * (size - n_t)))
         x = rng.normal(size=(size, dim)).astype(np.float32)
         x[:, 0] += 2.5 * inst
-        bags.append({"id": f"b{i:03d}", "patient": f"p{i // 4:02d}", "label": int(n_t >= 2),
-                     "grade": grade_of(n_t / size), "x": x, "inst": inst.astype(np.int8)})
+        bags.append(
+            {
+                "id": f"b{i:03d}",
+                "patient": f"p{i // 4:02d}",
+                "label": int(n_t >= 2),
+                "grade": grade_of(n_t / size),
+                "x": x,
+                "inst": inst.astype(np.int8),
+            }
+        )
     return bags
 
 
 def test_train_mil_learns_synthetic_bags_and_attends_to_positives(tmp_path):
     _write_bags(tmp_path / "bags", _synthetic_bags())
-    cfg = load_mil_config(None, [f"data.embeddings={tmp_path / 'bags'}", f"data.labels={tmp_path / 'bags' / 'bags.csv'}",
-                                 "model.hidden=16", "model.attention=8", "train.epochs=12", "train.lr=0.003",
-                                 f"out={tmp_path / 'run'}"])
+    cfg = load_mil_config(
+        None,
+        [
+            f"data.embeddings={tmp_path / 'bags'}",
+            f"data.labels={tmp_path / 'bags' / 'bags.csv'}",
+            "model.hidden=16",
+            "model.attention=8",
+            "train.epochs=12",
+            "train.lr=0.003",
+            f"out={tmp_path / 'run'}",
+        ],
+    )
     m = train_mil(cfg)
     assert m["test"]["auc"] > 0.8 and m["test"]["attention_auc_mean_per_bag"] > 0.8
     assert set(json.loads((tmp_path / "run" / "metrics.json").read_text())) >= {"train", "val", "test", "patients"}
@@ -101,9 +118,20 @@ def test_train_mil_learns_synthetic_bags_and_attends_to_positives(tmp_path):
 
 def test_train_mil_ordinal_reports_quadratic_kappa(tmp_path):
     _write_bags(tmp_path / "bags", _synthetic_bags(n_bags=100, seed=1))
-    cfg = load_mil_config(None, [f"data.embeddings={tmp_path / 'bags'}", f"data.labels={tmp_path / 'bags' / 'bags.csv'}",
-                                 "data.task=ordinal", "data.label_column=grade", "model.hidden=16", "model.attention=8",
-                                 "train.epochs=20", "train.lr=0.003", f"out={tmp_path / 'run'}"])
+    cfg = load_mil_config(
+        None,
+        [
+            f"data.embeddings={tmp_path / 'bags'}",
+            f"data.labels={tmp_path / 'bags' / 'bags.csv'}",
+            "data.task=ordinal",
+            "data.label_column=grade",
+            "model.hidden=16",
+            "model.attention=8",
+            "train.epochs=20",
+            "train.lr=0.003",
+            f"out={tmp_path / 'run'}",
+        ],
+    )
     m = train_mil(cfg)
     assert m["classes"] == ["1", "2", "3"] and m["test"]["quadratic_kappa"] > 0.5
 
@@ -112,7 +140,9 @@ def test_missing_embeddings_name_the_bag(tmp_path):
     bags = _synthetic_bags(8)
     _write_bags(tmp_path / "bags", bags)
     (tmp_path / "bags" / "b003" / "embeddings.npy").unlink()
-    cfg = load_mil_config(None, [f"data.embeddings={tmp_path / 'bags'}", f"data.labels={tmp_path / 'bags' / 'bags.csv'}"])
+    cfg = load_mil_config(
+        None, [f"data.embeddings={tmp_path / 'bags'}", f"data.labels={tmp_path / 'bags' / 'bags.csv'}"]
+    )
     with pytest.raises(DataError, match="b003.*histoflow embed"):
         train_mil(cfg)
 
@@ -124,7 +154,9 @@ def _colour_checkpoint(path):
     from histoflow.models.factory import create_model
 
     cfg = ModelConfig(name="logistic_regression")
-    return save_checkpoint(path, create_model(cfg, 2), model_config=cfg.model_dump(), class_names=["0", "1"], image_px=96)
+    return save_checkpoint(
+        path, create_model(cfg, 2), model_config=cfg.model_dump(), class_names=["0", "1"], image_px=96
+    )
 
 
 @pytest.mark.slow
@@ -135,27 +167,45 @@ def test_real_pcam_bags_with_colour_features(tmp_path):
     ckpt = _colour_checkpoint(tmp_path / "colour.pt")
     meta = build_pcam_bags(pcam, tmp_path / "bags", ckpt, BagConfig(patients=20, bags_per_patient=8, bag_size=24, k=2))
     assert meta["bags"] == 160 and meta["embedding"]["features"] > 0
-    cfg = load_mil_config(None, [f"data.embeddings={tmp_path / 'bags'}", f"data.labels={tmp_path / 'bags' / 'bags.csv'}",
-                                 "train.epochs=15", f"out={tmp_path / 'run'}"])
+    cfg = load_mil_config(
+        None,
+        [
+            f"data.embeddings={tmp_path / 'bags'}",
+            f"data.labels={tmp_path / 'bags' / 'bags.csv'}",
+            "train.epochs=15",
+            f"out={tmp_path / 'run'}",
+        ],
+    )
     m = train_mil(cfg)
     assert m["test"]["auc"] > 0.7 and m["test"]["attention_auc_mean_per_bag"] > 0.6
 
 
 def test_mil_aggregator_in_predict_slide(tmp_path):
+    from histoflow.checkpoint import Checkpoint
     from histoflow.config.slides import SlidePredictConfig
     from histoflow.mil.apply import predict_slides_with_mil as predict_slides
-    from histoflow.predict.checkpoint_info import checkpoint_fingerprint
     from histoflow.slide.montage import write_pyramid_tiff
     from tests.predict.test_slide import PATTERN, _tiny_checkpoint, pattern_image
 
     ckpt = _tiny_checkpoint(tmp_path / "m.pt", mpp=1.0)
-    slide = write_pyramid_tiff(tmp_path / "s.tif", pattern_image(np.kron(PATTERN, np.ones((3, 3), int)), px=32),
-                               mpp=1.0, tile_px=64, min_level_px=128)
+    slide = write_pyramid_tiff(
+        tmp_path / "s.tif",
+        pattern_image(np.kron(PATTERN, np.ones((3, 3), int)), px=32),
+        mpp=1.0,
+        tile_px=64,
+        min_level_px=128,
+    )
     torch.manual_seed(0)
     mil = GatedAttentionMIL(16, 2, "binary", hidden=8, attention=4)
-    fp = checkpoint_fingerprint(ckpt)
-    save_mil(tmp_path / "mil.pt", mil, in_features=16, class_names=["0", "1"],
-             model_config={"hidden": 8, "attention": 4, "dropout": 0.25}, extra={"embedding": {"checkpoint_fingerprint": fp}})
+    fp = Checkpoint.read(ckpt).fingerprint
+    save_mil(
+        tmp_path / "mil.pt",
+        mil,
+        in_features=16,
+        class_names=["0", "1"],
+        model_config={"hidden": 8, "attention": 4, "dropout": 0.25},
+        extra={"embedding": {"checkpoint_fingerprint": fp}},
+    )
     cfg = SlidePredictConfig(mil_checkpoint=str(tmp_path / "mil.pt"), workers=1)
     s = predict_slides(ckpt, [slide], tmp_path / "out", cfg, progress=False)
     rep = json.loads((tmp_path / "out" / "s" / "slide.json").read_text())
@@ -164,8 +214,14 @@ def test_mil_aggregator_in_predict_slide(tmp_path):
 
     att = pq.read_table(tmp_path / "out" / "s" / "tiles.parquet").column("attention").to_numpy()
     assert att.sum() == pytest.approx(1, abs=1e-4) and (tmp_path / "out" / "s" / "attention.png").exists()
-    save_mil(tmp_path / "other.pt", mil, in_features=16, class_names=["0", "1"],
-             model_config={"hidden": 8, "attention": 4, "dropout": 0.25}, extra={"embedding": {"checkpoint_fingerprint": "x"}})
+    save_mil(
+        tmp_path / "other.pt",
+        mil,
+        in_features=16,
+        class_names=["0", "1"],
+        model_config={"hidden": 8, "attention": 4, "dropout": 0.25},
+        extra={"embedding": {"checkpoint_fingerprint": "x"}},
+    )
     with pytest.raises(CheckpointError, match="another checkpoint"):
         predict_slides(ckpt, [slide], tmp_path / "o2", SlidePredictConfig(mil_checkpoint=str(tmp_path / "other.pt")))
 
@@ -177,11 +233,30 @@ def test_embed_slides_then_train_mil_from_the_cli(tmp_path):
     from histoflow.cli import app
     from histoflow.slide.montage import write_pyramid_tiff
     from tests.predict.test_slide import PATTERN, _tiny_checkpoint, pattern_image
+
     ckpt = _tiny_checkpoint(tmp_path / "m.pt")
-    slides = [write_pyramid_tiff(tmp_path / f"s{i}.tif", pattern_image(np.kron(np.roll(PATTERN, i, 1), np.ones((3, 3), int))),
-                                 mpp=1.0, tile_px=64, min_level_px=128) for i in range(2)]
+    slides = [
+        write_pyramid_tiff(
+            tmp_path / f"s{i}.tif",
+            pattern_image(np.kron(np.roll(PATTERN, i, 1), np.ones((3, 3), int))),
+            mpp=1.0,
+            tile_px=64,
+            min_level_px=128,
+        )
+        for i in range(2)
+    ]
     runner = CliRunner()
-    args = ["--quiet", "embed", *map(str, slides), "--checkpoint", str(ckpt), "--out", str(tmp_path / "emb"), "--mpp", "1"]
+    args = [
+        "--quiet",
+        "embed",
+        *map(str, slides),
+        "--checkpoint",
+        str(ckpt),
+        "--out",
+        str(tmp_path / "emb"),
+        "--mpp",
+        "1",
+    ]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     import pyarrow.parquet as pq
@@ -192,9 +267,21 @@ def test_embed_slides_then_train_mil_from_the_cli(tmp_path):
     assert json.loads(res.output)["resumed"] == ["s0", "s1"]
     bags = _synthetic_bags(24)
     _write_bags(tmp_path / "bags", bags)
-    res = runner.invoke(app, ["--quiet", "train-mil", "--set", f"data.embeddings={tmp_path / 'bags'}",
-                              "--set", f"data.labels={tmp_path / 'bags' / 'bags.csv'}", "--set", "train.epochs=2",
-                              "--out", str(tmp_path / "run")])
+    res = runner.invoke(
+        app,
+        [
+            "--quiet",
+            "train-mil",
+            "--set",
+            f"data.embeddings={tmp_path / 'bags'}",
+            "--set",
+            f"data.labels={tmp_path / 'bags' / 'bags.csv'}",
+            "--set",
+            "train.epochs=2",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert (tmp_path / "run" / "mil.pt").exists() and (tmp_path / "run" / "predictions.csv").exists()
     res = runner.invoke(app, ["train-mil", "--set", "data.embeddings=x", "--set", "data.labels=nope.csv"])

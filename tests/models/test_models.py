@@ -25,8 +25,16 @@ def test_unknown_model_lists_closest_names():
         create_model("densenet12", 2)
 
 
-@pytest.mark.parametrize("name,classes,outputs", [("simple_cnn", 2, 1), ("simple_cnn", 4, 4), ("resnet18", 3, 3),
-                                                  ("densenet121", 2, 1), ("logistic_regression", 2, 1)])
+@pytest.mark.parametrize(
+    "name,classes,outputs",
+    [
+        ("simple_cnn", 2, 1),
+        ("simple_cnn", 4, 4),
+        ("resnet18", 3, 3),
+        ("densenet121", 2, 1),
+        ("logistic_regression", 2, 1),
+    ],
+)
 def test_forward_shapes_and_gradcam_layer(name, classes, outputs):
     model = create_model(name, classes).eval()
     logits = model(X)
@@ -37,7 +45,10 @@ def test_forward_shapes_and_gradcam_layer(name, classes, outputs):
 
 
 def test_concat_ensemble_concatenates_features():
-    cfg = ModelConfig(name="concat", params={"backbones": ["resnet18", "simple_cnn"], "member_params": {"simple_cnn": {"widths": [8, 16]}}})
+    cfg = ModelConfig(
+        name="concat",
+        params={"backbones": ["resnet18", "simple_cnn"], "member_params": {"simple_cnn": {"widths": [8, 16]}}},
+    )
     model = create_model(cfg, 2).eval()
     assert model.backbone.num_features == 512 + 16
     assert model(X).shape == (2, 1)
@@ -70,7 +81,6 @@ def test_freeze_backbone_leaves_only_head_trainable():
     assert trainable_parameters(model) == 512 + 1
     set_backbone_trainable(model, True)
     assert trainable_parameters(model) > 11_000_000
-
 
 
 def test_pool_first_matches_pool_last_when_bn_scale_is_positive():

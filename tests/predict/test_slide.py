@@ -12,19 +12,20 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import need_data
+from histoflow.checkpoint import Checkpoint
+from histoflow.config.slides import AggregateConfig, SlidePredictConfig
 from histoflow.core.errors import ConfigError
 from histoflow.models.classifier import Classifier
-from histoflow.config.slides import AggregateConfig, SlidePredictConfig
 from histoflow.predict.aggregate import aggregate, all_scores
 from histoflow.predict.checkpoint_info import checkpoint_resolution
 from histoflow.predict.slide import Predictor, predict_slide, predict_slides
 from histoflow.slide import ArraySlide
 from histoflow.slide.montage import write_pyramid_tiff
 from histoflow.tiling.readers import register_in_memory
+from tests.conftest import need_data
 
 TILE = 32
-DARK, LIGHT = (100, 40, 130), (200, 120, 180)   # "tumour" (dense, dark) and "normal" (pale) tissue
+DARK, LIGHT = (100, 40, 130), (200, 120, 180)  # "tumour" (dense, dark) and "normal" (pale) tissue
 
 
 class DarkBackbone(nn.Module):
@@ -41,14 +42,14 @@ def dark_model() -> Classifier:
     m = Classifier(DarkBackbone(), 2, mean=(0, 0, 0), std=(1, 1, 1))
     with torch.no_grad():
         m.head[1].weight[:] = torch.tensor([[40.0, 0.0]])
-        m.head[1].bias[:] = -16.0     # positive when darkness > 0.4
+        m.head[1].bias[:] = -16.0  # positive when darkness > 0.4
     return m.eval()
 
 
 def predictor(cfg=None, mpp=1.0) -> Predictor:
     cfg = cfg or SlidePredictConfig(mpp=mpp, batch_size=16, workers=2)
-    meta = {"class_names": ["normal", "tumour"], "image_px": TILE, "path": "<dark model>"}
-    return Predictor(dark_model(), meta, cfg, TILE, mpp, "dark-v1", torch.device("cpu"))
+    ckpt = Checkpoint("<dark model>", {"class_names": ["normal", "tumour"], "num_classes": 2, "image_px": TILE})
+    return Predictor(dark_model(), ckpt, cfg, TILE, mpp, "dark-v1", torch.device("cpu"))
 
 
 def pattern_image(pattern: np.ndarray, px: int = TILE) -> np.ndarray:
@@ -58,16 +59,20 @@ def pattern_image(pattern: np.ndarray, px: int = TILE) -> np.ndarray:
     for (r, c), v in np.ndenumerate(pattern):
         if v >= 0:
             col = np.array(DARK if v == 1 else LIGHT, np.int16)
-            img[r * px:(r + 1) * px, c * px:(c + 1) * px] = np.clip(col + rng.integers(-8, 9, (px, px, 3)), 0, 255)
+            img[r * px : (r + 1) * px, c * px : (c + 1) * px] = np.clip(col + rng.integers(-8, 9, (px, px, 3)), 0, 255)
     return img
 
 
-PATTERN = np.array([[-1, -1, 0, 0, 0, 0, 0, -1],
-                    [-1, 0, 1, 1, 0, 0, 0, 0],
-                    [0, 0, 1, 1, 0, 0, 1, 0],
-                    [0, 0, 0, 0, 0, 0, 1, 0],
-                    [0, 0, 0, 0, 0, 0, 0, 0],
-                    [-1, 0, 0, 1, 0, 0, 0, -1]])
+PATTERN = np.array(
+    [
+        [-1, -1, 0, 0, 0, 0, 0, -1],
+        [-1, 0, 1, 1, 0, 0, 0, 0],
+        [0, 0, 1, 1, 0, 0, 1, 0],
+        [0, 0, 0, 0, 0, 0, 1, 0],
+        [0, 0, 0, 0, 0, 0, 0, 0],
+        [-1, 0, 0, 1, 0, 0, 0, -1],
+    ]
+)
 
 
 @pytest.fixture
@@ -83,26 +88,31 @@ def test_aggregate_rules():
     assert aggregate(p, "max") == pytest.approx(0.9)
     assert aggregate(p, "mean") == pytest.approx(0.5)
     assert aggregate(p, "topk_mean", k=2) == pytest.approx(0.85)
-    assert aggregate(p, "topk_mean", k=99) == pytest.approx(0.5)   # k larger than the slide: all tiles
+    assert aggregate(p, "topk_mean", k=99) == pytest.approx(0.5)  # k larger than the slide: all tiles
     assert aggregate(p, "fraction", threshold=0.5) == pytest.approx(0.5)
-    assert aggregate(np.array([]), "max") is None                  # no tiles: no score, not 0
+    assert aggregate(np.array([]), "max") is None  # no tiles: no score, not 0
     assert set(all_scores(p, AggregateConfig())) == {"max", "mean", "topk_mean", "fraction"}
     with pytest.raises(ConfigError, match="method: Input should be 'max', 'mean', 'topk_mean' or 'fraction'"):
         AggregateConfig(method="median")
 
 
 def test_checkpoint_resolution_never_guesses_mpp():
-    meta = {"image_px": 96, "path": "pcam.pt", "run_config": {}}
+    meta = {"image_px": 96, "run_config": {}}
     with pytest.raises(ConfigError, match=r"pcam.pt.*--mpp.*0\.972"):
-        checkpoint_resolution(meta, None)
-    assert checkpoint_resolution(meta, 0.972) == (96, 0.972)
-    assert checkpoint_resolution({**meta, "mpp": 0.5, "tile_px": 256}, None) == (256, 0.5)
+        checkpoint_resolution(Checkpoint("pcam.pt", meta), None)
+    assert checkpoint_resolution(Checkpoint("pcam.pt", meta), 0.972) == (96, 0.972)
+    assert checkpoint_resolution(Checkpoint("pcam.pt", {**meta, "mpp": 0.5, "tile_px": 256}), None) == (256, 0.5)
 
 
 # -- the grid reproduces the slide ---------------------------------------------------------------------
 def test_grid_heatmap_and_geojson_reproduce_the_pattern(tmp_path, pattern_slide):
-    cfg = SlidePredictConfig(mpp=1.0, batch_size=8, workers=2, tissue_threshold=0.5,
-                             aggregate=AggregateConfig(method="fraction", threshold=0.5))
+    cfg = SlidePredictConfig(
+        mpp=1.0,
+        batch_size=8,
+        workers=2,
+        tissue_threshold=0.5,
+        aggregate=AggregateConfig(method="fraction", threshold=0.5),
+    )
     rep = predict_slide(predictor(cfg), pattern_slide.path, tmp_path)
     d = tmp_path / "pattern"
     grid = np.load(d / "probabilities.npy")
@@ -158,8 +168,8 @@ def _corrupt_some_tiles(path, n_tiles=2):
     with tifffile.TiffFile(path) as tif:
         page = tif.pages[0]
         mid = len(page.dataoffsets) // 2
-        for off, n in list(zip(page.dataoffsets, page.databytecounts))[mid:mid + n_tiles]:
-            data[off:off + n] = b"\xff\x00" * (n // 2) + b"\x00" * (n % 2)
+        for off, n in list(zip(page.dataoffsets, page.databytecounts))[mid : mid + n_tiles]:
+            data[off : off + n] = b"\xff\x00" * (n // 2) + b"\x00" * (n % 2)
     path.write_bytes(bytes(data))
 
 
@@ -181,13 +191,17 @@ def predict_slides_one(tmp_path, path):
 
 
 def test_interrupted_run_resumes_without_recomputing(tmp_path):
-    paths = [write_pyramid_tiff(tmp_path / f"s{i}.tif", pattern_image(np.roll(PATTERN, i, 1)), mpp=1.0, tile_px=64,
-                                min_level_px=128) for i in range(2)]
+    paths = [
+        write_pyramid_tiff(
+            tmp_path / f"s{i}.tif", pattern_image(np.roll(PATTERN, i, 1)), mpp=1.0, tile_px=64, min_level_px=128
+        )
+        for i in range(2)
+    ]
     pred = predictor()
     out = tmp_path / "out"
     for p in paths:
         predict_slide(pred, p, out)
-    (out / "s1" / "slide.json").unlink()          # as if interrupted while writing s1
+    (out / "s1" / "slide.json").unlink()  # as if interrupted while writing s1
     before = os.stat(out / "s0" / "tiles.parquet").st_mtime_ns
     reps = [predict_slide(pred, p, out) for p in paths]
     assert reps[0].get("resumed") and not reps[1].get("resumed")
@@ -203,10 +217,17 @@ def test_tiles_from_an_existing_tiling_run(tmp_path):
     from histoflow.tiling import TileConfig, extract_tiles
 
     path = write_pyramid_tiff(tmp_path / "t.tif", pattern_image(PATTERN), mpp=1.0, tile_px=64, min_level_px=128)
-    extract_tiles([path], tmp_path / "tiles", TileConfig(tile_px=TILE, mpp=1.0, image_format="png", whitespace_max=None),
-                  workers=1, progress=False)
+    extract_tiles(
+        [path],
+        tmp_path / "tiles",
+        TileConfig(tile_px=TILE, mpp=1.0, image_format="png", whitespace_max=None),
+        workers=1,
+        progress=False,
+    )
     a = predict_slide(predictor(), path, tmp_path / "stream")
-    b = predict_slide(predictor(SlidePredictConfig(mpp=1.0, tiles_dir=str(tmp_path / "tiles"))), path, tmp_path / "shards")
+    b = predict_slide(
+        predictor(SlidePredictConfig(mpp=1.0, tiles_dir=str(tmp_path / "tiles"))), path, tmp_path / "shards"
+    )
     ga, gb = np.load(tmp_path / "stream/t/probabilities.npy"), np.load(tmp_path / "shards/t/probabilities.npy")
     assert a["tiles"]["scored"] == b["tiles"]["scored"]
     np.testing.assert_allclose(ga, gb, atol=1e-5, equal_nan=True)  # PNG tiles: the same pixels
@@ -225,27 +246,61 @@ def _tiny_checkpoint(path, mpp=None):
 
     torch.manual_seed(0)
     cfg = ModelConfig(name="simple_cnn", params={"widths": [8, 16], "depth": 1})
-    return save_checkpoint(path, create_model(cfg, 2), model_config=cfg.model_dump(), class_names=["0", "1"],
-                           image_px=96, extra={"mpp": mpp} if mpp else None)
+    return save_checkpoint(
+        path,
+        create_model(cfg, 2),
+        model_config=cfg.model_dump(),
+        class_names=["0", "1"],
+        image_px=96,
+        extra={"mpp": mpp} if mpp else None,
+    )
 
 
 def test_cli_predict_slide_on_the_real_slide(tmp_path):
     from typer.testing import CliRunner
 
     from histoflow.cli import app
+
     slide = need_data("wsi", "cmu-1-small-region.svs")
     ckpt = _tiny_checkpoint(tmp_path / "m.pt")
     runner = CliRunner()
     res = runner.invoke(app, ["predict-slide", str(slide), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o")])
-    assert res.exit_code == 2 and "--mpp" in res.output            # a PCam checkpoint stores no mpp
-    res = runner.invoke(app, ["predict-slide", str(slide), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o"),
-                              "--mpp", "0.972", "--aggregate", "max"])
+    assert res.exit_code == 2 and "--mpp" in res.output  # a PCam checkpoint stores no mpp
+    res = runner.invoke(
+        app,
+        [
+            "predict-slide",
+            str(slide),
+            "--checkpoint",
+            str(ckpt),
+            "--out",
+            str(tmp_path / "o"),
+            "--mpp",
+            "0.972",
+            "--aggregate",
+            "max",
+        ],
+    )
     assert res.exit_code == 0, res.output
     rep = json.loads((tmp_path / "o" / "cmu-1-small-region" / "slide.json").read_text())
     assert rep["tiles"]["scored"] > 20 and rep["score_method"] == "max" and 0 <= rep["score"] <= 1
     assert rep["grid"]["region_px0"] == round(96 * 0.972 / 0.499)
-    res = runner.invoke(app, ["predict-slide", str(slide), str(tmp_path / "missing.svs"), "--checkpoint", str(ckpt),
-                              "--out", str(tmp_path / "o"), "--mpp", "0.972", "--aggregate", "max"])
+    res = runner.invoke(
+        app,
+        [
+            "predict-slide",
+            str(slide),
+            str(tmp_path / "missing.svs"),
+            "--checkpoint",
+            str(ckpt),
+            "--out",
+            str(tmp_path / "o"),
+            "--mpp",
+            "0.972",
+            "--aggregate",
+            "max",
+        ],
+    )
     assert res.exit_code == 1 and "resumed" in res.output and "missing.svs" in res.output
     # a checkpoint that stores its mpp needs no flag
     ckpt2 = _tiny_checkpoint(tmp_path / "m2.pt", mpp=0.972)
@@ -257,26 +312,41 @@ def test_cli_predict_slide_on_the_real_slide(tmp_path):
 def test_pcam_model_heatmap_reproduces_a_montage_of_real_patches(tmp_path):
     """Train a small PCam model (a few minutes under load), stitch real held-out PCam patches
     into a pyramidal TIFF in a known pattern, and check that the heatmap finds the pattern."""
+    from sklearn.metrics import roc_auc_score
+
     from histoflow.config import load_config
     from histoflow.slide.montage import montage_array
     from histoflow.train.fit import fit
-    from sklearn.metrics import roc_auc_score
 
     pcam = need_data("pcam")
-    cfg = load_config(None, [f"data.path={pcam / 'train'}", "data.max_per_split=1500", "data.image_px=96",
-                             "model.name=simple_cnn", "model.params={widths: [16, 32, 64], depth: 1}",
-                             "train.epochs=2", "data.num_workers=0"])
+    cfg = load_config(
+        None,
+        [
+            f"data.path={pcam / 'train'}",
+            "data.max_per_split=1500",
+            "data.image_px=96",
+            "model.name=simple_cnn",
+            "model.params={widths: [16, 32, 64], depth: 1}",
+            "train.epochs=2",
+            "data.num_workers=0",
+        ],
+    )
     run = fit(cfg, tmp_path / "run")
     rows, cols = 10, 12
     yy, xx = np.mgrid[0:rows, 0:cols]
-    pattern = ((xx - 3) ** 2 + (yy - 5) ** 2 < 8).astype(int)     # a tumour disc
-    pattern[2:9, 8:10] = 1                                           # and a bar
-    pattern[0, :] = -1                                               # a strip of glass
+    pattern = ((xx - 3) ** 2 + (yy - 5) ** 2 < 8).astype(int)  # a tumour disc
+    pattern[2:9, 8:10] = 1  # and a bar
+    pattern[0, :] = -1  # a strip of glass
     pools = {k: sorted((pcam / "valid" / str(k)).glob("*.jpg")) for k in (0, 1)}  # never trained on
     img, _ = montage_array(pattern, pools, seed=1)
     slide = write_pyramid_tiff(tmp_path / "montage.tif", img, mpp=0.972, min_level_px=256)
-    s = predict_slides(run / "checkpoints" / "best.pt", [slide], tmp_path / "pred",
-                       SlidePredictConfig(mpp=0.972, tissue_threshold=0.25), progress=False)
+    s = predict_slides(
+        run / "checkpoints" / "best.pt",
+        [slide],
+        tmp_path / "pred",
+        SlidePredictConfig(mpp=0.972, tissue_threshold=0.25),
+        progress=False,
+    )
     assert not s["failed"]
     grid = np.load(tmp_path / "pred" / "montage" / "probabilities.npy")[..., 1]
     seen = np.isfinite(grid)

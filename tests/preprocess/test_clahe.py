@@ -73,8 +73,11 @@ def test_invalid_parameters_and_inputs():
 
 
 @settings(max_examples=30, deadline=None)
-@given(img=arrays(np.uint8, st.tuples(st.integers(1, 40), st.integers(1, 40), st.just(3))),
-       mode=st.sampled_from(["lab", "rgb"]), fill=st.sampled_from([None, 0, 255]))
+@given(
+    img=arrays(np.uint8, st.tuples(st.integers(1, 40), st.integers(1, 40), st.just(3))),
+    mode=st.sampled_from(["lab", "rgb"]),
+    fill=st.sampled_from([None, 0, 255]),
+)
 def test_any_image_keeps_shape_and_dtype(img, mode, fill):
     if fill is not None:
         img = np.full_like(img, fill)

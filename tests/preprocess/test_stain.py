@@ -15,7 +15,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from tests.conftest import need_data
 from histoflow.core.errors import ConfigError, DataError
 from histoflow.preprocess import (
     HedJitter,
@@ -26,8 +25,17 @@ from histoflow.preprocess import (
     StainNormalizer,
     build_preprocessor,
 )
-from histoflow.preprocess.colour import HED_SKIMAGE_SCALE, as_pixels, hed_to_rgb, hsv_to_rgb, rgb_to_hed, rgb_to_hsv, rgb_to_lab
+from histoflow.preprocess.colour import (
+    HED_SKIMAGE_SCALE,
+    as_pixels,
+    hed_to_rgb,
+    hsv_to_rgb,
+    rgb_to_hed,
+    rgb_to_hsv,
+    rgb_to_lab,
+)
 from histoflow.preprocess.stain import masked_percentile
+from tests.conftest import need_data
 
 torchstain = pytest.importorskip("torchstain")
 skcolor = pytest.importorskip("skimage.color")
@@ -49,7 +57,10 @@ def tiles() -> np.ndarray:
     """Eight real 96 px PCam tiles (both classes), a batch of NxHxWx3 uint8."""
     from histoflow.core.images import read_image
 
-    files = sorted(need_data("pcam", "train", "0").glob("*.jpg"))[:4] + sorted(need_data("pcam", "train", "1").glob("*.jpg"))[:4]
+    files = (
+        sorted(need_data("pcam", "train", "0").glob("*.jpg"))[:4]
+        + sorted(need_data("pcam", "train", "1").glob("*.jpg"))[:4]
+    )
     return np.stack([read_image(f) for f in files])
 
 
@@ -66,6 +77,7 @@ def _chw(img: np.ndarray) -> torch.Tensor:
 
 
 # -- agreement with reference implementations ---------------------------------------------------
+
 
 def test_macenko_matches_torchstain(pair):
     from torchstain.torch.normalizers import TorchMacenkoNormalizer
@@ -92,7 +104,7 @@ def test_subsampled_statistics_stay_close_to_all_pixels(pair, tiles):
     sampled = MacenkoNormalizer().fit(target)
     big = np.abs(exact.transform(source).astype(int) - sampled.transform(source))
     assert big.mean() < 2.0 and np.percentile(big, 99) <= 8
-    crops = np.stack([source[y:y + 256, x:x + 256] for y in (0, 150) for x in (0, 300)])
+    crops = np.stack([source[y : y + 256, x : x + 256] for y in (0, 150) for x in (0, 300)])
     small = np.abs(exact.transform(crops).astype(int) - sampled.transform(crops))
     assert small.mean() < 1.0 and np.percentile(small, 99) <= 4
     assert np.array_equal(exact.transform(tiles), sampled.transform(tiles))  # 96 px: nothing to subsample
@@ -157,6 +169,7 @@ def test_masked_percentile_matches_kthvalue():
 
 # -- batching, layouts, devices ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("klass", [MacenkoNormalizer, ReinhardNormalizer])
 def test_batch_equals_one_at_a_time_and_layouts_agree(klass, pair, tiles):
     norm = klass().fit(pair[1])
@@ -184,6 +197,7 @@ def test_macenko_on_gpu_matches_cpu(pair, tiles):
 
 # -- robustness: background-heavy and single-stain tiles -----------------------------------------
 
+
 def _hard_tiles() -> dict[str, np.ndarray]:
     white = np.full((64, 64, 3), 255, np.uint8)
     black = np.zeros((64, 64, 3), np.uint8)
@@ -198,7 +212,7 @@ def test_torchstain_fails_where_macenko_falls_back():
     """The reported crash: torchstain's Macenko raises on a background tile; ours counts a fallback."""
     from torchstain.torch.normalizers import TorchMacenkoNormalizer
 
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - torchstain's own error type varies by version
         TorchMacenkoNormalizer().normalize(_chw(_hard_tiles()["white"]), stains=False)
     norm = MacenkoNormalizer()
     out = norm.transform(_hard_tiles()["white"])
@@ -257,6 +271,7 @@ def test_any_uint8_image_gives_finite_same_shape_output(img, fill):
 
 # -- state for checkpoints -----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("klass", [MacenkoNormalizer, ReinhardNormalizer])
 def test_state_round_trips_through_json(klass):
     norm = klass().fit(_synthetic_he(3))
@@ -277,6 +292,7 @@ def test_bad_state_is_a_config_error():
 
 
 # -- preprocessor built from config ---------------------------------------------------------------
+
 
 def test_build_preprocessor_from_config_and_state(tmp_path):
     from PIL import Image
@@ -321,6 +337,7 @@ def test_build_preprocessor_errors_name_the_field(tmp_path):
 
 
 # -- augmentation --------------------------------------------------------------------------------
+
 
 def test_hed_jitter_zero_is_identity_and_seeded(tiles):
     chw = torch.from_numpy(tiles).permute(0, 3, 1, 2).contiguous()
@@ -376,11 +393,13 @@ def test_existing_transform_pipeline_uses_hed_jitter():
 
 # -- command line --------------------------------------------------------------------------------
 
+
 def test_normalize_cli(tmp_path):
     from PIL import Image
     from typer.testing import CliRunner
 
     from histoflow.cli import app
+
     src = tmp_path / "src"
     src.mkdir()
     for i in range(3):

@@ -8,9 +8,17 @@ from histoflow.checkpoint import Checkpoint
 from histoflow.config import load_config
 from tests.conftest import need_data
 
-TINY = ["data.max_per_split=48", "data.image_px=32", "model.params={widths: [8, 16], depth: 1}", "model.dropout=0.2",
-        "train.epochs=2", "train.batch_size=16", "data.num_workers=0", "normalize.kind=imagenet",
-        "train.optimizer.lr=0.01"]
+TINY = [
+    "data.max_per_split=48",
+    "data.image_px=32",
+    "model.params={widths: [8, 16], depth: 1}",
+    "model.dropout=0.2",
+    "train.epochs=2",
+    "train.batch_size=16",
+    "data.num_workers=0",
+    "normalize.kind=imagenet",
+    "train.optimizer.lr=0.01",
+]
 
 
 def tiny(*extra, data=None):

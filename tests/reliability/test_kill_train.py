@@ -21,8 +21,13 @@ from tests.reliability.common import TINY, same_weights, weights, without_timing
 
 pytestmark = pytest.mark.slow
 
-EXTRA = ["train.epochs=3", "data.max_per_split=160", "augment.dihedral=true", "augment.where=batch",
-         "data.num_workers=2"]
+EXTRA = [
+    "train.epochs=3",
+    "data.max_per_split=160",
+    "augment.dihedral=true",
+    "augment.where=batch",
+    "data.num_workers=2",
+]
 
 
 def _cmd(out: Path, resume: bool = False) -> list[str]:

@@ -29,7 +29,9 @@ def _one_class_val_csv(tmp_path):
 
 def test_one_class_val_split_is_refused_before_training(tmp_path):
     cfg = tiny(data=_one_class_val_csv(tmp_path))
-    with pytest.raises(DataError, match=r"validation split has no image of class\(es\) \['0'\].*one_class_val=monitor_val_loss"):
+    with pytest.raises(
+        DataError, match=r"validation split has no image of class\(es\) \['0'\].*one_class_val=monitor_val_loss"
+    ):
         run_training(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()  # refused before a run folder was made
 

@@ -19,11 +19,20 @@ from histoflow.models.factory import create_model
 from tests.reliability.tiny import error_line, invoke, pcam_folder, train
 
 
-@pytest.mark.parametrize("names, positive", [
-    (["0", "1"], "1"), (["negative", "positive"], "positive"), (["benign", "malignant"], "malignant"),
-    (["metastasis", "normal"], "metastasis"), (["normal", "Tumour"], "Tumour"), (["IDC", "non-IDC"], "IDC"),
-    (["atypical", "normal"], "atypical"), (["stroma", "tumor"], "tumor"), (["cancer", "healthy"], "cancer"),
-])
+@pytest.mark.parametrize(
+    "names, positive",
+    [
+        (["0", "1"], "1"),
+        (["negative", "positive"], "positive"),
+        (["benign", "malignant"], "malignant"),
+        (["metastasis", "normal"], "metastasis"),
+        (["normal", "Tumour"], "Tumour"),
+        (["IDC", "non-IDC"], "IDC"),
+        (["atypical", "normal"], "atypical"),
+        (["stroma", "tumor"], "tumor"),
+        (["cancer", "healthy"], "cancer"),
+    ],
+)
 def test_clear_names_are_read(names, positive):
     assert guess_positive_class(names) == positive
     assert positive_class_order(names) == [n for n in names if n != positive] + [positive]

@@ -24,15 +24,30 @@ def test_unknown_model_name_fails_before_data_work_with_close_matches(tmp_path, 
 
 
 def test_every_problem_is_reported_at_once(tmp_path):
-    cfg = tiny("model.name=no_such_net", f"data.path={tmp_path / 'nowhere'}", f"model.weights={tmp_path / 'w.pt'}",
-               "preprocess.stain_norm=macenko", f"preprocess.target={tmp_path / 'target.png'}",
-               "augment.where=batch", "augment.gaussian_blur={p: 0.5}", "train.precision=fp12",
-               "train.early_stopping={monitor: val_aucc}")
+    cfg = tiny(
+        "model.name=no_such_net",
+        f"data.path={tmp_path / 'nowhere'}",
+        f"model.weights={tmp_path / 'w.pt'}",
+        "preprocess.stain_norm=macenko",
+        f"preprocess.target={tmp_path / 'target.png'}",
+        "augment.where=batch",
+        "augment.gaussian_blur={p: 0.5}",
+        "train.precision=fp12",
+        "train.early_stopping={monitor: val_aucc}",
+    )
     with pytest.raises(ConfigError) as err:
         run_training(cfg, tmp_path / "run")
     message = str(err.value)
-    for expected in ("model.name", "data.path", "nowhere", "model.weights", "preprocess.target", "gaussian_blur",
-                     "train.precision", "early_stopping.monitor"):
+    for expected in (
+        "model.name",
+        "data.path",
+        "nowhere",
+        "model.weights",
+        "preprocess.target",
+        "gaussian_blur",
+        "train.precision",
+        "early_stopping.monitor",
+    ):
         assert expected in message, expected
     assert not (tmp_path / "run").exists()
 

@@ -41,14 +41,17 @@ def _killed_then_resumed(cfg, out, epoch=1, batch=2):
     return fit(cfg, out, resume=True)
 
 
-@pytest.mark.parametrize("extra", [
-    # batch augmentation + dropout draw from torch's global RNG; shuffling from the loader's generator
-    ("augment.dihedral=true", "augment.where=batch"),
-    # a class-balanced sampler has its own generator
-    pytest.param(("data.balance.sampler=true",), marks=pytest.mark.slow),
-    # per-image augmentation in this process, thread workers for the validation images
-    pytest.param(("augment.hflip=true", "augment.vflip=true", "data.num_workers=0"), marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        # batch augmentation + dropout draw from torch's global RNG; shuffling from the loader's generator
+        ("augment.dihedral=true", "augment.where=batch"),
+        # a class-balanced sampler has its own generator
+        pytest.param(("data.balance.sampler=true",), marks=pytest.mark.slow),
+        # per-image augmentation in this process, thread workers for the validation images
+        pytest.param(("augment.hflip=true", "augment.vflip=true", "data.num_workers=0"), marks=pytest.mark.slow),
+    ],
+)
 def test_kill_mid_epoch_then_resume_equals_the_uninterrupted_run(tmp_path, extra):
     cfg = tiny("train.epochs=3", *extra)
     whole = fit(cfg, tmp_path / "whole")
@@ -66,8 +69,10 @@ def test_resume_after_training_finished_evaluates_without_retraining(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     ckpts = out / "checkpoints"
     assert (ckpts / DONE).exists() and not list(ckpts.glob("*.ckpt"))
-    kept = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (ckpts / "best.pt", ckpts / "last.pt",
-                                                                 out / "history.csv", out / "splits.csv")}
+    kept = {
+        p: (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in (ckpts / "best.pt", ckpts / "last.pt", out / "history.csv", out / "splits.csv")
+    }
     (out / "metrics.json").unlink()  # as if killed during the evaluation
     run_training(cfg, out, resume=True)
     for path, (data, mtime) in kept.items():

@@ -76,5 +76,18 @@ def test_raise_policy_refuses(run, tmp_path, verb):
 def test_unknown_policy_is_named(run, tmp_path):
     root, _, small = run
     ckpt = root / "run" / "checkpoints" / "best.pt"
-    error_line(invoke("evaluate", "--checkpoint", str(ckpt), "--data", str(small), "--out", str(tmp_path),
-                      "--size-policy", "stretch"), "stretch", "resize")
+    error_line(
+        invoke(
+            "evaluate",
+            "--checkpoint",
+            str(ckpt),
+            "--data",
+            str(small),
+            "--out",
+            str(tmp_path),
+            "--size-policy",
+            "stretch",
+        ),
+        "stretch",
+        "resize",
+    )

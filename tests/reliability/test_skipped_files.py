@@ -44,8 +44,12 @@ def test_run_records_skipped_files_in_metrics_and_report(tmp_path):
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["skipped"]["count"] == 4
-    assert {f["path"].rsplit("/", 1)[1] for f in metrics["skipped"]["files"]} == \
-        {"broken_0.jpg", "broken_1.jpg", "broken_2.jpg", "empty.png"}
+    assert {f["path"].rsplit("/", 1)[1] for f in metrics["skipped"]["files"]} == {
+        "broken_0.jpg",
+        "broken_1.jpg",
+        "broken_2.jpg",
+        "empty.png",
+    }
     assert all(f["reason"] for f in metrics["skipped"]["files"])
     assert invoke("report", str(tmp_path / "run"), "--no-explain").exit_code == 0
     html = (tmp_path / "run" / "report.html").read_text()

@@ -77,8 +77,9 @@ def test_normalize_names_the_files_that_fell_back(tmp_path):
     Image.fromarray(tissue[:64, :64]).save(src / "tissue.png")
     Image.fromarray(np.full((64, 64, 3), 214, np.uint8)).save(src / "empty glass é.png")
     target = need_data("stills", "tiatoolbox_target_image.png")
-    result = invoke("normalize", str(src), "--target", str(target), "--out", str(tmp_path / "out"),
-                    "--method", "reinhard")
+    result = invoke(
+        "normalize", str(src), "--target", str(target), "--out", str(tmp_path / "out"), "--method", "reinhard"
+    )
     assert result.exit_code == 0, result.output
     assert "1 left unchanged" in result.output and "empty glass é.png" in result.output
     assert "left unchanged: " + str(src / "empty glass é.png") in result.output

@@ -11,8 +11,16 @@ from histoflow.cli import app
 from tests.conftest import need_data
 
 runner = CliRunner()
-TINY = ["data.image_px=32", "data.num_workers=0", "model.params={widths: [8, 16], depth: 1}", "train.epochs=1",
-        "train.max_steps_per_epoch=2", "train.batch_size=8", "normalize.kind=imagenet", "train.scheduler.name=cosine"]
+TINY = [
+    "data.image_px=32",
+    "data.num_workers=0",
+    "model.params={widths: [8, 16], depth: 1}",
+    "train.epochs=1",
+    "train.max_steps_per_epoch=2",
+    "train.batch_size=8",
+    "normalize.kind=imagenet",
+    "train.scheduler.name=cosine",
+]
 
 
 def sets(*overrides: str) -> list[str]:

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import need_data
 from histoflow.core.errors import ConfigError, SlideReadError
 from histoflow.slide import ArraySlide, SlideReader, open_slide
 from histoflow.slide.synthetic import write_synthetic_slide
+from tests.conftest import need_data
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +129,7 @@ def test_bad_files_raise_slide_read_errors_naming_the_file(tmp_path, pyramid):
 def test_info_command():
 
     from histoflow.cli import app
+
     runner = CliRunner()
     res = runner.invoke(app, ["info", str(need_data("wsi", "cmu-1-small-region.svs"))])
     assert res.exit_code == 0, res.output

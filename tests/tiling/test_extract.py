@@ -13,21 +13,22 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import REPO, need_data
 from histoflow.core.errors import ConfigError, DataError
 from histoflow.slide import ArraySlide, open_slide
 from histoflow.slide.synthetic import write_synthetic_slide
 from histoflow.tiling import TileConfig, extract_tiles, plan_slide, read_tile, tile_grid, tissue_mask
-from histoflow.tiling.local import LocalEngine
 from histoflow.tiling.grid import resolve_geometry
+from histoflow.tiling.local import LocalEngine
+from tests.conftest import REPO, need_data
 
 CMU = ("wsi", "cmu-1-small-region.svs")
 
 
 @pytest.fixture(scope="module")
 def pyramid(tmp_path_factory):
-    return write_synthetic_slide(tmp_path_factory.mktemp("pyr") / "pyr.tif", 3000, 2000, mpp=0.25,
-                                 tile_px=256, min_level_px=600, seed=3)
+    return write_synthetic_slide(
+        tmp_path_factory.mktemp("pyr") / "pyr.tif", 3000, 2000, mpp=0.25, tile_px=256, min_level_px=600, seed=3
+    )
 
 
 def _array_slide(levels=3):
@@ -61,7 +62,9 @@ def test_geometry_picks_the_level_and_resizes():
     assert resolve_geometry(s, TileConfig(mpp=0.5, overlap_px=64))[4] == 384
     with pytest.raises(ConfigError, match="montage: requested 0.1 um/px is finer than the slide's level 0"):
         resolve_geometry(s, TileConfig(mpp=0.1))
-    with pytest.raises(DataError, match="montage: a 256 px tile at 8 um/px covers 8192 level-0 px, larger than the slide"):
+    with pytest.raises(
+        DataError, match="montage: a 256 px tile at 8 um/px covers 8192 level-0 px, larger than the slide"
+    ):
         resolve_geometry(s, TileConfig(mpp=8.0))
     nompp = ArraySlide(np.zeros((64, 64, 3), np.uint8), slide_id="nompp")
     with pytest.raises(ConfigError, match="nompp: slide has no mpp metadata; pass --slide-mpp"):
@@ -161,7 +164,7 @@ def _corrupt_tiles(src, dst):
     with tifffile.TiffFile(src) as tif:
         for page in tif.pages[:-1]:
             for off, n in zip(page.dataoffsets, page.databytecounts):
-                data[off:off + min(n, 64)] = b"\x00" * min(n, 64)
+                data[off : off + min(n, 64)] = b"\x00" * min(n, 64)
     dst.write_bytes(bytes(data))
     return dst
 
@@ -178,8 +181,15 @@ def test_bad_slides_fail_alone_with_reports(tmp_path, pyramid):
     cv2.imwrite(str(bad / "blank.png"), blank)
     cv2.imwrite(str(bad / "tiny.png"), np.full((40, 40, 3), 200, np.uint8))
     unreadable = _corrupt_tiles(pyramid, bad / "unreadable.tif")
-    slides = [cmu, bad / "missing.svs", bad / "notes.svs", bad / "truncated.tif", bad / "blank.png",
-              bad / "tiny.png", unreadable]
+    slides = [
+        cmu,
+        bad / "missing.svs",
+        bad / "notes.svs",
+        bad / "truncated.tif",
+        bad / "blank.png",
+        bad / "tiny.png",
+        unreadable,
+    ]
     cfg = TileConfig(tile_px=128, mpp=0.5, slide_mpp=None)
     s = extract_tiles(slides, tmp_path / "out", cfg, workers=2, progress=False)
     r = s["reports"]
@@ -194,17 +204,33 @@ def test_bad_slides_fail_alone_with_reports(tmp_path, pyramid):
     for sid in s["failed"]:  # every failure has its report on disk
         assert json.loads((tmp_path / "out" / "slides" / sid / "report.json").read_text())["status"] == "failed"
     # with the mpp supplied: no tissue is a warning and zero tiles, a too-small slide an error
-    s2 = extract_tiles([bad / "blank.png", bad / "tiny.png"], tmp_path / "out2", TileConfig(tile_px=128, mpp=0.5, slide_mpp=0.5),
-                       workers=1, progress=False)
+    s2 = extract_tiles(
+        [bad / "blank.png", bad / "tiny.png"],
+        tmp_path / "out2",
+        TileConfig(tile_px=128, mpp=0.5, slide_mpp=0.5),
+        workers=1,
+        progress=False,
+    )
     assert s2["reports"]["blank"]["status"] == "complete" and s2["reports"]["blank"]["kept"] == 0
     assert "blank: no tile reaches the tissue threshold" in s2["reports"]["blank"]["warning"]
-    assert "tiny: a 128 px tile at 0.5 um/px covers 128 level-0 px, larger than the slide (40x40)" in s2["reports"]["tiny"]["error"]
+    assert (
+        "tiny: a 128 px tile at 0.5 um/px covers 128 level-0 px, larger than the slide (40x40)"
+        in s2["reports"]["tiny"]["error"]
+    )
     # finer than level 0 names the slide
     s3 = extract_tiles([cmu], tmp_path / "out3", TileConfig(mpp=0.25), workers=1, progress=False)
-    assert "cmu-1-small-region: requested 0.25 um/px is finer than the slide's level 0" in s3["reports"]["cmu-1-small-region"]["error"]
+    assert (
+        "cmu-1-small-region: requested 0.25 um/px is finer than the slide's level 0"
+        in s3["reports"]["cmu-1-small-region"]["error"]
+    )
     # skip policy: unreadable tiles are counted, the slide completes
-    s4 = extract_tiles([unreadable], tmp_path / "out4", TileConfig(tile_px=128, mpp=0.25, on_tile_error="skip"),
-                       workers=1, progress=False)
+    s4 = extract_tiles(
+        [unreadable],
+        tmp_path / "out4",
+        TileConfig(tile_px=128, mpp=0.25, on_tile_error="skip"),
+        workers=1,
+        progress=False,
+    )
     r4 = s4["reports"]["unreadable"]
     assert r4["status"] == "complete" and r4["kept"] == 0 and r4["rejected"]["read_error"] > 0
 
@@ -231,8 +257,9 @@ def test_tile_dataset_with_slide_and_region_labels(tmp_path, pyramid):
     img, label = unlabelled[0]
     assert img.dtype == torch.uint8 and img.shape == (3, 64, 64) and label == -1
     labels = tmp_path / "labels.csv"
-    labels.write_text("slide,label,x,y,width,height\npyr,tumour,,,,\ncmu-1-small-region,normal,,,,\n"
-                      "pyr,stroma,0,0,1500,2000\n")
+    labels.write_text(
+        "slide,label,x,y,width,height\npyr,tumour,,,,\ncmu-1-small-region,normal,,,,\npyr,stroma,0,0,1500,2000\n"
+    )
     ds = TileDataset(tmp_path / "t", labels=labels)
     assert ds.class_names == ["normal", "stroma", "tumour"]
     by_slide = {}
@@ -256,6 +283,7 @@ def test_tile_dataset_with_slide_and_region_labels(tmp_path, pyramid):
 def test_tile_command_exit_codes(tmp_path, pyramid):
 
     from histoflow.cli import app
+
     runner = CliRunner()
     args = ["tile", str(pyramid), "--out", str(tmp_path / "o"), "--tile-px", "128", "--mpp", "1", "--workers", "1"]
     res = runner.invoke(app, args)
@@ -277,7 +305,7 @@ def test_big_lazily_written_tiff_is_read_by_regions(tmp_path):
         import json
         from histoflow.tiling import TileConfig, extract_tiles
         from histoflow.tiling.memory import max_rss_mb
-        s = extract_tiles([{str(path)!r}], {str(tmp_path / 'o')!r}, TileConfig(tile_px=256, mpp=0.5), workers=1, progress=False)
+        s = extract_tiles([{str(path)!r}], {str(tmp_path / "o")!r}, TileConfig(tile_px=256, mpp=0.5), workers=1, progress=False)
         print(json.dumps({{"kept": s["tiles_kept"], "failed": s["failed"],
                           "rss_mb": max_rss_mb()}}))  # VmHWM: ru_maxrss would carry pytest's own peak
     """)
@@ -298,11 +326,15 @@ def test_block_reads_equal_tile_by_tile_reads(case, pyramid):
     if case == "cmu_openslide":
         slide, cfg = open_slide(need_data(*CMU)), TileConfig(tile_px=256, mpp=0.5, overlap_px=192)
     elif case == "pyramid_tifffile":
-        slide, cfg = open_slide(pyramid, backend="tifffile"), TileConfig(tile_px=128, mpp=0.25, overlap_px=32,
-                                                                          tissue_threshold=0)
+        slide, cfg = (
+            open_slide(pyramid, backend="tifffile"),
+            TileConfig(tile_px=128, mpp=0.25, overlap_px=32, tissue_threshold=0),
+        )
     elif case == "pyramid_openslide_level1":
-        slide, cfg = open_slide(pyramid, backend="openslide"), TileConfig(tile_px=128, mpp=1.0, overlap_px=64,
-                                                                           tissue_threshold=0)
+        slide, cfg = (
+            open_slide(pyramid, backend="openslide"),
+            TileConfig(tile_px=128, mpp=1.0, overlap_px=64, tissue_threshold=0),
+        )
     else:
         slide, cfg = _array_slide(), TileConfig(tile_px=64, mpp=0.5, overlap_px=16, tissue_threshold=0)
     mask = tissue_mask(slide.read_downsampled(16), 16, mpp=slide.mpp)

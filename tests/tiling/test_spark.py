@@ -15,9 +15,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import REPO, need_data
 from histoflow.slide.synthetic import write_synthetic_slide
 from histoflow.tiling import TileConfig, extract_tiles
+from tests.conftest import REPO, need_data
 
 pytestmark = pytest.mark.spark
 CFG = TileConfig(tile_px=128, mpp=1.0, tiles_per_shard=8)
@@ -38,8 +38,9 @@ def spark():
 
 @pytest.fixture(scope="module")
 def slides(tmp_path_factory):
-    pyr = write_synthetic_slide(tmp_path_factory.mktemp("pyr") / "pyr.tif", 3000, 2000, mpp=0.25,
-                                tile_px=256, min_level_px=600, seed=5)
+    pyr = write_synthetic_slide(
+        tmp_path_factory.mktemp("pyr") / "pyr.tif", 3000, 2000, mpp=0.25, tile_px=256, min_level_px=600, seed=5
+    )
     return [need_data("wsi", "cmu-1-small-region.svs"), pyr, pyr.parent / "missing.svs"]
 
 
@@ -59,8 +60,9 @@ def test_spark_local_matches_local_engine(spark, slides, tmp_path):
 
     local = extract_tiles(slides, tmp_path / "local", CFG, workers=2, progress=False)
     # 1 task per core: local[2] runs 2 tasks, each carrying several of the 5 shards
-    sp = extract_tiles(slides, tmp_path / "spark", CFG, engine=SparkEngine(session=spark, tasks_per_core=1),
-                       progress=False)
+    sp = extract_tiles(
+        slides, tmp_path / "spark", CFG, engine=SparkEngine(session=spark, tasks_per_core=1), progress=False
+    )
     assert sp["engine"] == "spark" and sp["tiles_kept"] == local["tiles_kept"] > 20
     assert sp["failed"] == local["failed"] == ["missing"]
     assert "missing.svs: slide file not found" in sp["reports"]["missing"]["error"]
@@ -104,15 +106,52 @@ def test_standalone_cluster_master_and_worker(slides, tmp_path):
     spark_home = Path(pyspark.__file__).parent
     spark_class = spark_home / "bin" / "spark-class"
     port, ui, worker_ui = _free_port(), _free_port(), _free_port()
-    env = dict(os.environ, SPARK_HOME=str(spark_home), SPARK_LOCAL_IP="127.0.0.1", PYSPARK_PYTHON=sys.executable,
-               PYSPARK_DRIVER_PYTHON=sys.executable, PYTHONPATH=str(REPO / "src"),
-               SPARK_LOG_DIR=str(tmp_path / "logs"), SPARK_WORKER_DIR=str(tmp_path / "work"))
+    env = dict(
+        os.environ,
+        SPARK_HOME=str(spark_home),
+        SPARK_LOCAL_IP="127.0.0.1",
+        PYSPARK_PYTHON=sys.executable,
+        PYSPARK_DRIVER_PYTHON=sys.executable,
+        PYTHONPATH=str(REPO / "src"),
+        SPARK_LOG_DIR=str(tmp_path / "logs"),
+        SPARK_WORKER_DIR=str(tmp_path / "work"),
+    )
     logs = open(tmp_path / "cluster.log", "wb")
-    master = subprocess.Popen([str(spark_class), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                               "--port", str(port), "--webui-port", str(ui)], env=env, stdout=logs, stderr=logs)
-    worker = subprocess.Popen([str(spark_class), "org.apache.spark.deploy.worker.Worker", f"spark://127.0.0.1:{port}",
-                               "--host", "127.0.0.1", "--cores", "2", "--memory", "2g", "--webui-port", str(worker_ui),
-                               "--work-dir", str(tmp_path / "work")], env=env, stdout=logs, stderr=logs)
+    master = subprocess.Popen(
+        [
+            str(spark_class),
+            "org.apache.spark.deploy.master.Master",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--webui-port",
+            str(ui),
+        ],
+        env=env,
+        stdout=logs,
+        stderr=logs,
+    )
+    worker = subprocess.Popen(
+        [
+            str(spark_class),
+            "org.apache.spark.deploy.worker.Worker",
+            f"spark://127.0.0.1:{port}",
+            "--host",
+            "127.0.0.1",
+            "--cores",
+            "2",
+            "--memory",
+            "2g",
+            "--webui-port",
+            str(worker_ui),
+            "--work-dir",
+            str(tmp_path / "work"),
+        ],
+        env=env,
+        stdout=logs,
+        stderr=logs,
+    )
     try:
         _wait_for_workers(ui)
         # a separate driver process: this test module's local[2] session must not be replaced
@@ -120,7 +159,7 @@ def test_standalone_cluster_master_and_worker(slides, tmp_path):
             import json, sys
             from histoflow.tiling import TileConfig, extract_tiles
             cfg = TileConfig(**{CFG.to_dict()!r})
-            s = extract_tiles({[str(p) for p in slides]!r}, {str(tmp_path / 'cluster')!r}, cfg, engine="spark",
+            s = extract_tiles({[str(p) for p in slides]!r}, {str(tmp_path / "cluster")!r}, cfg, engine="spark",
                               spark_master="spark://127.0.0.1:{port}", progress=False)
             print(json.dumps({{"kept": s["tiles_kept"], "failed": s["failed"]}}))
         """)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import need_data
 from histoflow.core.errors import ConfigError
 from histoflow.tiling.grid import window_fractions
 from histoflow.tiling.tissue import mask_fraction, pen_mask, tissue_mask
+from tests.conftest import need_data
 
 GLASS = (242, 240, 244)
 EOSIN = (222, 140, 185)
@@ -20,7 +20,7 @@ def _slide(h=300, w=400, seed=0):
     img = np.empty((h, w, 3), np.uint8)
     img[:] = GLASS
     yy, xx = np.mgrid[:h, :w]
-    disk = (yy - 150) ** 2 + (xx - 200) ** 2 < 100 ** 2
+    disk = (yy - 150) ** 2 + (xx - 200) ** 2 < 100**2
     tissue = np.where(rng.random((h, w, 1)) < 0.2, NUCLEI, EOSIN).astype(np.int16)
     img[disk] = np.clip(tissue[disk] + rng.integers(-10, 10, (int(disk.sum()), 3)), 0, 255)
     return img, disk
@@ -45,9 +45,9 @@ def test_pen_marks_and_specks_are_rejected():
     import cv2
 
     img, disk = _slide()
-    cv2.line(img, (20, 20), (380, 280), (30, 160, 60), 6)   # green marker across the tissue
-    cv2.line(img, (20, 280), (380, 20), (40, 70, 190), 6)   # blue marker
-    cv2.circle(img, (30, 270), 2, EOSIN, -1)                 # dust-sized speck on the glass
+    cv2.line(img, (20, 20), (380, 280), (30, 160, 60), 6)  # green marker across the tissue
+    cv2.line(img, (20, 280), (380, 20), (40, 70, 190), 6)  # blue marker
+    cv2.circle(img, (30, 270), 2, EOSIN, -1)  # dust-sized speck on the glass
     m = tissue_mask(img, 16, mpp=0.5)
     pen = pen_mask(img)
     assert pen[20, 20] and pen[280, 20]
@@ -88,6 +88,6 @@ def test_cmu_mask_covers_the_tissue_strip():
     # measured by eye on the thumbnail: a diagonal strip of skin, glass on the left third
     assert 0.25 < m.tissue_fraction < 0.5
     assert not m.mask[:, : w // 5].any() or m.mask[:, : w // 5].mean() < 0.02
-    assert m.mask[int(h * 0.7), int(w * 0.55)]            # dermis in the lower middle
-    assert not m.mask[int(h * 0.1), int(w * 0.1)]         # glass top-left
-    assert m.pen_fraction < 0.01                          # no ink on this slide
+    assert m.mask[int(h * 0.7), int(w * 0.55)]  # dermis in the lower middle
+    assert not m.mask[int(h * 0.1), int(w * 0.1)]  # glass top-left
+    assert m.pen_fraction < 0.01  # no ink on this slide

@@ -23,9 +23,16 @@ from histoflow.train.fit import fit
 from histoflow.workflows.run import run as run_training
 from tests.conftest import need_data
 
-TINY = ["data.max_per_split=48", "data.image_px=32", "model.params={widths: [8, 16], depth: 1}",
-        "train.epochs=2", "train.batch_size=16", "data.num_workers=0", "normalize.kind=imagenet",
-        "train.optimizer.lr=0.01"]
+TINY = [
+    "data.max_per_split=48",
+    "data.image_px=32",
+    "model.params={widths: [8, 16], depth: 1}",
+    "train.epochs=2",
+    "train.batch_size=16",
+    "data.num_workers=0",
+    "normalize.kind=imagenet",
+    "train.optimizer.lr=0.01",
+]
 
 
 def tiny(*extra, data=None):
@@ -34,16 +41,35 @@ def tiny(*extra, data=None):
 
 def test_fit_writes_a_complete_run_folder(tmp_path):
     run = run_training(tiny("augment.dihedral=true", "train.tta=true"), tmp_path / "run")
-    for name in ("config.yaml", "splits.csv", "history.csv", "metrics.json", "checkpoints/best.pt",
-                 "checkpoints/last.pt", "checkpoints/training_done.json", "report/roc_val.png",
-                 "report/training_curves.png"):
+    for name in (
+        "config.yaml",
+        "splits.csv",
+        "history.csv",
+        "metrics.json",
+        "checkpoints/best.pt",
+        "checkpoints/last.pt",
+        "checkpoints/training_done.json",
+        "report/roc_val.png",
+        "report/training_curves.png",
+    ):
         assert (run / name).exists(), name
     assert not list((run / "checkpoints").glob("*.ckpt"))  # the resume checkpoint goes once training is done
     history = pd.read_csv(run / "history.csv")
     assert history["epoch"].tolist() == [0, 1] and {"train_loss", "val_loss", "val_auc"} <= set(history.columns)
     metrics = json.loads((run / "metrics.json").read_text())
-    for key in ("n", "auc", "pr_auc", "accuracy", "balanced_accuracy", "precision", "recall", "specificity",
-                "f1", "confusion_matrix", "threshold"):
+    for key in (
+        "n",
+        "auc",
+        "pr_auc",
+        "accuracy",
+        "balanced_accuracy",
+        "precision",
+        "recall",
+        "specificity",
+        "f1",
+        "confusion_matrix",
+        "threshold",
+    ):
         assert key in metrics["val"], key
     assert metrics["val"]["n"] == 48 and "val_tta" in metrics
     _, ckpt = load_checkpoint(run / "checkpoints" / "best.pt")
@@ -147,7 +173,9 @@ def test_bad_checkpoints(tmp_path):
 def test_evaluate_rejects_unknown_classes_and_resizes_other_sizes(tmp_path):
     run = fit(tiny("train.epochs=1"), tmp_path / "run")
     ckpt = run / "checkpoints" / "best.pt"
-    with pytest.raises(DataError, match=r"class\(es\) \['benign', 'malignant'\] are not known to the model \(it knows \['0', '1'\]\)"):
+    with pytest.raises(
+        DataError, match=r"class\(es\) \['benign', 'malignant'\] are not known to the model \(it knows \['0', '1'\]\)"
+    ):
         evaluate_checkpoint(ckpt, need_data("breakhis"), tmp_path / "ev")
     # IDC patches are 50 px (one 32x50); the 32 px model resizes them as its checkpoint says
     result = evaluate_checkpoint(ckpt, need_data("idc", "8975"), tmp_path / "idc")
@@ -168,8 +196,13 @@ def test_multiclass_cross_entropy(tmp_path):
         rows += [(str(p), label) for p in sorted(folder.glob("*.jpg"))[:30]]
     rows += [(str(p), "breast") for p in sorted(need_data("breakhis").rglob("*.png"))[:30]]
     pd.DataFrame(rows, columns=["path", "label"]).to_csv(tmp_path / "m.csv", index=False)
-    cfg = tiny("data.split.test_fraction=0.2", "data.split.val_fraction=0.2", "train.label_smoothing=0.1",
-               "data.balance.loss_weights=true", data=tmp_path / "m.csv")
+    cfg = tiny(
+        "data.split.test_fraction=0.2",
+        "data.split.val_fraction=0.2",
+        "train.label_smoothing=0.1",
+        "data.balance.loss_weights=true",
+        data=tmp_path / "m.csv",
+    )
     run = run_training(cfg, tmp_path / "run")
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics) >= {"val", "test"}
@@ -180,8 +213,16 @@ def test_multiclass_cross_entropy(tmp_path):
 
 
 def test_logistic_regression_baseline_beats_chance(tmp_path):
-    cfg = load_config(None, [f"data.path={need_data('pcam')}", "data.max_per_split=400", "data.num_workers=0",
-                             "model.name=logistic_regression", "normalize.kind=imagenet"])
+    cfg = load_config(
+        None,
+        [
+            f"data.path={need_data('pcam')}",
+            "data.max_per_split=400",
+            "data.num_workers=0",
+            "model.name=logistic_regression",
+            "normalize.kind=imagenet",
+        ],
+    )
     run = run_training(cfg, tmp_path / "run")
     auc = json.loads((run / "metrics.json").read_text())["val"]["auc"]
     assert auc > 0.7  # colour histograms carry real signal on PCam (about 0.86 on the full data)
@@ -200,8 +241,12 @@ def test_freeze_backbone_keeps_backbone_weights(tmp_path):
 
 def test_head_then_full_unfreezes(tmp_path):
     base = fit(tiny("train.epochs=1"), tmp_path / "base")
-    cfg = tiny("model.freeze=head_then_full", "model.head_epochs=1", "train.epochs=2",
-               f"model.weights={base / 'checkpoints' / 'best.pt'}")
+    cfg = tiny(
+        "model.freeze=head_then_full",
+        "model.head_epochs=1",
+        "train.epochs=2",
+        f"model.weights={base / 'checkpoints' / 'best.pt'}",
+    )
     run = fit(cfg, tmp_path / "run")
     before = Checkpoint.read(base / "checkpoints" / "best.pt").state_dict()
     after = Checkpoint.read(run / "checkpoints" / "last.pt").state_dict()
@@ -210,8 +255,18 @@ def test_head_then_full_unfreezes(tmp_path):
 
 
 def _train_cmd(out, *extra):
-    return [sys.executable, "-m", "histoflow.cli", "--quiet", "train", "--out", str(out),
-            "--set", f"data.path={need_data('pcam')}", *sum((["--set", o] for o in TINY + list(extra)), [])]
+    return [
+        sys.executable,
+        "-m",
+        "histoflow.cli",
+        "--quiet",
+        "train",
+        "--out",
+        str(out),
+        "--set",
+        f"data.path={need_data('pcam')}",
+        *sum((["--set", o] for o in TINY + list(extra)), []),
+    ]
 
 
 @pytest.mark.slow
@@ -227,8 +282,12 @@ def test_kill_mid_training_then_resume(tmp_path):
     proc.wait()
     done_before = len(pd.read_csv(out / "history.csv"))
     assert done_before < 12
-    result = subprocess.run([sys.executable, "-m", "histoflow.cli", "--quiet", "train", "--out", str(out), "--resume"],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "histoflow.cli", "--quiet", "train", "--out", str(out), "--resume"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     history = pd.read_csv(out / "history.csv")
     assert history["epoch"].tolist() == list(range(12))
@@ -238,8 +297,12 @@ def test_kill_mid_training_then_resume(tmp_path):
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_gloo(tmp_path):
     out = tmp_path / "ddp"
-    result = subprocess.run(_train_cmd(out, "train.accelerator=cpu", "train.devices=2", "train.strategy=ddp"),
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        _train_cmd(out, "train.accelerator=cpu", "train.devices=2", "train.strategy=ddp"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert len(pd.read_csv(out / "history.csv")) == 2
     assert (out / "metrics.json").exists()
@@ -247,8 +310,15 @@ def test_ddp_two_cpu_processes_gloo(tmp_path):
 
 def test_stain_normalisation_travels_in_the_checkpoint(tmp_path):
     target = need_data("stills", "tiatoolbox_target_image.png")
-    run = fit(tiny("train.epochs=1", "preprocess.stain_norm=macenko", f"preprocess.target={target}",
-                   "augment.hed_jitter={sigma: 0.05, bias: 0.05}"), tmp_path / "run")
+    run = fit(
+        tiny(
+            "train.epochs=1",
+            "preprocess.stain_norm=macenko",
+            f"preprocess.target={target}",
+            "augment.hed_jitter={sigma: 0.05, bias: 0.05}",
+        ),
+        tmp_path / "run",
+    )
     _, ckpt = load_checkpoint(run / "checkpoints" / "best.pt")
     assert ckpt.preprocess["stain_norm"] == "macenko" and ckpt.preprocess["normalizer"]
     copy = tmp_path / "target_gone.png"  # prediction must not need the target image any more
@@ -273,8 +343,16 @@ def test_mixed_precision_training_on_gpu_then_predict_on_cpu(tmp_path):
     from histoflow.train.fit import resolve_precision
 
     assert resolve_precision("auto", "gpu") in ("bf16-mixed", "16-mixed")
-    run = run_training(tiny("train.accelerator=gpu", "train.deterministic=false", "augment.dihedral=true",
-                   "augment.where=batch", "train.tta=true"), tmp_path / "run")
+    run = run_training(
+        tiny(
+            "train.accelerator=gpu",
+            "train.deterministic=false",
+            "augment.dihedral=true",
+            "augment.where=batch",
+            "train.tta=true",
+        ),
+        tmp_path / "run",
+    )
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["environment"]["device"].startswith("CUDA")
     assert 0.0 <= metrics["val"]["auc"] <= 1.0 and metrics["val_tta"]["n"] == 48

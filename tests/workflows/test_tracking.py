@@ -115,10 +115,26 @@ def mlflow_server(tmp_path):
     log_path = tmp_path / "mlflow-server.log"
     with open(log_path, "w") as log_file:
         server = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-             "--artifacts-destination", str(tmp_path / "server-artifacts")],
-            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{tmp_path / 'server.db'}",
+                "--artifacts-destination",
+                str(tmp_path / "server-artifacts"),
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -151,8 +167,12 @@ def test_fit_and_tune_log_to_a_real_mlflow_server(tmp_path, mlflow_server):
     check_logged_run(mlflow_server, run_dir, epochs=2)
     assert list((tmp_path / "server-artifacts").rglob("best.pt"))  # uploaded through the server
 
-    tuned = tiny_config(tmp_path, mlflow_server, tune={"lr": {"low": 1e-4, "high": 1e-2, "log": True}},
-                        train={**TINY["train"], "epochs": 1})
+    tuned = tiny_config(
+        tmp_path,
+        mlflow_server,
+        tune={"lr": {"low": 1e-4, "high": 1e-2, "log": True}},
+        train={**TINY["train"], "epochs": 1},
+    )
     result = run_study(tuned, tmp_path / "study", n_trials=2)
     client = mlflow.MlflowClient(tracking_uri=mlflow_server)
     experiment = client.get_experiment_by_name("histoflow-tests")
@@ -160,8 +180,9 @@ def test_fit_and_tune_log_to_a_real_mlflow_server(tmp_path, mlflow_server):
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     parent = runs[0]
     assert parent.data.metrics["best_value"] == pytest.approx(result.best_value)
-    children = client.search_runs([experiment.experiment_id],
-                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    children = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
     assert len(children) == 2
     assert {"trials.csv", "best.yaml", "plots"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
 

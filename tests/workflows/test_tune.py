@@ -51,19 +51,34 @@ def space_error(tune: dict) -> str:
 
 # -- the space, checked before anything trains -------------------------------------------------
 
+
 def test_space_full_keys_aliases_and_kinds():
-    space = parse_space({"lr": {"low": 1e-4, "high": 1e-2, "log": True}, "train.batch_size": [64, 128],
-                         "model": ["simple_cnn"], "train.epochs": {"low": 1, "high": 4},
-                         "model.params": [{"widths": [8, 16]}], "pruner": "hyperband"}, RunConfig())
+    space = parse_space(
+        {
+            "lr": {"low": 1e-4, "high": 1e-2, "log": True},
+            "train.batch_size": [64, 128],
+            "model": ["simple_cnn"],
+            "train.epochs": {"low": 1, "high": 4},
+            "model.params": [{"widths": [8, 16]}],
+            "pruner": "hyperband",
+        },
+        RunConfig(),
+    )
     kinds = {p.key: p.kind for p in space.params}
-    assert kinds == {"train.optimizer.lr": "float", "train.batch_size": "categorical", "model.name": "categorical",
-                     "train.epochs": "int", "model.params": "categorical"}
+    assert kinds == {
+        "train.optimizer.lr": "float",
+        "train.batch_size": "categorical",
+        "model.name": "categorical",
+        "train.epochs": "int",
+        "model.params": "categorical",
+    }
     assert space.settings.pruner == "hyperband" and space.settings.direction == "maximize"
 
 
 def test_nested_section_applies_to_a_null_section():
-    space = parse_space({"augment.colour_jitter": {"brightness": {"low": 0.0, "high": 0.3}, "p": [0.5, 1.0]}},
-                        RunConfig())
+    space = parse_space(
+        {"augment.colour_jitter": {"brightness": {"low": 0.0, "high": 0.3}, "p": [0.5, 1.0]}}, RunConfig()
+    )
     assert [p.key for p in space.params] == ["augment.colour_jitter.brightness", "augment.colour_jitter.p"]
     cfg = space.apply(RunConfig(), {"augment.colour_jitter.brightness": 0.2, "augment.colour_jitter.p": 0.5})
     assert cfg.augment.colour_jitter.brightness == 0.2 and cfg.augment.colour_jitter.contrast == 0.0
@@ -77,24 +92,27 @@ def test_unknown_field_lists_close_matches():
     assert "train.optimizer.lr" in space_error({"optimizer.lr": [0.1]})  # matched on its last part
 
 
-@pytest.mark.parametrize("spec, words", [
-    ({"lr": {"low": 0.01, "high": 0.01}}, "empty range"),
-    ({"lr": {"low": 0.1, "high": 0.01}}, "inverted range"),
-    ({"lr": {"low": 0.0, "high": 0.1, "log": True}}, "log range needs low > 0"),
-    ({"lr": {"low": 0.001}}, "needs both low and high"),
-    ({"lr": {"low": 0.001, "hihg": 0.1}}, "unknown range key"),
-    ({"train.batch_size": []}, "empty list of choices"),
-    ({"train.batch_size": {"low": 8.5, "high": 64}}, "integer field"),
-    ({"train.batch_size": [0, 64]}, "value 0 is not valid"),
-    ({"train.optimizer.name": {"low": 1, "high": 2}}, "takes a list of choices"),
-    ({"train.optimizer.name": ["adam", "rmsprop"]}, "'rmsprop' is not valid"),
-    ({"model": ["simple_cnn", "resnet81"]}, "resnet18"),
-    ({"tracking.uri": ["a", "b"]}, "cannot be searched"),
-    ({"lr": 0.001}, "a fixed value belongs in the config"),
-    ({"pruner": "medain"}, "did you mean median"),
-    ({"pruner": "median"}, "names no parameter"),
-    ({"lr": [0.1], "train.optimizer.lr": [0.2]}, "given twice"),
-])
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ({"lr": {"low": 0.01, "high": 0.01}}, "empty range"),
+        ({"lr": {"low": 0.1, "high": 0.01}}, "inverted range"),
+        ({"lr": {"low": 0.0, "high": 0.1, "log": True}}, "log range needs low > 0"),
+        ({"lr": {"low": 0.001}}, "needs both low and high"),
+        ({"lr": {"low": 0.001, "hihg": 0.1}}, "unknown range key"),
+        ({"train.batch_size": []}, "empty list of choices"),
+        ({"train.batch_size": {"low": 8.5, "high": 64}}, "integer field"),
+        ({"train.batch_size": [0, 64]}, "value 0 is not valid"),
+        ({"train.optimizer.name": {"low": 1, "high": 2}}, "takes a list of choices"),
+        ({"train.optimizer.name": ["adam", "rmsprop"]}, "'rmsprop' is not valid"),
+        ({"model": ["simple_cnn", "resnet81"]}, "resnet18"),
+        ({"tracking.uri": ["a", "b"]}, "cannot be searched"),
+        ({"lr": 0.001}, "a fixed value belongs in the config"),
+        ({"pruner": "medain"}, "did you mean median"),
+        ({"pruner": "median"}, "names no parameter"),
+        ({"lr": [0.1], "train.optimizer.lr": [0.2]}, "given twice"),
+    ],
+)
 def test_bad_spaces_are_config_errors(spec, words):
     assert words in space_error(spec)
 
@@ -127,6 +145,7 @@ def test_baseline_values_inside_and_outside_the_space():
 
 # -- real studies on a few dozen PCam patches -------------------------------------------------
 
+
 def test_study_writes_outputs_and_resumes_with_the_same_command(tmp_path):
     from histoflow.workflows.tune.study import run_study
 
@@ -151,13 +170,16 @@ def test_study_writes_outputs_and_resumes_with_the_same_command(tmp_path):
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}")
     study.ask()
     result = run_study(cfg, out, n_trials=3)
-    states = [t.state.name for t in optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}").trials]
+    states = [
+        t.state.name for t in optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}").trials
+    ]
     assert states.count("FAIL") == 1 and states.count("COMPLETE") + states.count("PRUNED") == 3
     assert run_study(cfg, out, n_trials=3).n_complete == result.n_complete  # nothing left to do
 
     # the same study with another space is refused before anything trains
-    changed = load_config(tiny_config(tmp_path, tune={**SPACE, "train.batch_size": [8, 32]},
-                                      train={**TINY["train"], "epochs": 1}))
+    changed = load_config(
+        tiny_config(tmp_path, tune={**SPACE, "train.batch_size": [8, 32]}, train={**TINY["train"], "epochs": 1})
+    )
     n_dirs = len(list((out / "trials").iterdir()))
     with pytest.raises(ConfigError, match=r"different search space(.|\n)*changed train.batch_size"):
         run_study(changed, out, n_trials=4)
@@ -179,7 +201,7 @@ def test_pruning_callback_stops_a_trial_early(tmp_path):
     study.optimize(make_objective(cfg, space, tmp_path / "out"), n_trials=1)
     trial = study.trials[0]
     assert trial.state == optuna.trial.TrialState.PRUNED
-    assert list(trial.intermediate_values) == [0]        # reported once, at epoch 0
+    assert list(trial.intermediate_values) == [0]  # reported once, at epoch 0
     run_dir = Path(trial.user_attrs["run_dir"])
     assert len(__import__("pandas").read_csv(run_dir / "history.csv")) == 1
     assert not (run_dir / "metrics.json").exists()
@@ -207,6 +229,7 @@ def test_cli_tune_reports_bad_space(tmp_path):
     from typer.testing import CliRunner
 
     from histoflow.cli import app
+
     cfg = tiny_config(tmp_path, tune={"train.optimizer.lr": {"low": 0.1, "high": 0.01}})
     result = CliRunner().invoke(app, ["tune", str(cfg), "--trials", "2", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "inverted range" in result.output
@@ -214,7 +237,7 @@ def test_cli_tune_reports_bad_space(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_workers_share_a_postgresql_study(tmp_path, postgres_server):
+def test_two_workers_share_a_postgresql_study(tmp_path, postgres_server):  # noqa: F811 - the fixture
     """Two workers (two run folders, as on two machines) fill one study in PostgreSQL to its total."""
     from histoflow.workflows.tune.study import run_study
 

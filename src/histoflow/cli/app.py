@@ -11,8 +11,12 @@ import typer
 from histoflow.cli import data, evaluate, mil, predict, slides, system, train
 from histoflow.cli.common import setup_logging, state
 
-app = typer.Typer(help="histoflow: computational pathology from patches and whole slides.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(
+    help="histoflow: computational pathology from patches and whole slides.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 
 
 def _print_version(value: bool) -> None:
@@ -27,8 +31,9 @@ def _print_version(value: bool) -> None:
 def main(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors; no progress bars."),
     debug: bool = typer.Option(False, "--debug", help="Show the Python traceback of any error."),
-    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
-                                 help="Print histoflow's version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print histoflow's version and exit."
+    ),
 ) -> None:
     setup_logging(quiet)
     state.quiet, state.debug = quiet, debug

@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
-
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 
 from histoflow.core.errors import HistoflowError
@@ -18,13 +17,28 @@ from histoflow.core.io import atomic_write_text
 
 M = TypeVar("M", bound=BaseModel)
 console = Console()
-SLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".tif", ".tiff", ".btf",
-                  ".svslide", ".png", ".jpg", ".jpeg")
+SLIDE_SUFFIXES = (
+    ".svs",
+    ".ndpi",
+    ".mrxs",
+    ".scn",
+    ".vms",
+    ".vmu",
+    ".bif",
+    ".tif",
+    ".tiff",
+    ".btf",
+    ".svslide",
+    ".png",
+    ".jpg",
+    ".jpeg",
+)
 
 
 @dataclass
 class CliState:
     """Options of the `histoflow` group that every verb passes on explicitly (never via env vars)."""
+
     quiet: bool = False
     debug: bool = False
 
@@ -66,8 +80,11 @@ def run_verb(fn, *args, **kwargs):
     except Exception as exc:
         if state.debug:
             raise
-        raise fail(f"unexpected {type(exc).__name__}: {exc} (this is a histoflow bug; rerun with "
-                   f"`histoflow --debug ...` for the traceback and report it)", code=1) from None
+        raise fail(
+            f"unexpected {type(exc).__name__}: {exc} (this is a histoflow bug; rerun with "
+            f"`histoflow --debug ...` for the traceback and report it)",
+            code=1,
+        ) from None
     record_command()
     return result
 
@@ -107,8 +124,11 @@ def record_command(results: dict | None = None) -> Path | None:
             return [plain(v) for v in value]
         return str(value) if isinstance(value, Path) else value
 
-    record = {"command": ctx.command_path, "options": {k: plain(v) for k, v in ctx.params.items()},
-              "histoflow": __version__}
+    record = {
+        "command": ctx.command_path,
+        "options": {k: plain(v) for k, v in ctx.params.items()},
+        "histoflow": __version__,
+    }
     if results:
         record["results"] = results
     return atomic_write_text(target, yaml.safe_dump(record, sort_keys=False, allow_unicode=True))
@@ -131,8 +151,13 @@ def given_on_command_line(name: str) -> bool:
     return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT", "PROMPT")
 
 
-def verb_config(model: type[M], config: Path | None, sets: list[str] | None, options: dict[str, Any],
-                keys: dict[str, str] | None = None) -> M:
+def verb_config(
+    model: type[M],
+    config: Path | None,
+    sets: list[str] | None,
+    options: dict[str, Any],
+    keys: dict[str, str] | None = None,
+) -> M:
     """The config of a verb that takes `CONFIG.yaml` and `--set`: the file's values (or the
     schema's defaults), then the options typed on the command line, then `--set key=value`.
 

@@ -58,8 +58,8 @@ def data_download(
     split: list[str] = typer.Option(None, help="Only these splits (train, valid, test)."),
 ) -> None:
     """Download a public dataset and verify its checksums (resumable, never half-written)."""
-    from histoflow.data.download import PCAM_MD5, download
     from histoflow.core.paths import data_root
+    from histoflow.data.download import PCAM_MD5, download
 
     dest = out or data_root() / f"{name}_h5"
     files = None
@@ -82,18 +82,29 @@ def register(app: typer.Typer) -> None:
         clahe_clip: Optional[float] = typer.Option(None, help="Also apply CLAHE (on L of LAB) with this clip limit."),
         clahe_grid: int = typer.Option(8, help="CLAHE grid (tiles per side)."),
         batch_size: int = typer.Option(32, help="Images per batched normalisation call."),
-        io: str = typer.Option("240", help="Macenko: brightness of empty glass (uint8), e.g. 215 for BreakHis, "
-                                           "or auto (estimated per image and from the target)."),
+        io: str = typer.Option(
+            "240",
+            help="Macenko: brightness of empty glass (uint8), e.g. 215 for BreakHis, "
+            "or auto (estimated per image and from the target).",
+        ),
     ) -> None:
         """Stain-normalise images to a target (Macenko or Reinhard); writes normalizer.json too."""
         from histoflow.preprocess.files import normalize_files
 
-        summary = run_verb(normalize_files, sources, out, target, method, clahe_clip, clahe_grid, batch_size,
-                           quiet=state.quiet, io=io)
-        what = "left unchanged (no tissue, or flat)" if method == "reinhard" else \
-            "fell back to the reference stain matrix (too little tissue, or one stain)"
-        console.print(f"normalised {summary['images']} images into {summary['out']} "
-                      f"({summary['fallbacks']} {what}); state: {summary['state']}", highlight=False, soft_wrap=True)
+        summary = run_verb(
+            normalize_files, sources, out, target, method, clahe_clip, clahe_grid, batch_size, quiet=state.quiet, io=io
+        )
+        what = (
+            "left unchanged (no tissue, or flat)"
+            if method == "reinhard"
+            else "fell back to the reference stain matrix (too little tissue, or one stain)"
+        )
+        console.print(
+            f"normalised {summary['images']} images into {summary['out']} "
+            f"({summary['fallbacks']} {what}); state: {summary['state']}",
+            highlight=False,
+            soft_wrap=True,
+        )
         names = summary.get("fallback_files") or []
         for name in names[:10]:
             console.print(f"  {what.split(' (')[0]}: {name}", highlight=False, soft_wrap=True)

@@ -21,14 +21,24 @@ def register(app: typer.Typer) -> None:
         threshold: float = typer.Option(0.5, help="Decision threshold on the positive-class probability."),
         out: Path = typer.Option(Path("runs/evaluate"), help="Output folder (metrics.json, plots)."),
         size_policy: Optional[str] = typer.Option(
-            None, help="Images of another size than the training images: resize or pad them (a warning in "
-                       "metrics.json), or raise (refuse) [default: the training run's data.size_policy]."),
+            None,
+            help="Images of another size than the training images: resize or pad them (a warning in "
+            "metrics.json), or raise (refuse) [default: the training run's data.size_policy].",
+        ),
     ) -> None:
         """Evaluate a checkpoint: metrics.json, ROC/PR/confusion plots."""
         from histoflow.evaluate.run import evaluate_checkpoint
 
-        run_verb(evaluate_checkpoint, checkpoint, data, out, split=split, tta=tta, threshold=threshold,
-                 size_policy=size_policy)
+        run_verb(
+            evaluate_checkpoint,
+            checkpoint,
+            data,
+            out,
+            split=split,
+            tta=tta,
+            threshold=threshold,
+            size_policy=size_policy,
+        )
         print_metrics(console, out / "metrics.json")
         console.print(f"wrote {out / 'metrics.json'}")
 
@@ -45,15 +55,17 @@ def register(app: typer.Typer) -> None:
         """Grad-CAM gallery of the most confident true/false positives and negatives."""
         from histoflow.evaluate.explain import explain_checkpoint
 
-        summary = run_verb(explain_checkpoint, checkpoint, data, out, n=n, method=method, split=split,
-                           threshold=threshold)
+        summary = run_verb(
+            explain_checkpoint, checkpoint, data, out, n=n, method=method, split=split, threshold=threshold
+        )
         console.print(f"{summary['n']} cases {summary['counts']}; wrote {summary['gallery']}", highlight=False)
 
     @app.command()
     def report(
         run_dirs: list[Path] = typer.Argument(..., help="One run folder, or several to compare side by side."),
-        out: Optional[Path] = typer.Option(None, help="HTML file [default: RUN/report.html; for several runs "
-                                                       "compare_<a>_vs_<b>.html beside them]."),
+        out: Optional[Path] = typer.Option(
+            None, help="HTML file [default: RUN/report.html; for several runs compare_<a>_vs_<b>.html beside them]."
+        ),
         gallery_n: int = typer.Option(32, help="Cases in the Grad-CAM gallery (made when the run has none)."),
         no_explain: bool = typer.Option(False, "--no-explain", help="Do not make a missing Grad-CAM gallery."),
     ) -> None:
@@ -72,5 +84,8 @@ def register(app: typer.Typer) -> None:
         from histoflow.evaluate.calibration import calibrate_run
 
         summary = run_verb(calibrate_run, run_dir, split)
-        console.print(f"temperature {summary['temperature']}: ECE {summary['ece_before']} -> {summary['ece_after']} "
-                      f"(on the {split} predictions it was fitted on)", highlight=False)
+        console.print(
+            f"temperature {summary['temperature']}: ECE {summary['ece_before']} -> {summary['ece_after']} "
+            f"(on the {split} predictions it was fitted on)",
+            highlight=False,
+        )

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from histoflow.cli.common import console, expand_slides, run_verb
+from histoflow.cli.common import console, expand_slides, run_verb, state, verb_config
 
 
 def register(app: typer.Typer) -> None:
@@ -17,12 +17,24 @@ def register(app: typer.Typer) -> None:
         slides: Optional[list[Path]] = typer.Argument(None, help="Slide files or folders of slides."),
         checkpoint: Path = typer.Option(..., help="Checkpoint whose frozen backbone embeds the tiles."),
         out: Path = typer.Option(..., help="Output folder: <slide_id>/{embeddings.npy, tiles.parquet, embed.json}."),
-        mpp: Optional[float] = typer.Option(None, help="Tile microns per pixel (required when the checkpoint lacks it)."),
+        config: Optional[Path] = typer.Option(
+            None,
+            "--config",
+            help="Embedding config (SlidePredictConfig keys; BagConfig keys with --pcam-bags) YAML; options typed here override it.",
+        ),
+        set_: Optional[list[str]] = typer.Option(
+            None, "--set", help="Override a config key: --set batch_size=256 (repeatable)."
+        ),
+        mpp: Optional[float] = typer.Option(
+            None, help="Tile microns per pixel (required when the checkpoint lacks it)."
+        ),
         slide_mpp: Optional[float] = typer.Option(None, help="Microns per level-0 pixel for slides lacking it."),
         allow_resample: bool = typer.Option(False, help="Upsample slides coarser than --mpp."),
         tiles_dir: Optional[Path] = typer.Option(None, help="Read tiles from this `histoflow tile` run."),
         tissue_threshold: float = typer.Option(0.5, help="Embed tiles with at least this tissue fraction."),
-        pcam_bags: Optional[Path] = typer.Option(None, help="Instead of slides: build MIL bags from this PCam folder (test data)."),
+        pcam_bags: Optional[Path] = typer.Option(
+            None, help="Instead of slides: build MIL bags from this PCam folder (test data)."
+        ),
         bag_size: int = typer.Option(32, help="--pcam-bags: patches per bag."),
         bag_k: int = typer.Option(2, help="--pcam-bags: a bag is positive with at least k tumour patches."),
         patients: int = typer.Option(30, help="--pcam-bags: disjoint patient pools."),
@@ -40,18 +52,37 @@ def register(app: typer.Typer) -> None:
                 from histoflow.config.slides import BagConfig
                 from histoflow.mil.bags import build_pcam_bags
 
-                return build_pcam_bags(pcam_bags, out, checkpoint, BagConfig(
-                    bag_size=bag_size, k=bag_k, patients=patients, bags_per_patient=bags_per_patient, seed=seed),
-                    batch_size=batch_size, workers=workers)
+                bags = verb_config(
+                    BagConfig,
+                    config,
+                    set_,
+                    dict(
+                        bag_size=bag_size, bag_k=bag_k, patients=patients, bags_per_patient=bags_per_patient, seed=seed
+                    ),
+                    keys={"bag_k": "k"},
+                )
+                return build_pcam_bags(pcam_bags, out, checkpoint, bags, batch_size=batch_size, workers=workers)
             if not slides:
                 raise ConfigError("give slides to embed, or --pcam-bags FOLDER")
-            from histoflow.mil.embed import embed_slides
             from histoflow.config.slides import SlidePredictConfig
+            from histoflow.mil.embed import embed_slides
 
-            cfg = SlidePredictConfig(mpp=mpp, slide_mpp=slide_mpp, allow_resample=allow_resample,
-                                     tiles_dir=str(tiles_dir) if tiles_dir else None, tissue_threshold=tissue_threshold,
-                                     batch_size=batch_size, workers=workers, device=device)
-            return embed_slides(checkpoint, expand_slides(slides), out, cfg)
+            cfg = verb_config(
+                SlidePredictConfig,
+                config,
+                set_,
+                dict(
+                    mpp=mpp,
+                    slide_mpp=slide_mpp,
+                    allow_resample=allow_resample,
+                    tiles_dir=tiles_dir,
+                    tissue_threshold=tissue_threshold,
+                    batch_size=batch_size,
+                    workers=workers,
+                    device=device,
+                ),
+            )
+            return embed_slides(checkpoint, expand_slides(slides), out, cfg, progress=not state.quiet)
 
         summary = run_verb(work)
         console.print_json(json.dumps(summary, default=str))
@@ -71,4 +102,6 @@ def register(app: typer.Typer) -> None:
             return train_mil(load_mil_config(config, set_), out)
 
         metrics = run_verb(work)
-        console.print_json(json.dumps({k: metrics[k] for k in ("task", "bags", "patients", "best_epoch", "val", "test")}))
+        console.print_json(
+            json.dumps({k: metrics[k] for k in ("task", "bags", "patients", "best_epoch", "val", "test")})
+        )

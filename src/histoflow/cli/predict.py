@@ -13,14 +13,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from histoflow.cli.common import console, expand_slides, record_command, run_verb
-
-
-def _slide_cfg(**kw):
-    from histoflow.config.slides import AggregateConfig, SlidePredictConfig
-
-    agg = AggregateConfig(method=kw.pop("aggregate"), k=kw.pop("top_k"), threshold=kw.pop("threshold"))
-    return SlidePredictConfig(aggregate=agg, **kw)
+from histoflow.cli.common import console, expand_slides, record_command, run_verb, state, verb_config
 
 
 def register(app: typer.Typer) -> None:
@@ -32,36 +25,72 @@ def register(app: typer.Typer) -> None:
         tta: bool = typer.Option(False, help="Average the 8 dihedral views."),
         threshold: float = typer.Option(0.5, help="Decision threshold on the positive-class probability."),
         size_policy: Optional[str] = typer.Option(
-            None, help="Images of another size than the training images: resize or pad them (with a warning), "
-                       "or raise (refuse) [default: the training run's data.size_policy]."),
+            None,
+            help="Images of another size than the training images: resize or pad them (with a warning), "
+            "or raise (refuse) [default: the training run's data.size_policy].",
+        ),
     ) -> None:
         """Class probabilities and predicted label for every image."""
         from histoflow.predict.folder import predict_to_csv
 
-        frame = run_verb(predict_to_csv, checkpoint, data, out, tta=tta, threshold=threshold, size_policy=size_policy)
+        frame = run_verb(
+            predict_to_csv,
+            checkpoint,
+            data,
+            out,
+            tta=tta,
+            threshold=threshold,
+            size_policy=size_policy,
+            quiet=state.quiet,
+        )
         notes = frame.attrs.get("notes") or []
         if notes or frame.attrs.get("positive_class"):  # kept beside the CSV, in <name>.command.yaml
             record_command({"positive_class": frame.attrs.get("positive_class"), "notes": notes})
         for note in notes:
             console.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
         positive = frame.attrs.get("positive_class")
-        console.print(f"wrote {len(frame)} predictions to {out}"
-                      + (f" (threshold {threshold:g} on p_{positive})" if positive else ""), highlight=False)
+        console.print(
+            f"wrote {len(frame)} predictions to {out}"
+            + (f" (threshold {threshold:g} on p_{positive})" if positive else ""),
+            highlight=False,
+        )
 
     @app.command("predict-slide")
     def predict_slide(
         slides: list[Path] = typer.Argument(..., help="Slide files or folders of slides."),
         checkpoint: Path = typer.Option(..., help="Patch-model checkpoint (histoflow train)."),
-        out: Path = typer.Option(..., help="Output folder: <slide_id>/{tiles.parquet, probabilities.npy, heatmap.png, *.geojson, slide.json}."),
-        mpp: Optional[float] = typer.Option(None, help="Microns per pixel the model was trained at (required when the checkpoint does not store it; PCam: 0.972)."),
+        out: Path = typer.Option(
+            ...,
+            help="Output folder: <slide_id>/{tiles.parquet, probabilities.npy, heatmap.png, *.geojson, slide.json}.",
+        ),
+        config: Optional[Path] = typer.Option(
+            None,
+            "--config",
+            help="Slide prediction config (the keys of SlidePredictConfig) YAML; options typed here override it.",
+        ),
+        set_: Optional[list[str]] = typer.Option(
+            None, "--set", help="Override a config key: --set aggregate.k=20 (repeatable)."
+        ),
+        mpp: Optional[float] = typer.Option(
+            None,
+            help="Microns per pixel the model was trained at (required when the checkpoint does not store it; PCam: 0.972).",
+        ),
         slide_mpp: Optional[float] = typer.Option(None, help="Microns per level-0 pixel for slides lacking it."),
-        allow_resample: bool = typer.Option(False, help="Upsample slides coarser than the model's mpp (otherwise an error)."),
+        allow_resample: bool = typer.Option(
+            False, help="Upsample slides coarser than the model's mpp (otherwise an error)."
+        ),
         aggregate: str = typer.Option("topk_mean", help="Slide score: max, mean, topk_mean or fraction."),
         top_k: int = typer.Option(10, help="Tiles averaged by topk_mean."),
         threshold: float = typer.Option(0.5, help="Probability threshold for `fraction` and the GeoJSON."),
-        positive_class: Optional[str] = typer.Option(None, help="Class scored and drawn [default: the last class]."),
-        mil_checkpoint: Optional[Path] = typer.Option(None, help="Learned aggregator from train-mil (same backbone checkpoint)."),
-        tiles_dir: Optional[Path] = typer.Option(None, help="Read tiles from this `histoflow tile` run instead of the slide."),
+        positive_class: Optional[str] = typer.Option(
+            None, help="Class scored and drawn [default: the checkpoint's positive class; multi-class: the last]."
+        ),
+        mil_checkpoint: Optional[Path] = typer.Option(
+            None, help="Learned aggregator from train-mil (same backbone checkpoint)."
+        ),
+        tiles_dir: Optional[Path] = typer.Option(
+            None, help="Read tiles from this `histoflow tile` run instead of the slide."
+        ),
         overlap_px: int = typer.Option(0, help="Output pixels shared by neighbouring tiles."),
         tissue_threshold: float = typer.Option(0.5, help="Score tiles with at least this tissue fraction."),
         batch_size: int = typer.Option(64, help="Tiles per model batch."),
@@ -71,26 +100,53 @@ def register(app: typer.Typer) -> None:
         device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 [default: cuda when available]."),
     ) -> None:
         """Heatmaps, GeoJSON and slide scores from a patch model (resumable)."""
+        from histoflow.config.slides import SlidePredictConfig
         from histoflow.mil.apply import predict_slides_with_mil as predict_slides
 
         def work():
-            cfg = _slide_cfg(mpp=mpp, slide_mpp=slide_mpp, allow_resample=allow_resample, aggregate=aggregate,
-                             top_k=top_k, threshold=threshold, positive_class=positive_class,
-                             mil_checkpoint=str(mil_checkpoint) if mil_checkpoint else None,
-                             tiles_dir=str(tiles_dir) if tiles_dir else None, overlap_px=overlap_px,
-                             tissue_threshold=tissue_threshold, batch_size=batch_size, workers=workers, tta=tta,
-                             backend=backend, device=device)
-            return predict_slides(checkpoint, expand_slides(slides), out, cfg)
+            options = dict(
+                mpp=mpp,
+                slide_mpp=slide_mpp,
+                allow_resample=allow_resample,
+                aggregate=aggregate,
+                top_k=top_k,
+                threshold=threshold,
+                positive_class=positive_class,
+                mil_checkpoint=mil_checkpoint,
+                tiles_dir=tiles_dir,
+                overlap_px=overlap_px,
+                tissue_threshold=tissue_threshold,
+                batch_size=batch_size,
+                workers=workers,
+                tta=tta,
+                backend=backend,
+                device=device,
+            )
+            cfg = verb_config(
+                SlidePredictConfig,
+                config,
+                set_,
+                options,
+                keys={"aggregate": "aggregate.method", "top_k": "aggregate.k", "threshold": "aggregate.threshold"},
+            )
+            return predict_slides(checkpoint, expand_slides(slides), out, cfg, progress=not state.quiet)
 
         summary = run_verb(work)
-        table = Table(title=f"slide scores -> {summary['out']} ({summary['tile_px']} px @ {summary['mpp']:g} um/px, {summary['device']})")
+        table = Table(
+            title=f"slide scores -> {summary['out']} ({summary['tile_px']} px @ {summary['mpp']:g} um/px, {summary['device']})"
+        )
         for col in ("slide", "status", "score", "tiles", "skipped", "tiles/s"):
             table.add_column(col)
         for sid, score in summary["scores"].items():
             rep = json.loads((Path(summary["out"]) / sid / "slide.json").read_text())
-            table.add_row(sid, rep["status"] + (" (resumed)" if sid in summary["resumed"] else ""),
-                          "-" if score is None else f"{score:.4f}", str(rep["tiles"]["scored"]),
-                          str(rep["tiles"]["skipped_read_errors"]), str(rep.get("tiles_per_s") or "-"))
+            table.add_row(
+                sid,
+                rep["status"] + (" (resumed)" if sid in summary["resumed"] else ""),
+                "-" if score is None else f"{score:.4f}",
+                str(rep["tiles"]["scored"]),
+                str(rep["tiles"]["skipped_read_errors"]),
+                str(rep.get("tiles_per_s") or "-"),
+            )
         console.print(table)
         for name, err in summary["failed"].items():
             console.print(f"[red]failed[/] {name}: {err}", soft_wrap=True, highlight=False)

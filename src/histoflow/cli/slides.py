@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from histoflow.cli.common import console, expand_slides, run_verb
+from histoflow.cli.common import console, expand_slides, run_verb, state, verb_config
 
 
 def register(app: typer.Typer) -> None:
@@ -21,7 +21,9 @@ def register(app: typer.Typer) -> None:
     def info(
         slide: Path = typer.Argument(..., help="Slide file (svs, ndpi, mrxs, scn, tiff, png, jpeg...)."),
         backend: str = typer.Option("auto", help="auto, openslide, tifffile or image."),
-        mpp: Optional[float] = typer.Option(None, "--mpp", "--slide-mpp", help="Microns per level-0 pixel, when the file lacks it."),
+        mpp: Optional[float] = typer.Option(
+            None, "--mpp", "--slide-mpp", help="Microns per level-0 pixel, when the file lacks it."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     ) -> None:
         """Levels, mpp, magnification, vendor and associated images of a slide."""
@@ -36,14 +38,21 @@ def register(app: typer.Typer) -> None:
             print(json.dumps(meta, indent=2))
             return
         mpp_txt = "unknown (pass --mpp)" if meta["mpp"] is None else f"{meta['mpp']:g} um/px ({meta['mpp_source']})"
-        console.print(f"[bold]{meta['slide_id']}[/]  backend={meta['backend']}  vendor={meta['vendor']}  mpp={mpp_txt}  "
-                      f"objective={meta['objective_power'] or 'unknown'}", highlight=False)
+        console.print(
+            f"[bold]{meta['slide_id']}[/]  backend={meta['backend']}  vendor={meta['vendor']}  mpp={mpp_txt}  "
+            f"objective={meta['objective_power'] or 'unknown'}",
+            highlight=False,
+        )
         table = Table()
         for col in ("level", "width", "height", "downsample", "mpp", "magnification"):
             table.add_column(col, justify="right")
         for lv in meta["levels"]:
-            table.add_row(*("-" if lv[c] is None else f"{lv[c]:g}" if isinstance(lv[c], float) else str(lv[c])
-                            for c in ("level", "width", "height", "downsample", "mpp", "magnification")))
+            table.add_row(
+                *(
+                    "-" if lv[c] is None else f"{lv[c]:g}" if isinstance(lv[c], float) else str(lv[c])
+                    for c in ("level", "width", "height", "downsample", "mpp", "magnification")
+                )
+            )
         console.print(table)
         console.print(f"associated images: {', '.join(meta['associated_images']) or 'none'}", highlight=False)
 
@@ -51,36 +60,73 @@ def register(app: typer.Typer) -> None:
     def tile(
         slides: list[Path] = typer.Argument(..., help="Slide files or folders of slides."),
         out: Path = typer.Option(..., help="Output folder (shards/, slides/<id>/report.json, manifest.parquet)."),
+        config: Optional[Path] = typer.Option(
+            None, "--config", help="Tiling config (the keys of TileConfig) YAML; options typed here override it."
+        ),
+        set_: Optional[list[str]] = typer.Option(
+            None, "--set", help="Override a config key: --set tissue_threshold=0.3 (repeatable)."
+        ),
         tile_px: int = typer.Option(256, help="Output tile side in pixels."),
-        mpp: Optional[float] = typer.Option(None, help="Output microns per pixel [default: 0.5 unless --tile-um/--magnification]."),
+        mpp: Optional[float] = typer.Option(
+            None, help="Output microns per pixel [default: 0.5 unless --tile-um/--magnification]."
+        ),
         tile_um: Optional[float] = typer.Option(None, help="Physical tile side in microns (mpp = tile_um / tile_px)."),
-        magnification: Optional[float] = typer.Option(None, help="Output magnification, e.g. 20 (needs objective power)."),
+        magnification: Optional[float] = typer.Option(
+            None, help="Output magnification, e.g. 20 (needs objective power)."
+        ),
         overlap_px: int = typer.Option(0, help="Output pixels shared by neighbouring tiles."),
         tissue_threshold: float = typer.Option(0.5, help="Keep tiles with at least this tissue fraction."),
         tissue_method: str = typer.Option("saturation", help="saturation or od (optical density)."),
-        whitespace_max: Optional[float] = typer.Option(0.8, help="Reject tiles with more glass than this fraction (QC)."),
-        blur_min: Optional[float] = typer.Option(None, help="Reject tiles whose Laplacian variance is below this (QC)."),
-        image_format: str = typer.Option("jpeg", "--format", help="jpeg or png."),
+        whitespace_max: Optional[float] = typer.Option(
+            0.8, help="Reject tiles with more glass than this fraction (QC)."
+        ),
+        blur_min: Optional[float] = typer.Option(
+            None, help="Reject tiles whose Laplacian variance is below this (QC)."
+        ),
+        image_format: str = typer.Option("jpeg", "--image-format", "--format", help="Tile codec: jpeg or png."),
         jpeg_quality: int = typer.Option(90, help="JPEG quality (1-100)."),
         tiles_per_shard: int = typer.Option(256, help="Tiles per Parquet shard."),
         slide_mpp: Optional[float] = typer.Option(None, help="Microns per level-0 pixel for slides lacking it."),
         backend: str = typer.Option("auto", help="Slide reader: auto, openslide, tifffile or image."),
-        on_tile_error: str = typer.Option("fail", help="fail: an unreadable tile fails its slide; skip: count it and go on."),
+        on_tile_error: str = typer.Option(
+            "fail", help="fail: an unreadable tile fails its slide; skip: count it and go on."
+        ),
         engine: str = typer.Option("local", help="local (process pool) or spark."),
         workers: Optional[int] = typer.Option(None, help="Local engine processes [default: all cores]."),
         spark_master: str = typer.Option("local[*]", help="Spark master: local[*], spark://host:7077, yarn."),
     ) -> None:
         """Tissue-detect and tile slides into Parquet shards (resumable; failed slides are reported)."""
+        from histoflow.config.tiling import TileConfig
         from histoflow.tiling.extract import extract_tiles
-        from histoflow.tiling.grid import TileConfig
 
         def work():
-            cfg = TileConfig(tile_px=tile_px, mpp=mpp, tile_um=tile_um,
-                             magnification=magnification, overlap_px=overlap_px, tissue_threshold=tissue_threshold,
-                             tissue_method=tissue_method, whitespace_max=whitespace_max, blur_min=blur_min,
-                             image_format=image_format, jpeg_quality=jpeg_quality, tiles_per_shard=tiles_per_shard,
-                             slide_mpp=slide_mpp, backend=backend, on_tile_error=on_tile_error)
-            return extract_tiles(expand_slides(slides), out, cfg, engine=engine, workers=workers, spark_master=spark_master)
+            options = dict(
+                tile_px=tile_px,
+                mpp=mpp,
+                tile_um=tile_um,
+                magnification=magnification,
+                overlap_px=overlap_px,
+                tissue_threshold=tissue_threshold,
+                tissue_method=tissue_method,
+                whitespace_max=whitespace_max,
+                blur_min=blur_min,
+                image_format=image_format,
+                jpeg_quality=jpeg_quality,
+                tiles_per_shard=tiles_per_shard,
+                slide_mpp=slide_mpp,
+                backend=backend,
+                on_tile_error=on_tile_error,
+            )
+            cfg = verb_config(TileConfig, config, set_, options)
+            return extract_tiles(
+                expand_slides(slides),
+                out,
+                cfg,
+                engine=engine,
+                workers=workers,
+                spark_master=spark_master,
+                progress=not state.quiet,
+            )
 
         summary = run_verb(work)
         table = Table(title=f"tiles -> {summary['out']} ({summary['engine']}, {summary['seconds']:.1f} s)")
@@ -92,14 +138,23 @@ def register(app: typer.Typer) -> None:
             rejected = ", ".join(f"{k} {v}" for k, v in r["rejected"].items() if v)
             status = "[green]complete[/]" if r["status"] == "complete" else "[red]failed[/]"
             note = r.get("error") or r.get("warning") or ""
-            table.add_row(sid, status, str(r["kept"]), rejected, f"{sum(r['seconds'].values()):.1f}",
-                          note if len(note) < 40 else note[:37] + "...")
+            table.add_row(
+                sid,
+                status,
+                str(r["kept"]),
+                rejected,
+                f"{sum(r['seconds'].values()):.1f}",
+                note if len(note) < 40 else note[:37] + "...",
+            )
         console.print(table)
         for sid, r in summary["reports"].items():  # whole messages, unwrapped: they name the file and the fix
             if r.get("error") or r.get("warning"):
                 kind = "[red]failed[/]" if r["status"] != "complete" else "[yellow]warning[/]"
                 console.print(f"{kind} {sid}: {r.get('error') or r.get('warning')}", soft_wrap=True, highlight=False)
-        console.print(f"{summary['tiles_kept']} tiles kept, {summary['tiles_per_s'] or 0:.0f} tiles/s; "
-                      f"{summary['complete']}/{summary['slides']} slides complete", highlight=False)
+        console.print(
+            f"{summary['tiles_kept']} tiles kept, {summary['tiles_per_s'] or 0:.0f} tiles/s; "
+            f"{summary['complete']}/{summary['slides']} slides complete",
+            highlight=False,
+        )
         if summary["failed"]:
             raise typer.Exit(1)

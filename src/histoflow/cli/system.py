@@ -25,9 +25,12 @@ def register(app: typer.Typer) -> None:
             table.add_row(name, "[green]yes[/]" if ok else "[red]no[/]", details)
         console.print(table)
 
-
     @app.command("models")
-    def models_cmd(timm_filter: Optional[str] = typer.Option(None, "--timm", help="Also list timm models matching this pattern, e.g. 'resnet*'.")) -> None:
+    def models_cmd(
+        timm_filter: Optional[str] = typer.Option(
+            None, "--timm", help="Also list timm models matching this pattern, e.g. 'resnet*'."
+        ),
+    ) -> None:
         """List histoflow's models (any timm backbone name works too)."""
         from histoflow.models.factory import list_models
 
@@ -43,12 +46,13 @@ def register(app: typer.Typer) -> None:
 
             console.print(", ".join(timm.list_models(timm_filter)))
 
-
     @app.command()
     def demo(
         data_root: Optional[Path] = typer.Option(None, help="Folder holding pcam/ [default: $HISTOFLOW_DATA]."),
         out: Path = typer.Option(Path("runs/demo"), help="Output folder of the demo run."),
-        set_: list[str] = typer.Option(None, "--set", help="Override the recipe, e.g. --set train.epochs=1 (quick look)."),
+        set_: list[str] = typer.Option(
+            None, "--set", help="Override the recipe, e.g. --set train.epochs=1 (quick look)."
+        ),
     ) -> None:
         """The main job on real PCam patches (what `make demo` runs)."""
         from histoflow.workflows.demo import run_demo

@@ -30,8 +30,12 @@ Rerun the same command to resume an interrupted study. Writes trials.csv, best.y
 def register(app: typer.Typer) -> None:
     @app.command()
     def train(
-        config: Optional[Path] = typer.Argument(None, help="Run config YAML (defaults apply to anything it leaves out)."),
-        set_: list[str] = typer.Option(None, "--set", help="Override a config value: --set train.epochs=3 (repeatable)."),
+        config: Optional[Path] = typer.Argument(
+            None, help="Run config YAML (defaults apply to anything it leaves out)."
+        ),
+        set_: list[str] = typer.Option(
+            None, "--set", help="Override a config value: --set train.epochs=3 (repeatable)."
+        ),
         out: Optional[Path] = typer.Option(None, help="Run folder [default: runs/<name>]."),
         resume: bool = typer.Option(False, help="Continue an interrupted run from its last checkpoint."),
         devices: Optional[str] = typer.Option(None, help="Number of devices (e.g. 2 GPUs)."),
@@ -65,12 +69,17 @@ def register(app: typer.Typer) -> None:
     @app.command("tune", help=HELP)
     def tune(
         config: Path = typer.Argument(..., help="Run config YAML with a tune: section."),
-        trials: Optional[int] = typer.Option(None, "--trials", help="Trials in total (completed + pruned) [default: tune.trials]."),
-        storage: Optional[str] = typer.Option(None, help="Optuna storage URL, e.g. postgresql://user:pw@host/db "
-                                                         "[default: sqlite in the output folder]."),
+        trials: Optional[int] = typer.Option(
+            None, "--trials", help="Trials in total (completed + pruned) [default: tune.trials]."
+        ),
+        storage: Optional[str] = typer.Option(
+            None, help="Optuna storage URL, e.g. postgresql://user:pw@host/db [default: sqlite in the output folder]."
+        ),
         study: Optional[str] = typer.Option(None, help="Study name [default: the config's name]."),
         out: Optional[Path] = typer.Option(None, help="Output folder [default: runs/<name>-tune]."),
-        set_: list[str] = typer.Option(None, "--set", help="Override a config value: --set train.epochs=3 (repeatable)."),
+        set_: list[str] = typer.Option(
+            None, "--set", help="Override a config value: --set train.epochs=3 (repeatable)."
+        ),
     ) -> None:
         from histoflow.config import load_config
         from histoflow.workflows.tune.study import run_study
@@ -82,15 +91,20 @@ def register(app: typer.Typer) -> None:
                 optuna.logging.set_verbosity(optuna.logging.WARNING)
             cfg = load_config(config, list(set_ or []))
             folder = out or Path("runs") / f"{cfg.name}-tune"
-            return run_study(cfg, folder, n_trials=trials, storage=storage, study_name=study, source=str(config),
-                             quiet=state.quiet)
+            return run_study(
+                cfg, folder, n_trials=trials, storage=storage, study_name=study, source=str(config), quiet=state.quiet
+            )
 
         result = run_verb(work)
-        console.print(f"trials: {result.n_complete} complete, {result.n_pruned} pruned, {result.n_failed} failed",
-                      highlight=False)
+        console.print(
+            f"trials: {result.n_complete} complete, {result.n_pruned} pruned, {result.n_failed} failed", highlight=False
+        )
         if result.best_value is not None:
-            console.print(f"best: trial {result.best_trial}, value {result.best_value:.4f}, params {result.best_params}",
-                          highlight=False, markup=False)
+            console.print(
+                f"best: trial {result.best_trial}, value {result.best_value:.4f}, params {result.best_params}",
+                highlight=False,
+                markup=False,
+            )
         if result.baseline_value is not None:
             console.print(f"baseline (the config's own values): {result.baseline_value:.4f}", highlight=False)
         console.print(f"output folder: {result.out} (best.yaml, trials.csv, plots/)", highlight=False)

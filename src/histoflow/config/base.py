@@ -27,6 +27,19 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class FrozenConfig(Strict):
+    """A frozen strict config whose constructor raises ConfigError, not pydantic's ValidationError:
+    code that builds a config from options (the CLI) reports a bad value like a bad YAML key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise explain(exc, type(self).__name__, type(self)) from None
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one)."""
 
@@ -37,8 +50,11 @@ def _mapping_without_duplicates(loader: _UniqueKeyLoader, node: yaml.MappingNode
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"key {key!r} appears twice (first on line {seen[key] + 1}); the first would be ignored",
-                key_node.start_mark)
+                None,
+                None,
+                f"key {key!r} appears twice (first on line {seen[key] + 1}); the first would be ignored",
+                key_node.start_mark,
+            )
         seen[key] = key_node.start_mark.line
     return loader.construct_mapping(node, deep=deep)
 
@@ -122,8 +138,7 @@ def validate(model: type[M], raw: dict, source: str) -> M:
         raise explain(exc, source, model) from None
 
 
-def load_model_config(model: type[M], path: str | os.PathLike | None = None,
-                      overrides: list[str] | None = None) -> M:
+def load_model_config(model: type[M], path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> M:
     """Read YAML (or start from defaults), apply `--set` overrides, validate as `model`."""
     raw = read_yaml(path) if path is not None else {}
     source = str(path) if path is not None else ("--set" if overrides else "(defaults)")

@@ -12,13 +12,13 @@ from histoflow.config.base import Strict
 
 
 class MILData(Strict):
-    embeddings: str                       # folder holding <id>/embeddings.npy (histoflow embed / bags)
-    labels: str                           # CSV with the id, label and patient columns
+    embeddings: str  # folder holding <id>/embeddings.npy (histoflow embed / bags)
+    labels: str  # CSV with the id, label and patient columns
     id_column: str = "bag_id"
     label_column: str = "label"
     group_column: str | None = "patient"  # split by this; None: each bag is its own group
     task: Literal["binary", "multiclass", "ordinal"] = "binary"
-    classes: list[str] | None = None      # class order (ordinal: low to high); default sorted labels
+    classes: list[str] | None = None  # class order (ordinal: low to high); default sorted labels
     val_fraction: float = 0.2
     test_fraction: float = 0.2
 

@@ -16,8 +16,9 @@ from histoflow.config.base import Strict
 
 class ClaheConfig(Strict):
     """CLAHE: `lab` equalises lightness only (keeps stain hues); `rgb` each channel."""
+
     clip_limit: PositiveFloat = 2.0
-    grid: PositiveInt = 8     # tiles per side of the equalisation grid
+    grid: PositiveInt = 8  # tiles per side of the equalisation grid
     mode: Literal["lab", "rgb"] = "lab"
 
 
@@ -28,6 +29,7 @@ class PreprocessConfig(Strict):
     without a target uses Macenko's reference H&E matrix; Reinhard needs a target.
     Vahadane is not offered (see histoflow.preprocess.stain for why).
     """
+
     stain_norm: Literal["none", "reinhard", "macenko"] = "none"
     target: str | None = None
     # Macenko: the uint8 brightness of empty glass; lower it (~215) for scans with dark glass (BreakHis),
@@ -40,14 +42,17 @@ class PreprocessConfig(Strict):
     @classmethod
     def _explain_vahadane(cls, v: object) -> object:
         if isinstance(v, str) and v.lower() == "vahadane":
-            raise ValueError("vahadane is not offered (non-deterministic sparse dictionary learning, "
-                             "slow); use macenko, which falls back to the reference matrix on hard tiles")
+            raise ValueError(
+                "vahadane is not offered (non-deterministic sparse dictionary learning, "
+                "slow); use macenko, which falls back to the reference matrix on hard tiles"
+            )
         return v
 
 
 class HsvJitter(Strict):
     """HSV augmentation: hue shifted by U(-hue, hue) of the circle; saturation/value scaled by U(1-x, 1+x)."""
-    hue: Annotated[float, Field(ge=0, le=0.5)] = 0.05   # a fraction of the colour circle
+
+    hue: Annotated[float, Field(ge=0, le=0.5)] = 0.05  # a fraction of the colour circle
     saturation: NonNegativeFloat = 0.1
     value: NonNegativeFloat = 0.0
     p: Annotated[float, Field(ge=0, le=1)] = 1.0

@@ -20,13 +20,14 @@ Probability = Annotated[float, Field(ge=0, le=1)]
 
 class SplitConfig(Strict):
     """How to split data that has no `split` column (or has only some splits)."""
+
     val_fraction: Fraction = 0.15
     test_fraction: Fraction = 0.15
     group_by: str | None = "auto"  # auto: patient, then slide, when present; none: ungrouped
 
 
 class BalanceConfig(Strict):
-    sampler: bool = False       # class-balanced WeightedRandomSampler for training batches
+    sampler: bool = False  # class-balanced WeightedRandomSampler for training batches
     loss_weights: bool = False  # inverse-frequency class weights in the loss
 
 
@@ -34,16 +35,16 @@ class DataConfig(Strict):
     path: str = "${HISTOFLOW_DATA}/pcam"
     format: str = "auto"
     label_column: str = "label"
-    label_pattern: str | None = None   # regex with one group: label from file name (flat folders)
+    label_pattern: str | None = None  # regex with one group: label from file name (flat folders)
     image_px: PositiveInt = 96
-    crop_px: PositiveInt | None = None        # centre crop after sizing (PCam: the label is the central 32 px)
+    crop_px: PositiveInt | None = None  # centre crop after sizing (PCam: the label is the central 32 px)
     size_policy: Literal["resize", "pad", "raise"] = "resize"
     non_rgb: Literal["convert", "raise"] = "convert"
     on_error: Literal["raise", "skip"] = "raise"
     # binary tasks: the class sensitivity/PPV/ROC are about; needed when the names do not say it
     # (0/1, benign/malignant, normal/tumour do; e.g. stroma/epithelium does not)
     positive_class: str | None = None
-    verify: bool = True               # decode every image once before training
+    verify: bool = True  # decode every image once before training
     cache: Literal["none", "memory"] = "none"
     max_per_split: PositiveInt | None = None  # stratified subsample of each split (quick runs)
     split: SplitConfig = Field(default_factory=SplitConfig)
@@ -61,7 +62,7 @@ class ColourJitter(Strict):
 
 class Affine(Strict):
     degrees: float = 0.0
-    scale: tuple[float, float] = (1.0, 1.0)   # zoom
+    scale: tuple[float, float] = (1.0, 1.0)  # zoom
     shear: float = 0.0
     translate: float = 0.0
     p: Probability = 1.0
@@ -80,13 +81,14 @@ class Blur(Strict):
 
 class HedJitter(Strict):
     """Stain augmentation in haematoxylin-eosin-DAB space (Tellez et al. 2018)."""
-    sigma: float = 0.05   # multiplicative perturbation per stain
-    bias: float = 0.05    # additive perturbation per stain
+
+    sigma: float = 0.05  # multiplicative perturbation per stain
+    bias: float = 0.05  # additive perturbation per stain
     p: Probability = 1.0
 
 
 class AugmentConfig(Strict):
-    dihedral: bool = False           # random rot90 x flip (the 8 symmetries of a square)
+    dihedral: bool = False  # random rot90 x flip (the 8 symmetries of a square)
     hflip: bool = False
     vflip: bool = False
     colour_jitter: ColourJitter | None = None
@@ -103,11 +105,11 @@ class AugmentConfig(Strict):
 class ModelConfig(Strict):
     name: str = "simple_cnn"
     params: dict[str, Any] = Field(default_factory=dict)  # passed to the model factory
-    pretrained: bool = False           # timm weights (needs the network or a local hub cache)
-    weights: str | None = None         # local checkpoint: histoflow's own, or a timm/torchvision state dict
+    pretrained: bool = False  # timm weights (needs the network or a local hub cache)
+    weights: str | None = None  # local checkpoint: histoflow's own, or a timm/torchvision state dict
     freeze: Literal["none", "backbone", "head_then_full"] = "none"
-    head_epochs: NonNegativeInt = 1               # for head_then_full
-    finetune_lr_factor: float = 0.1    # lr multiplier once the backbone is unfrozen
+    head_epochs: NonNegativeInt = 1  # for head_then_full
+    finetune_lr_factor: float = 0.1  # lr multiplier once the backbone is unfrozen
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
     channels_last: bool = True
 
@@ -142,13 +144,13 @@ class TrainConfig(Strict):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
     early_stopping: EarlyStopping | None = None
-    precision: str = "auto"            # auto: bf16-mixed on a CPU with bf16, 16-mixed on GPU, else 32
+    precision: str = "auto"  # auto: bf16-mixed on a CPU with bf16, 16-mixed on GPU, else 32
     accelerator: str = "auto"
     devices: int | str = 1
     strategy: str = "auto"
     deterministic: bool = True
     max_steps_per_epoch: PositiveInt | None = None  # cap batches per epoch (smoke runs)
-    tta: bool = False                  # 8-view dihedral test-time augmentation in evaluation
+    tta: bool = False  # 8-view dihedral test-time augmentation in evaluation
     # exponential moving average of the weights (e.g. 0.998), used for val/predict; null: none
     ema_decay: Annotated[float, Field(gt=0, lt=1)] | None = None
     # a validation split with one class has no AUC: raise (default), or select best.pt and stop
@@ -158,6 +160,7 @@ class TrainConfig(Strict):
 
 class NormalizeConfig(Strict):
     """Per-channel mean/std: imagenet, dataset-computed, or given."""
+
     kind: Literal["imagenet", "dataset", "fixed"] = "dataset"
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
@@ -179,7 +182,7 @@ class RunConfig(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)  # stain normalisation / CLAHE
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
-    tune: dict[str, Any] = Field(default_factory=dict)        # search space for `histoflow tune`
+    tune: dict[str, Any] = Field(default_factory=dict)  # search space for `histoflow tune`
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> RunConfig:

@@ -15,53 +15,38 @@ import math
 from typing import Any, Literal
 
 from pydantic import (
-    ConfigDict,
     Field,
     PositiveFloat,
     PositiveInt,
-    ValidationError,
     model_validator,
 )
 
-from histoflow.config.base import Strict, explain
+from histoflow.config.base import FrozenConfig
 from histoflow.core.errors import ConfigError
 
 DEFAULT_MPP = 0.5  # the field's usual resolution (20x on most scanners)
-
-
-class FrozenConfig(Strict):
-    """A frozen strict config whose constructor raises ConfigError, not pydantic's ValidationError:
-    code that builds a config from options (the CLI) reports a bad value like a bad YAML key."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise explain(exc, type(self).__name__, type(self)) from None
 
 
 class TileConfig(FrozenConfig):
     """Everything that decides which tiles a slide gives and what their pixels are."""
 
     tile_px: int = Field(256, ge=8, strict=True)
-    mpp: PositiveFloat | None = None            # output microns per pixel (0.5 when no tile_um/magnification)
-    tile_um: PositiveFloat | None = None        # alternative: physical tile side (mpp = tile_um / tile_px)
+    mpp: PositiveFloat | None = None  # output microns per pixel (0.5 when no tile_um/magnification)
+    tile_um: PositiveFloat | None = None  # alternative: physical tile side (mpp = tile_um / tile_px)
     magnification: PositiveFloat | None = None  # alternative: e.g. 20 (uses the slide's objective power)
-    overlap_px: int = Field(0, ge=0)            # output px shared by neighbours (stride = tile_px - overlap_px)
+    overlap_px: int = Field(0, ge=0)  # output px shared by neighbours (stride = tile_px - overlap_px)
     tissue_threshold: float = Field(0.5, ge=0, le=1)  # keep tiles with at least this tissue fraction
     # the methods of histoflow.tiling.tissue.METHODS (config sits below tiling, so they are spelt out)
     tissue_method: Literal["saturation", "od"] = "saturation"
-    mask_um_per_px: float = 4.0                 # resolution of the tissue mask view
-    min_tissue_um2: float = 5000.0              # drop tissue specks smaller than this
+    mask_um_per_px: float = 4.0  # resolution of the tissue mask view
+    min_tissue_um2: float = 5000.0  # drop tissue specks smaller than this
     reject_pen: bool = True
     whitespace_max: float | None = Field(0.8, ge=0, le=1)  # QC: reject tiles with more glass than this fraction
-    blur_min: float | None = None               # QC: reject tiles whose Laplacian variance is below this
+    blur_min: float | None = None  # QC: reject tiles whose Laplacian variance is below this
     image_format: Literal["jpeg", "png"] = "jpeg"
     jpeg_quality: int = Field(90, ge=1, le=100)
     tiles_per_shard: PositiveInt = 256
-    slide_mpp: PositiveFloat | None = None      # override/supply the slides' level-0 mpp
+    slide_mpp: PositiveFloat | None = None  # override/supply the slides' level-0 mpp
     backend: str = "auto"
     on_tile_error: Literal["fail", "skip"] = "fail"  # fail: the slide fails; skip: the tile is rejected and counted
 
@@ -82,7 +67,11 @@ class TileConfig(FrozenConfig):
         return self
 
     def derived_mpp_matches(self) -> bool:
-        return self.mpp is not None and self.tile_um is not None and math.isclose(self.mpp, self.tile_um / self.tile_px, rel_tol=1e-6)
+        return (
+            self.mpp is not None
+            and self.tile_um is not None
+            and math.isclose(self.mpp, self.tile_um / self.tile_px, rel_tol=1e-6)
+        )
 
     def target_mpp(self, slide_mpp: float | None, objective_power: float | None, slide: str) -> float:
         """The output mpp for one slide."""
@@ -94,7 +83,9 @@ class TileConfig(FrozenConfig):
             if slide_mpp is None:
                 raise ConfigError(f"{slide}: no mpp metadata; pass --slide-mpp to tile it at a magnification")
             if not objective_power:
-                raise ConfigError(f"{slide}: no objective power in the metadata; request --mpp instead of a magnification")
+                raise ConfigError(
+                    f"{slide}: no objective power in the metadata; request --mpp instead of a magnification"
+                )
             return round(slide_mpp * objective_power / self.magnification, 6)
         raise ConfigError("give one of mpp, tile_um or magnification")
 

@@ -15,6 +15,5 @@ def require(module: str, extra: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - exercised only where the extra is missing
         raise ImportError(
-            f"{module!r} is needed for this feature but is not installed: "
-            f"pip install 'histoflow[{extra}]'"
+            f"{module!r} is needed for this feature but is not installed: pip install 'histoflow[{extra}]'"
         ) from exc

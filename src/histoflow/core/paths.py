@@ -15,7 +15,5 @@ def expand(path: str | os.PathLike) -> Path:
     """Expand ~ and ${VARS}; ${HISTOFLOW_DATA} falls back to data_root() when unset."""
     text = str(path)
     if "HISTOFLOW_DATA" in text and "HISTOFLOW_DATA" not in os.environ:
-        text = text.replace("${HISTOFLOW_DATA}", str(data_root())).replace(
-            "$HISTOFLOW_DATA", str(data_root())
-        )
+        text = text.replace("${HISTOFLOW_DATA}", str(data_root())).replace("$HISTOFLOW_DATA", str(data_root()))
     return Path(os.path.expandvars(text)).expanduser()

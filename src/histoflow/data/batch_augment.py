@@ -33,7 +33,9 @@ class BatchAugment(nn.Module):
         used = {k for k, v in cfg.model_dump().items() if v not in (None, False) and k != "where"}
         unsupported = sorted(used - BATCH_CAPABLE)
         if unsupported:
-            raise ConfigError(f"augment.where: batch supports {sorted(BATCH_CAPABLE)}; {unsupported} need augment.where: dataset")
+            raise ConfigError(
+                f"augment.where: batch supports {sorted(BATCH_CAPABLE)}; {unsupported} need augment.where: dataset"
+            )
         self.cfg = cfg
         self.hed = self.hsv = None
         if cfg.hed_jitter is not None:
@@ -66,9 +68,11 @@ class BatchAugment(nn.Module):
             flip = self._some(n, 0.5, device)[:, None, None, None]
             x = torch.where(flip, x.flip(-1), x)
             k = torch.randint(0, 4, (n,), device=device)[:, None, None, None]
-            x = torch.where(k == 1, torch.rot90(x, 1, dims=(-2, -1)),
-                            torch.where(k == 2, x.flip(-1).flip(-2),
-                                        torch.where(k == 3, torch.rot90(x, 3, dims=(-2, -1)), x)))
+            x = torch.where(
+                k == 1,
+                torch.rot90(x, 1, dims=(-2, -1)),
+                torch.where(k == 2, x.flip(-1).flip(-2), torch.where(k == 3, torch.rot90(x, 3, dims=(-2, -1)), x)),
+            )
         if cfg.hflip:
             flip = self._some(n, 0.5, device)
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
@@ -83,7 +87,9 @@ class BatchAugment(nn.Module):
         j = cfg.colour_jitter
         if j is not None:
             if j.hue:
-                raise ConfigError("augment.where: batch: colour_jitter.hue is per-image only; use hsv_jitter.hue instead")
+                raise ConfigError(
+                    "augment.where: batch: colour_jitter.hue is per-image only; use hsv_jitter.hue instead"
+                )
             chosen = self._some(n, j.p, device)[:, None, None, None]
             y = x
             if j.brightness:

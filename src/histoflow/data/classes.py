@@ -17,14 +17,52 @@ import re
 from histoflow.core.errors import ConfigError
 
 # compared after lower-casing and dropping spaces, '-' and '_' ("Non-Tumour" -> "nontumour")
-NEGATIVE_NAMES = frozenset({
-    "0", "neg", "negative", "benign", "normal", "healthy", "nontumour", "nontumor", "nontumoral", "nonmetastatic",
-    "nocancer", "noncancer", "nonidc", "no", "false", "absent", "control", "background",
-})
-POSITIVE_NAMES = frozenset({
-    "1", "pos", "positive", "malignant", "tumour", "tumor", "tumoral", "metastasis", "metastases", "metastatic",
-    "cancer", "carcinoma", "idc", "invasive", "lesion", "yes", "true", "present", "abnormal", "atypical",
-})
+NEGATIVE_NAMES = frozenset(
+    {
+        "0",
+        "neg",
+        "negative",
+        "benign",
+        "normal",
+        "healthy",
+        "nontumour",
+        "nontumor",
+        "nontumoral",
+        "nonmetastatic",
+        "nocancer",
+        "noncancer",
+        "nonidc",
+        "no",
+        "false",
+        "absent",
+        "control",
+        "background",
+    }
+)
+POSITIVE_NAMES = frozenset(
+    {
+        "1",
+        "pos",
+        "positive",
+        "malignant",
+        "tumour",
+        "tumor",
+        "tumoral",
+        "metastasis",
+        "metastases",
+        "metastatic",
+        "cancer",
+        "carcinoma",
+        "idc",
+        "invasive",
+        "lesion",
+        "yes",
+        "true",
+        "present",
+        "abnormal",
+        "atypical",
+    }
+)
 
 
 def _key(name: str) -> str:
@@ -57,14 +95,18 @@ def positive_class_order(class_names: list[str], positive_class: str | None = No
         raise ConfigError(f"data.positive_class: {positive_class!r} is not one of the classes {names} of {source}")
     if len(names) != 2:
         if positive_class is not None:
-            raise ConfigError(f"data.positive_class: {source} has {len(names)} classes {names}; a positive class "
-                              f"is defined for binary tasks only (remove data.positive_class)")
+            raise ConfigError(
+                f"data.positive_class: {source} has {len(names)} classes {names}; a positive class "
+                f"is defined for binary tasks only (remove data.positive_class)"
+            )
         return names
     positive = str(positive_class) if positive_class is not None else guess_positive_class(names)
     if positive is None:
-        raise ConfigError(f"{source}: the class names {names} do not say which one is positive (the class "
-                          f"sensitivity, PPV and the ROC curve are about); set data.positive_class to "
-                          f"{names[0]!r} or {names[1]!r}, e.g. --set data.positive_class={names[1]}")
+        raise ConfigError(
+            f"{source}: the class names {names} do not say which one is positive (the class "
+            f"sensitivity, PPV and the ROC curve are about); set data.positive_class to "
+            f"{names[0]!r} or {names[1]!r}, e.g. --set data.positive_class={names[1]}"
+        )
     return [n for n in names if n != positive] + [positive]
 
 

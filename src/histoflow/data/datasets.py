@@ -18,16 +18,15 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Sequence
-from typing import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+from histoflow.core.errors import ConfigError, DataError
 from histoflow.core.images import decode_bytes, decode_jpeg_into, read_file, read_image
 from histoflow.data.manifest import Manifest
-from histoflow.core.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 SIZE_POLICIES = ("resize", "pad", "raise")
@@ -38,7 +37,9 @@ def fit_size(img: np.ndarray, image_px: int | None, policy: str, source: str) ->
     if image_px is None or img.shape[:2] == (image_px, image_px):
         return img
     if policy == "raise":
-        raise DataError(f"{source}: image is {img.shape[1]}x{img.shape[0]}, expected {image_px}x{image_px} (size_policy: raise)")
+        raise DataError(
+            f"{source}: image is {img.shape[1]}x{img.shape[0]}, expected {image_px}x{image_px} (size_policy: raise)"
+        )
     if policy == "resize":
         import cv2
 
@@ -49,7 +50,7 @@ def fit_size(img: np.ndarray, image_px: int | None, policy: str, source: str) ->
         h, w = min(img.shape[0], image_px), min(img.shape[1], image_px)
         top, left = (image_px - h) // 2, (image_px - w) // 2
         sy, sx = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
-        out[top:top + h, left:left + w] = img[sy:sy + h, sx:sx + w]
+        out[top : top + h, left : left + w] = img[sy : sy + h, sx : sx + w]
         return out
     raise ConfigError(f"size_policy must be one of {SIZE_POLICIES}, got {policy!r}")
 
@@ -123,10 +124,18 @@ class ReusedBatchArrays:
 class PatchDataset(Dataset):
     """Patches of a Manifest as `(uint8 CHW tensor, label index)`; label is -1 when unlabelled."""
 
-    def __init__(self, manifest: Manifest, image_px: int | None = None, transform: Callable | None = None,
-                 size_policy: str = "resize", non_rgb: str = "convert", cache: str = "none",
-                 class_names: list[str] | None = None, crop_px: int | None = None,
-                 preprocess: Callable | None = None):
+    def __init__(
+        self,
+        manifest: Manifest,
+        image_px: int | None = None,
+        transform: Callable | None = None,
+        size_policy: str = "resize",
+        non_rgb: str = "convert",
+        cache: str = "none",
+        class_names: list[str] | None = None,
+        crop_px: int | None = None,
+        preprocess: Callable | None = None,
+    ):
         if size_policy not in SIZE_POLICIES:
             raise ConfigError(f"size_policy must be one of {SIZE_POLICIES}, got {size_policy!r}")
         self.class_names = list(class_names or manifest.class_names)
@@ -180,7 +189,7 @@ class PatchDataset(Dataset):
         if self.crop_px:  # centre crop, e.g. PCam's label lives in the central 32x32 px
             top = (img.shape[0] - self.crop_px) // 2
             left = (img.shape[1] - self.crop_px) // 2
-            img = img[top:top + self.crop_px, left:left + self.crop_px]
+            img = img[top : top + self.crop_px, left : left + self.crop_px]
         return img
 
     def _read_h5(self, path: str, item: int) -> np.ndarray:
@@ -259,7 +268,7 @@ class PatchDataset(Dataset):
         paths, items, has_h5 = self.paths, self.items, self._has_h5
         rows = list(rows)
         for start in range(0, len(rows), READ_AHEAD):
-            chunk = rows[start:start + READ_AHEAD]
+            chunk = rows[start : start + READ_AHEAD]
             # HDF5 rows have no file of their own: load() reads them (data None)
             files = [None if has_h5 and items[i] >= 0 else _read_or_none(paths[i]) for i in chunk]
             for k, i, data in zip(range(start, start + len(chunk)), chunk, files):
@@ -272,7 +281,9 @@ class PatchDataset(Dataset):
         return state
 
 
-def dataset_for_checkpoint(manifest: Manifest, ckpt, labelled: bool = True, size_policy: str | None = None) -> PatchDataset:
+def dataset_for_checkpoint(
+    manifest: Manifest, ckpt, labelled: bool = True, size_policy: str | None = None
+) -> PatchDataset:
     """A dataset prepared exactly as the checkpoint's training data was (size, crop, colour
     policy); labels are mapped onto the checkpoint's classes, and unknown classes are an error.
 
@@ -294,6 +305,12 @@ def dataset_for_checkpoint(manifest: Manifest, ckpt, labelled: bool = True, size
         pre = Preprocessor.from_state(ckpt.preprocess)
         preprocess = None if pre.is_identity else pre
     policy = size_policy if size_policy in ("resize", "pad") else data_cfg.get("size_policy", "resize")
-    return PatchDataset(manifest, image_px=ckpt.image_px, size_policy=policy,
-                        non_rgb=data_cfg.get("non_rgb", "convert"), class_names=known, crop_px=data_cfg.get("crop_px"),
-                        preprocess=preprocess)
+    return PatchDataset(
+        manifest,
+        image_px=ckpt.image_px,
+        size_policy=policy,
+        non_rgb=data_cfg.get("non_rgb", "convert"),
+        class_names=known,
+        crop_px=data_cfg.get("crop_px"),
+        preprocess=preprocess,
+    )

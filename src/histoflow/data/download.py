@@ -44,8 +44,10 @@ def md5sum(path: Path, chunk: int = 1 << 22) -> str:
 def verify_file(path: Path, expected_md5: str) -> None:
     actual = md5sum(path)
     if actual != expected_md5:
-        raise DataError(f"{path}: checksum mismatch (md5 {actual}, expected {expected_md5}); "
-                        f"the file is corrupt or incomplete: delete it and download again")
+        raise DataError(
+            f"{path}: checksum mismatch (md5 {actual}, expected {expected_md5}); "
+            f"the file is corrupt or incomplete: delete it and download again"
+        )
 
 
 def _fetch(url: str, dest: Path) -> None:
@@ -54,12 +56,19 @@ def _fetch(url: str, dest: Path) -> None:
             shutil.copyfileobj(response, out, length=1 << 22)
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         dest.unlink(missing_ok=True)
-        raise DataError(f"cannot download {url}: {exc}. Download it by hand (e.g. in a browser) "
-                        f"into {dest.parent} and run the same command again to verify it") from exc
+        raise DataError(
+            f"cannot download {url}: {exc}. Download it by hand (e.g. in a browser) "
+            f"into {dest.parent} and run the same command again to verify it"
+        ) from exc
 
 
-def download(name: str, out_dir: str | Path, files: list[str] | None = None,
-             base_url: str | None = None, checksums: dict[str, str] | None = None) -> list[Path]:
+def download(
+    name: str,
+    out_dir: str | Path,
+    files: list[str] | None = None,
+    base_url: str | None = None,
+    checksums: dict[str, str] | None = None,
+) -> list[Path]:
     """Download and verify dataset `name` into `out_dir`; returns the verified files.
 
     `files` limits which files (e.g. only the validation split); `base_url`/`checksums`

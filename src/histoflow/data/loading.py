@@ -11,8 +11,8 @@ Two kinds of workers:
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, default_collate
@@ -63,8 +63,16 @@ def decodes_without_gil(dataset) -> bool:
     return bool(check()) if callable(check) else False
 
 
-def make_loader(dataset, batch_size: int, workers: int, shuffle: bool = False, sampler=None, seed: int = 0,
-                persistent: bool = True, threads: bool | None = None):
+def make_loader(
+    dataset,
+    batch_size: int,
+    workers: int,
+    shuffle: bool = False,
+    sampler=None,
+    seed: int = 0,
+    persistent: bool = True,
+    threads: bool | None = None,
+):
     """The loader every histoflow verb uses (training, evaluation, prediction, benchmarks).
 
     threads: None picks thread workers when the dataset decodes outside the GIL, else
@@ -74,7 +82,15 @@ def make_loader(dataset, batch_size: int, workers: int, shuffle: bool = False, s
     if threads and workers > 0:
         return ThreadLoader(dataset, batch_size, workers, shuffle=shuffle, sampler=sampler, seed=seed)
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-                      num_workers=workers, persistent_workers=persistent and workers > 0,
-                      pin_memory=torch.cuda.is_available(), drop_last=False, generator=generator,
-                      collate_fn=collate)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
+        num_workers=workers,
+        persistent_workers=persistent and workers > 0,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=False,
+        generator=generator,
+        collate_fn=collate,
+    )

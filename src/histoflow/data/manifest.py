@@ -13,24 +13,28 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-from histoflow.core.images import is_image_file
 from histoflow.core.errors import DataError
+from histoflow.core.images import is_image_file
 from histoflow.core.io import atomic_path
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ["path", "label", "patient", "slide", "split", "item"]
 SPLIT_ALIASES = {
-    "train": "train", "training": "train",
-    "val": "val", "valid": "val", "validation": "val",
-    "test": "test", "testing": "test",
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
 }
 IDC_NAME = re.compile(r"^(?P<patient>[^_]+)_idx\d+_x(?P<x>\d+)_y(?P<y>\d+)_class(?P<cls>\d+)\.png$", re.I)
 # BreakHis originals are SOB_B_A-14-22549AB-40-001.png; some copies use SOB_B_A_14-22549AB_0.png.
@@ -68,13 +72,18 @@ class Manifest:
         index = {name: i for i, name in enumerate(self.class_names)}
         return np.array([index.get(lbl, -1) for lbl in self.frame["label"]], dtype=np.int64)
 
-    def subset(self, mask_or_index) -> "Manifest":
-        frame = self.frame[mask_or_index] if isinstance(mask_or_index, (pd.Series, np.ndarray)) and np.asarray(mask_or_index).dtype == bool else self.frame.iloc[mask_or_index]
+    def subset(self, mask_or_index) -> Manifest:
+        frame = (
+            self.frame[mask_or_index]
+            if isinstance(mask_or_index, (pd.Series, np.ndarray)) and np.asarray(mask_or_index).dtype == bool
+            else self.frame.iloc[mask_or_index]
+        )
         # `skipped` is a record of the whole data set (what verify left out): it travels with every part
-        return Manifest(frame.reset_index(drop=True), list(self.class_names), self.format, self.source,
-                        list(self.skipped))
+        return Manifest(
+            frame.reset_index(drop=True), list(self.class_names), self.format, self.source, list(self.skipped)
+        )
 
-    def split(self, name: str) -> "Manifest":
+    def split(self, name: str) -> Manifest:
         return self.subset((self.frame["split"] == name).to_numpy())
 
     @property
@@ -89,7 +98,7 @@ class Manifest:
                 return col
         return None
 
-    def with_positive_class(self, positive_class: str | None = None) -> "Manifest":
+    def with_positive_class(self, positive_class: str | None = None) -> Manifest:
         """This manifest with the positive class second (binary tasks; see histoflow.data.classes).
 
         A ConfigError when the two class names do not say which is positive and `positive_class`
@@ -153,8 +162,10 @@ def _require_text_name(path: Path) -> None:
         str(path).encode("utf-8")
     except UnicodeEncodeError:
         shown = os.fsencode(path).decode("utf-8", "backslashreplace")  # 'caf\xe9.png': the bytes on disk
-        raise DataError(f"{shown}: file name is not valid UTF-8 (written by a system with another encoding, "
-                        f"e.g. Latin-1); rename it, e.g. `convmv -f latin1 -t utf8 -r --notest FOLDER`") from None
+        raise DataError(
+            f"{shown}: file name is not valid UTF-8 (written by a system with another encoding, "
+            f"e.g. Latin-1); rename it, e.g. `convmv -f latin1 -t utf8 -r --notest FOLDER`"
+        ) from None
 
 
 def _breakhis_fields(name: str) -> dict:
@@ -165,6 +176,7 @@ def _breakhis_fields(name: str) -> dict:
 
 
 # --- readers, one per layout -------------------------------------------------------------------
+
 
 def read_class_folders(root: Path, **_) -> Manifest:
     """`<root>/<class>/*.png` or `<root>/<split>/<class>/*.png` (PCam-as-images, BreakHis, CRC)."""
@@ -181,7 +193,9 @@ def read_class_folders(root: Path, **_) -> Manifest:
             row.update(_breakhis_fields(path.name))
             rows.append(row)
     if not rows:
-        raise DataError(f"{root}: no images found in class folders (looked for {', '.join(sorted({'.png', '.jpg', '.tif'}))} ...)")
+        raise DataError(
+            f"{root}: no images found in class folders (looked for {', '.join(sorted({'.png', '.jpg', '.tif'}))} ...)"
+        )
     frame = _frame(rows)
     return Manifest(frame, class_order(frame["label"]), "class_folders", str(root))
 
@@ -195,10 +209,15 @@ def read_idc(root: Path, **_) -> Manifest:
             continue
         if path.parent.name.isdigit() and path.parent.name != match["cls"]:
             raise DataError(f"{path}: folder says class {path.parent.name} but the file name says class{match['cls']}")
-        rows.append({
-            "path": str(path), "label": match["cls"], "patient": match["patient"],
-            "x": int(match["x"]), "y": int(match["y"]),
-        })
+        rows.append(
+            {
+                "path": str(path),
+                "label": match["cls"],
+                "patient": match["patient"],
+                "x": int(match["x"]),
+                "y": int(match["y"]),
+            }
+        )
     if not rows:
         raise DataError(f"{root}: no IDC patches named <patient>_idx5_x<X>_y<Y>_class<C>.png found")
     frame = _frame(rows)
@@ -214,7 +233,9 @@ def read_kaggle(root: Path, labels_csv: str = "train_labels.csv", image_dir: str
         if col not in table.columns:
             raise DataError(f"{csv_path}: expected columns 'id,label', found {list(table.columns)}")
     folder = base / image_dir
-    rows = [{"path": str(folder / f"{i}.tif"), "label": str(lbl)} for i, lbl in zip(table["id"].astype(str), table["label"])]
+    rows = [
+        {"path": str(folder / f"{i}.tif"), "label": str(lbl)} for i, lbl in zip(table["id"].astype(str), table["label"])
+    ]
     frame = _frame(rows)
     return Manifest(frame, class_order(frame["label"]), "kaggle", str(csv_path))
 
@@ -263,7 +284,9 @@ def read_csv_manifest(csv_path: Path, label_column: str = "label", path_column: 
     table["path"] = [str(p if Path(p).is_absolute() else (base / p)) for p in table["path"].astype(str)]
     table["label"] = table["label"].fillna("").astype(str).str.replace(r"\.0$", "", regex=True)
     if "split" in table.columns:
-        table["split"] = [SPLIT_ALIASES.get(str(s).lower(), str(s)) if isinstance(s, str) else "" for s in table["split"]]
+        table["split"] = [
+            SPLIT_ALIASES.get(str(s).lower(), str(s)) if isinstance(s, str) else "" for s in table["split"]
+        ]
     frame = _frame(table.to_dict("records"))
     return Manifest(frame, class_order(frame["label"]), "csv", str(csv_path))
 
@@ -344,8 +367,10 @@ def detect_format(path: Path) -> str:
         if sample is not None:
             return "class_folders"
     seen = ", ".join(sorted(p.name for p in entries)[:8])
-    raise DataError(f"{path}: cannot tell the dataset layout; saw: {seen}. Expected class folders, "
-                    f"IDC, Kaggle (train_labels.csv + train/), PCam HDF5, a CSV, or a folder of images")
+    raise DataError(
+        f"{path}: cannot tell the dataset layout; saw: {seen}. Expected class folders, "
+        f"IDC, Kaggle (train_labels.csv + train/), PCam HDF5, a CSV, or a folder of images"
+    )
 
 
 def read_manifest(path: str | Path, format: str = "auto", **options) -> Manifest:
@@ -360,7 +385,10 @@ def read_manifest(path: str | Path, format: str = "auto", **options) -> Manifest
         from difflib import get_close_matches
 
         close = get_close_matches(format, READERS, n=3)
-        raise DataError(f"unknown manifest format {format!r}; known: {sorted(READERS)}" + (f" (did you mean {close}?)" if close else ""))
+        raise DataError(
+            f"unknown manifest format {format!r}; known: {sorted(READERS)}"
+            + (f" (did you mean {close}?)" if close else "")
+        )
     if format == "csv" and path.is_dir():
         raise DataError(f"{path}: format 'csv' needs a CSV file, got a folder")
     manifest = READERS[format](path, **options)

@@ -18,10 +18,13 @@ def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def balanced_sampler(labels: np.ndarray, n_classes: int, seed: int = 0, num_samples: int | None = None) -> WeightedRandomSampler:
+def balanced_sampler(
+    labels: np.ndarray, n_classes: int, seed: int = 0, num_samples: int | None = None
+) -> WeightedRandomSampler:
     """Draw each class equally often (with replacement), like a balanced epoch."""
     per_class = class_weights(labels, n_classes).numpy()
     weights = per_class[labels]
     generator = torch.Generator().manual_seed(seed)
-    return WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), num_samples or len(labels),
-                                 replacement=True, generator=generator)
+    return WeightedRandomSampler(
+        torch.as_tensor(weights, dtype=torch.double), num_samples or len(labels), replacement=True, generator=generator
+    )

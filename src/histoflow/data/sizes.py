@@ -81,13 +81,20 @@ def size_notes(manifest: Manifest, ckpt, size_policy: str | None = None, source:
     where = source or manifest.source or "data"
     total = sum(sizes.values())
     listed = ", ".join(f"{_fmt(s)} ({n})" for s, n in sorted(other.items(), key=lambda kv: -kv[1])[:5])
-    trained = (f"the model was trained on {_fmt(expected)} images" if recorded
-               else f"the model takes {_fmt(expected)} input")
-    msg = (f"{where}: {sum(other.values())} of {total} sampled images are not the size the checkpoint was trained "
-           f"on: {listed}; {trained}")
+    trained = (
+        f"the model was trained on {_fmt(expected)} images" if recorded else f"the model takes {_fmt(expected)} input"
+    )
+    msg = (
+        f"{where}: {sum(other.values())} of {total} sampled images are not the size the checkpoint was trained "
+        f"on: {listed}; {trained}"
+    )
     if size_policy == "raise":
-        raise DataError(f"{msg} (size policy: raise). Use data of the model's size and magnification, or "
-                        f"pass --size-policy resize to resize them anyway (results then describe another task)")
+        raise DataError(
+            f"{msg} (size policy: raise). Use data of the model's size and magnification, or "
+            f"pass --size-policy resize to resize them anyway (results then describe another task)"
+        )
     how = "padded/cropped" if size_policy == "pad" else "resized"
-    return [f"{msg}; they were {how} to {ckpt.image_px} px, so results may not hold for this data "
-            f"(another size often means another magnification); --size-policy raise refuses such data"]
+    return [
+        f"{msg}; they were {how} to {ckpt.image_px} px, so results may not hold for this data "
+        f"(another size often means another magnification); --size-policy raise refuses such data"
+    ]

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
-from histoflow.data.manifest import Manifest
 from histoflow.core.errors import ConfigError, DataError
+from histoflow.data.manifest import Manifest
 
 
 def resolve_group(manifest: Manifest, group_by: str | None) -> np.ndarray | None:
@@ -24,7 +24,9 @@ def resolve_group(manifest: Manifest, group_by: str | None) -> np.ndarray | None
         col = manifest.group_column()
         return None if col is None else manifest.frame[col].to_numpy()
     if group_by not in manifest.frame.columns:
-        raise ConfigError(f"split.group_by: column {group_by!r} is not in the manifest (columns: {list(manifest.frame.columns)})")
+        raise ConfigError(
+            f"split.group_by: column {group_by!r} is not in the manifest (columns: {list(manifest.frame.columns)})"
+        )
     values = manifest.frame[group_by].astype(str)
     if (values == "").any():
         raise DataError(f"{manifest.source}: {int((values == '').sum())} rows have no {group_by!r}; cannot group by it")
@@ -40,22 +42,31 @@ def _holdout(indices: np.ndarray, y: np.ndarray, groups: np.ndarray | None, frac
     n_splits = max(2, int(round(1.0 / fraction)))
     n_groups = len(np.unique(groups))
     if n_groups < 2:
-        raise DataError(f"cannot make a grouped split: only {n_groups} group (patient/slide) in the data; "
-                        f"set split.group_by: none to split patches of one patient (leaky)")
+        raise DataError(
+            f"cannot make a grouped split: only {n_groups} group (patient/slide) in the data; "
+            f"set split.group_by: none to split patches of one patient (leaky)"
+        )
     n_splits = min(n_splits, n_groups)
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     rest, held = next(folds.split(indices, y, groups))
     return np.sort(indices[rest]), np.sort(indices[held])
 
 
-def split_manifest(manifest: Manifest, val_fraction: float = 0.15, test_fraction: float = 0.15,
-                   group_by: str | None = "auto", seed: int = 0) -> Manifest:
+def split_manifest(
+    manifest: Manifest,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    group_by: str | None = "auto",
+    seed: int = 0,
+) -> Manifest:
     """Fill the `split` column with train/val/test; returns a new Manifest."""
     for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 <= frac < 1.0:
             raise ConfigError(f"split.{name} must be in [0, 1), got {frac}")
     if val_fraction + test_fraction >= 1.0:
-        raise ConfigError(f"split: val_fraction + test_fraction = {val_fraction + test_fraction} leaves no training data")
+        raise ConfigError(
+            f"split: val_fraction + test_fraction = {val_fraction + test_fraction} leaves no training data"
+        )
     manifest.require_classes(2)
     y = manifest.targets
     groups = resolve_group(manifest, group_by)
@@ -75,7 +86,9 @@ def split_manifest(manifest: Manifest, val_fraction: float = 0.15, test_fraction
     return Manifest(frame, manifest.class_names, manifest.format, manifest.source, list(manifest.skipped))
 
 
-def kfold_manifests(manifest: Manifest, n_folds: int = 5, group_by: str | None = "auto", seed: int = 0) -> list[Manifest]:
+def kfold_manifests(
+    manifest: Manifest, n_folds: int = 5, group_by: str | None = "auto", seed: int = 0
+) -> list[Manifest]:
     """Stratified (grouped) k-fold: fold k has split=='val' on its held-out part, 'train' elsewhere."""
     if n_folds < 2:
         raise ConfigError(f"n_folds must be >= 2, got {n_folds}")
@@ -86,7 +99,9 @@ def kfold_manifests(manifest: Manifest, n_folds: int = 5, group_by: str | None =
         folds = StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)
     else:
         if len(np.unique(groups)) < n_folds:
-            raise DataError(f"{n_folds}-fold grouped split needs at least {n_folds} patients/slides; found {len(np.unique(groups))}")
+            raise DataError(
+                f"{n_folds}-fold grouped split needs at least {n_folds} patients/slides; found {len(np.unique(groups))}"
+            )
         folds = StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y, groups)
     out = []
     for _, val in folds:

@@ -10,26 +10,37 @@ import numpy as np
 from histoflow.data.manifest import Manifest
 
 
-def channel_stats(manifest: Manifest, max_images: int = 2000, seed: int = 0, image_px: int | None = None,
-                  preprocess=None, crop_px: int | None = None) -> tuple[list[float], list[float]]:
+def channel_stats(
+    manifest: Manifest,
+    max_images: int = 2000,
+    seed: int = 0,
+    image_px: int | None = None,
+    preprocess=None,
+    crop_px: int | None = None,
+) -> tuple[list[float], list[float]]:
     """Per-channel mean and std in [0, 1] over a seeded sample of images."""
     from histoflow.data.datasets import PatchDataset
 
     rng = np.random.default_rng(seed)
     n = len(manifest)
     idx = np.sort(rng.choice(n, size=min(n, max_images), replace=False))
-    ds = PatchDataset(manifest.subset(idx), image_px=image_px, class_names=manifest.class_names,
-                      preprocess=preprocess, crop_px=crop_px)
+    ds = PatchDataset(
+        manifest.subset(idx),
+        image_px=image_px,
+        class_names=manifest.class_names,
+        preprocess=preprocess,
+        crop_px=crop_px,
+    )
     total = np.zeros(3)
     total_sq = np.zeros(3)
     count = 0
     for i in range(len(ds)):
         px = ds.load(i).reshape(-1, 3).astype(np.float64) / 255.0
         total += px.sum(0)
-        total_sq += (px ** 2).sum(0)
+        total_sq += (px**2).sum(0)
         count += px.shape[0]
     mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 1e-12))
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-12))
     return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
 
 
@@ -48,8 +59,12 @@ def find_duplicates(manifest: Manifest) -> list[list[str]]:
 def summarize(manifest: Manifest, stats_images: int = 2000, duplicates: bool = True) -> dict:
     """A JSON-able summary: counts per class and split, sizes, mean/std, duplicates, skips."""
     frame = manifest.frame
-    counts = (frame.assign(split=frame["split"].replace("", "(none)"))
-              .groupby(["split", "label"]).size().unstack(fill_value=0))
+    counts = (
+        frame.assign(split=frame["split"].replace("", "(none)"))
+        .groupby(["split", "label"])
+        .size()
+        .unstack(fill_value=0)
+    )
     summary: dict = {
         "source": manifest.source,
         "format": manifest.format,
@@ -79,4 +94,3 @@ def summarize(manifest: Manifest, stats_images: int = 2000, duplicates: bool = T
     if manifest.skipped:
         summary["skipped_files"] = [f"{p}: {why}" for p, why in manifest.skipped[:50]]
     return summary
-

@@ -43,8 +43,13 @@ def build_transform(cfg: AugmentConfig, image_px: int) -> v2.Compose | None:
         steps.append(v2.RandomResizedCrop(image_px, scale=tuple(c.scale), ratio=tuple(c.ratio), antialias=True))
     if cfg.affine is not None:
         a = cfg.affine
-        affine = v2.RandomAffine(degrees=a.degrees, scale=tuple(a.scale), shear=a.shear or None,
-                                 translate=(a.translate, a.translate) if a.translate else None, fill=255)
+        affine = v2.RandomAffine(
+            degrees=a.degrees,
+            scale=tuple(a.scale),
+            shear=a.shear or None,
+            translate=(a.translate, a.translate) if a.translate else None,
+            fill=255,
+        )
         steps.append(v2.RandomApply([affine], p=a.p) if a.p < 1 else affine)
     if cfg.dihedral:
         steps.append(RandomDihedral())
@@ -54,8 +59,12 @@ def build_transform(cfg: AugmentConfig, image_px: int) -> v2.Compose | None:
         steps.append(v2.RandomVerticalFlip())
     if cfg.colour_jitter is not None:
         j = cfg.colour_jitter
-        jitter = v2.ColorJitter(brightness=j.brightness or None, contrast=j.contrast or None,
-                                saturation=j.saturation or None, hue=j.hue or None)
+        jitter = v2.ColorJitter(
+            brightness=j.brightness or None,
+            contrast=j.contrast or None,
+            saturation=j.saturation or None,
+            hue=j.hue or None,
+        )
         steps.append(v2.RandomApply([jitter], p=j.p) if j.p < 1 else jitter)
     if cfg.hed_jitter is not None:
         from histoflow.preprocess.augment import HedJitter

@@ -13,9 +13,9 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
+from histoflow.core.errors import DataError
 from histoflow.core.images import read_image
 from histoflow.data.manifest import Manifest
-from histoflow.core.errors import DataError
 
 ON_ERROR = ("raise", "skip")
 
@@ -60,8 +60,13 @@ def _probe_h5(manifest: Manifest) -> dict[int, str]:
     return errors
 
 
-def verify_manifest(manifest: Manifest, on_error: str = "raise", non_rgb: str = "convert",
-                    size_policy: str = "resize", workers: int | None = None) -> Manifest:
+def verify_manifest(
+    manifest: Manifest,
+    on_error: str = "raise",
+    non_rgb: str = "convert",
+    size_policy: str = "resize",
+    workers: int | None = None,
+) -> Manifest:
     """Decode every image once; add `height`, `width`, `mode` columns; raise or skip bad rows."""
     if on_error not in ON_ERROR:
         raise DataError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
@@ -85,13 +90,18 @@ def verify_manifest(manifest: Manifest, on_error: str = "raise", non_rgb: str = 
         if sizes.nunique() > 1:
             common = sizes.mode().iloc[0]
             for i in sizes.index[sizes != common]:
-                errors.setdefault(i, f"{frame.at[i, 'path']}: size {sizes[i][1]}x{sizes[i][0]} differs from the "
-                                     f"common {common[1]}x{common[0]} (size_policy: raise)")
+                errors.setdefault(
+                    i,
+                    f"{frame.at[i, 'path']}: size {sizes[i][1]}x{sizes[i][0]} differs from the "
+                    f"common {common[1]}x{common[0]} (size_policy: raise)",
+                )
     if errors and on_error == "raise":
         listed = "\n  ".join(list(errors.values())[:10])
         more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
-        raise DataError(f"{len(errors)} bad image(s) in {manifest.source}:\n  {listed}{more}\n"
-                        f"(set on_error: skip to drop and count them)")
+        raise DataError(
+            f"{len(errors)} bad image(s) in {manifest.source}:\n  {listed}{more}\n"
+            f"(set on_error: skip to drop and count them)"
+        )
     keep = np.ones(len(frame), dtype=bool)
     for i, msg in errors.items():
         keep[i] = False

@@ -32,19 +32,26 @@ def _top_mean(values: np.ndarray, top_fraction: float) -> float:
     return float(np.sort(values)[-k:].mean())
 
 
-def aggregate_groups(y: np.ndarray, p_pos: np.ndarray, groups, top_fraction: float = 0.1,
-                     threshold: float = 0.5) -> pd.DataFrame:
+def aggregate_groups(
+    y: np.ndarray, p_pos: np.ndarray, groups, top_fraction: float = 0.1, threshold: float = 0.5
+) -> pd.DataFrame:
     """One row per group: n_patches, n_positive, label (any positive), score, patch accuracy."""
-    frame = pd.DataFrame({"group": np.asarray(groups).astype(str), "y": np.asarray(y).astype(int),
-                          "p": np.asarray(p_pos, dtype=float)})
+    frame = pd.DataFrame(
+        {"group": np.asarray(groups).astype(str), "y": np.asarray(y).astype(int), "p": np.asarray(p_pos, dtype=float)}
+    )
     rows = []
     for name, g in frame.groupby("group", sort=True):
-        rows.append({
-            "group": name, "n_patches": len(g), "n_positive": int(g["y"].sum()),
-            "label": int(g["y"].max()), "score": round(_top_mean(g["p"].to_numpy(), top_fraction), 6),
-            "mean_p": round(float(g["p"].mean()), 6),
-            "patch_accuracy": round(float(((g["p"] >= threshold).astype(int) == g["y"]).mean()), 6),
-        })
+        rows.append(
+            {
+                "group": name,
+                "n_patches": len(g),
+                "n_positive": int(g["y"].sum()),
+                "label": int(g["y"].max()),
+                "score": round(_top_mean(g["p"].to_numpy(), top_fraction), 6),
+                "mean_p": round(float(g["p"].mean()), 6),
+                "patch_accuracy": round(float(((g["p"] >= threshold).astype(int) == g["y"]).mean()), 6),
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -50,8 +50,12 @@ def reliability_curve(y: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> dic
         kind, hit, conf = "top-1 confidence", (probs.argmax(1) == y).astype(int), probs.max(1)
     observed, predicted = calibration_curve(hit, conf, n_bins=n_bins, strategy="uniform")
     counts = np.histogram(conf, bins=np.linspace(0, 1, n_bins + 1))[0]
-    return {"kind": kind, "mean_predicted": predicted.round(6).tolist(), "observed": observed.round(6).tolist(),
-            "count": [int(c) for c in counts if c > 0]}
+    return {
+        "kind": kind,
+        "mean_predicted": predicted.round(6).tolist(),
+        "observed": observed.round(6).tolist(),
+        "count": [int(c) for c in counts if c > 0],
+    }
 
 
 def logits_from_probs(probs: np.ndarray) -> torch.Tensor:
@@ -99,7 +103,7 @@ def calibration_summary(y, probs, n_bins: int = 10) -> dict:
     return {"ece": expected_calibration_error(y, probs), "reliability": reliability_curve(y, probs, n_bins)}
 
 
-def reliability_plot(summary: dict, path, title: str = "Reliability") -> "Path | None":
+def reliability_plot(summary: dict, path, title: str = "Reliability") -> Path | None:
     """Observed frequency against predicted probability per bin, with the ECE in the title."""
     from pathlib import Path
 
@@ -112,8 +116,13 @@ def reliability_plot(summary: dict, path, title: str = "Reliability") -> "Path |
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=0.8, label="perfectly calibrated")
     ax.plot(rel["mean_predicted"], rel["observed"], marker="o", label=rel["kind"])
     ece = summary.get("ece")
-    ax.set(xlabel="mean predicted probability", ylabel="observed frequency", xlim=(0, 1), ylim=(0, 1.02),
-           title=f"{title} (ECE {ece:.3f})" if ece is not None else title)
+    ax.set(
+        xlabel="mean predicted probability",
+        ylabel="observed frequency",
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+        title=f"{title} (ECE {ece:.3f})" if ece is not None else title,
+    )
     ax.legend(loc="upper left", fontsize=8)
     return _save(fig, Path(path))
 
@@ -144,9 +153,13 @@ def calibrate_run(run_dir: Path, split: str = "val") -> dict:
     previous = checkpoint.temperature or 1.0
     t = fit_temperature(y, probs, source=str(csv))
     checkpoint.with_temperature(previous * t, fitted_on=f"{csv.name} ({len(y)} predictions)")
-    summary = {"temperature": round(previous * t, 6), "fitted_on": csv.name, "n": int(len(y)),
-               "ece_before": expected_calibration_error(y, probs),
-               "ece_after": expected_calibration_error(y, apply_temperature(probs, t)),
-               "caveat": f"fitted and measured on the same {split} predictions: the ECE after is optimistic"}
+    summary = {
+        "temperature": round(previous * t, 6),
+        "fitted_on": csv.name,
+        "n": int(len(y)),
+        "ece_before": expected_calibration_error(y, probs),
+        "ece_after": expected_calibration_error(y, apply_temperature(probs, t)),
+        "caveat": f"fitted and measured on the same {split} predictions: the ECE after is optimistic",
+    }
     atomic_write_json(run_dir / "calibration.json", summary)
     return summary

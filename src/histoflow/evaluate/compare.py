@@ -25,8 +25,14 @@ def compare_section(runs: list[Run], out_dir: Path) -> str:
     parts = []
     if split:
         rows = []
-        for label, key in (("ROC AUC", "auc"), ("PR AUC", "pr_auc"), ("accuracy", "accuracy"),
-                           ("sensitivity", "recall"), ("specificity", "specificity"), ("F1", "f1")):
+        for label, key in (
+            ("ROC AUC", "auc"),
+            ("PR AUC", "pr_auc"),
+            ("accuracy", "accuracy"),
+            ("sensitivity", "recall"),
+            ("specificity", "specificity"),
+            ("F1", "f1"),
+        ):
             row = [label]
             for r in runs:
                 res = r.split_results[split]
@@ -52,8 +58,11 @@ def compare_section(runs: list[Run], out_dir: Path) -> str:
         parts.append('<div class="note">the runs share no evaluated split: nothing to put side by side</div>')
     flat = [_flatten(r.config) for r in runs]
     keys = sorted(set().union(*flat) - {"name"})
-    diff = [[k, *[flat[i].get(k, "-") for i in range(len(runs))]] for k in keys
-            if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flat}) > 1]
+    diff = [
+        [k, *[flat[i].get(k, "-") for i in range(len(runs))]]
+        for k in keys
+        if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flat}) > 1
+    ]
     parts.append("<h2>Config differences</h2>" + (table(["key", *names], diff) if diff else "<p>identical configs</p>"))
     return "".join(parts)
 

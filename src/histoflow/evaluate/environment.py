@@ -10,8 +10,17 @@ def environment() -> dict:
     import torch
 
     versions = {"python": platform.python_version()}
-    for name in ("histoflow", "torch", "torchvision", "timm", "lightning", "torchmetrics", "sklearn",
-                 "pytorch_grad_cam", "numpy"):
+    for name in (
+        "histoflow",
+        "torch",
+        "torchvision",
+        "timm",
+        "lightning",
+        "torchmetrics",
+        "sklearn",
+        "pytorch_grad_cam",
+        "numpy",
+    ):
         try:
             versions[name] = str(getattr(importlib.import_module(name), "__version__", "installed"))
         except ImportError:

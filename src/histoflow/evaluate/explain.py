@@ -6,15 +6,24 @@ from pathlib import Path
 from typing import Optional
 
 
-def explain_checkpoint(checkpoint: Path, data: Path, out: Path, n: int = 32, method: str = "gradcam",
-                       split: Optional[str] = None, threshold: float = 0.5, format: str = "auto") -> dict:
+def explain_checkpoint(
+    checkpoint: Path,
+    data: Path,
+    out: Path,
+    n: int = 32,
+    method: str = "gradcam",
+    split: Optional[str] = None,
+    threshold: float = 0.5,
+    format: str = "auto",
+) -> dict:
     """Grad-CAM gallery of a checkpoint on labelled data: out/gallery.png, gallery.csv, cams/."""
     from histoflow.checkpoint import load_checkpoint
     from histoflow.evaluate.gradcam import explain_gallery
     from histoflow.evaluate.run import dataset_for_checkpoint, labelled_manifest
 
     model, ckpt = load_checkpoint(checkpoint)
-    manifest = labelled_manifest(data, format, split,
-                                 unlabelled_hint="the gallery sorts cases into TP/FP/FN/TN and needs labels")
+    manifest = labelled_manifest(
+        data, format, split, unlabelled_hint="the gallery sorts cases into TP/FP/FN/TN and needs labels"
+    )
     dataset = dataset_for_checkpoint(manifest, ckpt)
     return explain_gallery(model, ckpt, dataset, out, n=n, method=method, threshold=threshold)

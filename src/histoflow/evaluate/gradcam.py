@@ -84,8 +84,14 @@ def _vit_adapter(model, layer):
     return layer.norm1, to_map
 
 
-def explain_images(model, images: np.ndarray, classes=None, method: str = "gradcam", batch_size: int = 16,
-                   device: torch.device | str = "cpu") -> np.ndarray:
+def explain_images(
+    model,
+    images: np.ndarray,
+    classes=None,
+    method: str = "gradcam",
+    batch_size: int = 16,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
     """(N, H, W) maps in [0, 1] for uint8 images (N, H, W, 3), explaining `classes` (default: predicted)."""
     cam_cls = _cam_class(method)
     images = np.asarray(images)
@@ -93,15 +99,17 @@ def explain_images(model, images: np.ndarray, classes=None, method: str = "gradc
         raise DataError(f"explain_images: expected uint8 images (N, H, W, 3), got {images.dtype} {images.shape}")
     layer = model.gradcam_layer
     if not any(m is layer for m in model.modules()) or isinstance(layer, torch.nn.Identity):
-        raise ConfigError(f"{type(model.backbone).__name__}: this model has no spatial feature map to explain "
-                          f"(Grad-CAM needs a convolutional backbone)")
+        raise ConfigError(
+            f"{type(model.backbone).__name__}: this model has no spatial feature map to explain "
+            f"(Grad-CAM needs a convolutional backbone)"
+        )
     model = model.eval().to(device)
     _leave_inference_mode(model)
     out = []
     layer, reshape = _vit_adapter(model, layer)
     with cam_cls(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
         for start in range(0, len(images), batch_size):
-            chunk = images[start:start + batch_size]
+            chunk = images[start : start + batch_size]
             # float in [0, 1]: the model's Preprocess takes it as it takes uint8 / 255; requires_grad
             # keeps gradients flowing even when the backbone was frozen for training
             x = torch.from_numpy(chunk).permute(0, 3, 1, 2).float().div(255).to(device).requires_grad_(True)
@@ -109,11 +117,13 @@ def explain_images(model, images: np.ndarray, classes=None, method: str = "gradc
                 with torch.no_grad():
                     chunk_classes = model.probabilities(model(x)).argmax(1).cpu().numpy()
             else:
-                chunk_classes = np.asarray(classes)[start:start + batch_size]
+                chunk_classes = np.asarray(classes)[start : start + batch_size]
             maps = cam(input_tensor=x, targets=_targets(model, chunk_classes))
             if not cam.activations_and_grads.gradients:
-                raise ConfigError(f"{type(model.backbone).__name__}: no gradient reached layer "
-                                  f"{type(layer).__name__}; it is not on the path to the output")
+                raise ConfigError(
+                    f"{type(model.backbone).__name__}: no gradient reached layer "
+                    f"{type(layer).__name__}; it is not on the path to the output"
+                )
             out.append(maps)
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, *images.shape[1:3]), np.float32)
 
@@ -147,8 +157,12 @@ def pick_gallery(y: np.ndarray, probs: np.ndarray, n: int, threshold: float = 0.
     if probs.shape[1] == 2:
         p = probs[:, 1]
         called = p >= threshold
-        sets = {"true positive": (called & (y == 1), -p), "false positive": (called & (y == 0), -p),
-                "false negative": (~called & (y == 1), p), "true negative": (~called & (y == 0), p)}
+        sets = {
+            "true positive": (called & (y == 1), -p),
+            "false positive": (called & (y == 0), -p),
+            "false negative": (~called & (y == 1), p),
+            "true negative": (~called & (y == 0), p),
+        }
     else:
         conf, pred = probs.max(1), probs.argmax(1)
         sets = {"correct": (pred == y, -conf), "wrong": (pred != y, -conf)}
@@ -160,8 +174,16 @@ def pick_gallery(y: np.ndarray, probs: np.ndarray, n: int, threshold: float = 0.
     return picked
 
 
-def explain_gallery(model, ckpt, dataset, out_dir: Path, n: int = 32, method: str = "gradcam",
-                    threshold: float = 0.5, probs: np.ndarray | None = None) -> dict:
+def explain_gallery(
+    model,
+    ckpt,
+    dataset,
+    out_dir: Path,
+    n: int = 32,
+    method: str = "gradcam",
+    threshold: float = 0.5,
+    probs: np.ndarray | None = None,
+) -> dict:
     """Write gallery.png (+ gallery.csv, one overlay PNG per case) to `out_dir`; returns a summary."""
     import pandas as pd
     from PIL import Image
@@ -190,16 +212,23 @@ def explain_gallery(model, ckpt, dataset, out_dir: Path, n: int = 32, method: st
     frame = pd.DataFrame([vars(it) for it in items])
     with atomic_path(out_dir / "gallery.csv") as tmp:
         frame.to_csv(tmp, index=False)
-    gallery_plot(images, cams, items, out_dir / "gallery.png", method,
-                 positive_class=names[1] if probs.shape[1] == 2 else None)
+    gallery_plot(
+        images, cams, items, out_dir / "gallery.png", method, positive_class=names[1] if probs.shape[1] == 2 else None
+    )
     counts = frame["category"].value_counts().to_dict()
-    return {"method": method, "n": len(items), "counts": counts, "gallery": str(out_dir / "gallery.png"),
-            "positive_class": names[1] if probs.shape[1] == 2 else None,
-            "layer": type(model.gradcam_layer).__name__}
+    return {
+        "method": method,
+        "n": len(items),
+        "counts": counts,
+        "gallery": str(out_dir / "gallery.png"),
+        "positive_class": names[1] if probs.shape[1] == 2 else None,
+        "layer": type(model.gradcam_layer).__name__,
+    }
 
 
-def gallery_plot(images, cams, items: list[GalleryItem], path: Path, method: str,
-                 positive_class: str | None = None) -> Path:
+def gallery_plot(
+    images, cams, items: list[GalleryItem], path: Path, method: str, positive_class: str | None = None
+) -> Path:
     """Rows of (patch, overlay) pairs grouped by category, titled with probability and file name;
     `positive_class`: the class a binary model's "positive" means (None: multi-class)."""
     from histoflow.evaluate.plots import _save, plt
@@ -217,6 +246,9 @@ def gallery_plot(images, cams, items: list[GalleryItem], path: Path, method: str
         axes[r, 2 * c].set_title(f"{it.category}\n{prob}", fontsize=6.5, loc="left")
         axes[r, 2 * c + 1].set_title(Path(it.path).name[-28:], fontsize=5.5, loc="left")
     positive = f"; positive class: {positive_class}" if positive_class is not None else ""
-    fig.suptitle(f"{'Grad-CAM++' if method == 'gradcam++' else 'Grad-CAM'} of the predicted class "
-                 f"(red: strongest evidence{positive})", fontsize=9)
+    fig.suptitle(
+        f"{'Grad-CAM++' if method == 'gradcam++' else 'Grad-CAM'} of the predicted class "
+        f"(red: strongest evidence{positive})",
+        fontsize=9,
+    )
     return _save(fig, Path(path))

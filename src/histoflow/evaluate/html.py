@@ -38,8 +38,12 @@ def img_tag(path: Path | None, alt: str, css: str = "") -> str:
 def table(header: list[str], rows: list[list], left: int = 1) -> str:
     """An HTML table; the first `left` columns are left-aligned (names), the rest numbers."""
     th = "".join(f'<th class="l">{esc(h)}</th>' if i < left else f"<th>{esc(h)}</th>" for i, h in enumerate(header))
-    body = "".join("<tr>" + "".join(f'<td class="l">{esc(v)}</td>' if i < left else f"<td>{esc(v)}</td>"
-                                    for i, v in enumerate(row)) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>"
+        + "".join(f'<td class="l">{esc(v)}</td>' if i < left else f"<td>{esc(v)}</td>" for i, v in enumerate(row))
+        + "</tr>"
+        for row in rows
+    )
     return f"<table><tr>{th}</tr>{body}</table>"
 
 
@@ -58,7 +62,9 @@ def notes_html(notes) -> str:
 
 
 def page(title: str, body: str) -> str:
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
-            f"<style>{CSS}</style></head><body><h1>{esc(title)}</h1>{body}"
-            f'<p style="color:#888;font-size:.8em">made by histoflow report; self-contained (no network needed)</p>'
-            f"</body></html>")
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+        f"<style>{CSS}</style></head><body><h1>{esc(title)}</h1>{body}"
+        f'<p style="color:#888;font-size:.8em">made by histoflow report; self-contained (no network needed)</p>'
+        f"</body></html>"
+    )

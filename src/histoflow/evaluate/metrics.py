@@ -20,8 +20,10 @@ def binary_metrics(y: np.ndarray, p_pos: np.ndarray, threshold: float = 0.5) -> 
     classes_present = np.unique(y)
     if len(classes_present) < 2:
         out["auc"] = out["pr_auc"] = None
-        out["notes"].append(f"only class {int(classes_present[0]) if len(classes_present) else '-'} present: "
-                            f"ROC AUC and PR AUC are undefined")
+        out["notes"].append(
+            f"only class {int(classes_present[0]) if len(classes_present) else '-'} present: "
+            f"ROC AUC and PR AUC are undefined"
+        )
     else:
         out["auc"] = _round(skm.roc_auc_score(y, p_pos))
         out["pr_auc"] = _round(skm.average_precision_score(y, p_pos))
@@ -34,8 +36,11 @@ def binary_metrics(y: np.ndarray, p_pos: np.ndarray, threshold: float = 0.5) -> 
     out["recall"] = _round(skm.recall_score(y, pred, zero_division=0)) if (y == 1).any() else None  # sensitivity
     out["specificity"] = _round(skm.recall_score(y, pred, pos_label=0, zero_division=0)) if (y == 0).any() else None
     if len(classes_present) == 1:
-        out["notes"].append("sensitivity is undefined without positives" if classes_present[0] == 0
-                            else "specificity is undefined without negatives")
+        out["notes"].append(
+            "sensitivity is undefined without positives"
+            if classes_present[0] == 0
+            else "specificity is undefined without negatives"
+        )
     out["f1"] = _round(skm.f1_score(y, pred, zero_division=0))
     return out
 

@@ -43,9 +43,17 @@ def rates_at(y: np.ndarray, p_pos: np.ndarray, threshold: float) -> dict:
     ppv = skm.precision_score(y, pred, pos_label=1, zero_division=0) if called_pos else None
     npv = skm.precision_score(y, pred, pos_label=0, zero_division=0) if called_neg else None
     return {
-        "threshold": float(threshold), "sensitivity": _r(sens), "specificity": _r(spec), "ppv": _r(ppv), "npv": _r(npv),
-        "negatives_spared": _r(spec), "workload_spared": _r(called_neg / len(y)) if len(y) else None,
-        "tp": int(tp), "fp": int(fp), "fn": int(fn), "tn": int(tn),
+        "threshold": float(threshold),
+        "sensitivity": _r(sens),
+        "specificity": _r(spec),
+        "ppv": _r(ppv),
+        "npv": _r(npv),
+        "negatives_spared": _r(spec),
+        "workload_spared": _r(called_neg / len(y)) if len(y) else None,
+        "tp": int(tp),
+        "fp": int(fp),
+        "fn": int(fn),
+        "tn": int(tn),
     }
 
 
@@ -75,8 +83,13 @@ def operating_points(y, p_pos, sensitivities=DEFAULT_SENSITIVITIES, threshold: f
         notes.append(f"only class {int(y[0])} present: sensitivity-targeted thresholds and Youden's J are undefined")
     else:
         for s in sensitivities:
-            points.append({"name": f"sensitivity {s:g}", "target_sensitivity": s,
-                           **rates_at(y, p_pos, threshold_for_sensitivity(y, p_pos, s))})
+            points.append(
+                {
+                    "name": f"sensitivity {s:g}",
+                    "target_sensitivity": s,
+                    **rates_at(y, p_pos, threshold_for_sensitivity(y, p_pos, s)),
+                }
+            )
         points.append({"name": "Youden's J", **rates_at(y, p_pos, youden_threshold(y, p_pos))})
     if threshold is not None:
         points.append({"name": f"threshold {threshold:g}", **rates_at(y, p_pos, threshold)})
@@ -96,8 +109,16 @@ def _resample_indices(rng, n: int, members: list[np.ndarray] | None):
     return np.concatenate([members[g] for g in picked])
 
 
-def bootstrap_ci(y, p_pos, thresholds: dict[str, float], groups=None, n_boot: int = 1000, seed: int = 0,
-                 level: float = 0.95, group_name: str = "patient") -> dict:
+def bootstrap_ci(
+    y,
+    p_pos,
+    thresholds: dict[str, float],
+    groups=None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    group_name: str = "patient",
+) -> dict:
     """Percentile bootstrap CIs for AUC and for sensitivity/specificity at each named threshold.
 
     Thresholds stay fixed (chosen on the full data): the CI covers sampling variation of the
@@ -151,6 +172,8 @@ def bootstrap_ci(y, p_pos, thresholds: dict[str, float], groups=None, n_boot: in
         out["notes"].append("AUC confidence interval undefined: too few resamples hold both classes")
     elif skipped:
         out["notes"].append(f"{skipped} of {n_boot} resamples held one class only and were skipped for AUC")
-    out["thresholds"] = {name: {"threshold": float(t), "sensitivity": ci(sens[name]), "specificity": ci(spec[name])}
-                         for name, t in thresholds.items()}
+    out["thresholds"] = {
+        name: {"threshold": float(t), "sensitivity": ci(sens[name]), "specificity": ci(spec[name])}
+        for name, t in thresholds.items()
+    }
     return out

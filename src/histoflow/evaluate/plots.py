@@ -30,7 +30,7 @@ def _positive(class_names) -> str:
 def roc_plot(y, probs, class_names, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     drawn = False
-    for k, name in ([(1, class_names[1])] if len(class_names) == 2 else enumerate(class_names)):
+    for k, name in [(1, class_names[1])] if len(class_names) == 2 else enumerate(class_names):
         yk = (np.asarray(y) == k).astype(int)
         if 0 < yk.sum() < len(yk):
             fpr, tpr, _ = skm.roc_curve(yk, probs[:, k])
@@ -48,7 +48,7 @@ def roc_plot(y, probs, class_names, path: Path) -> Path | None:
 def pr_plot(y, probs, class_names, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     drawn = False
-    for k, name in ([(1, class_names[1])] if len(class_names) == 2 else enumerate(class_names)):
+    for k, name in [(1, class_names[1])] if len(class_names) == 2 else enumerate(class_names):
         yk = (np.asarray(y) == k).astype(int)
         if 0 < yk.sum() < len(yk):
             prec, rec, _ = skm.precision_recall_curve(yk, probs[:, k])
@@ -68,8 +68,15 @@ def confusion_plot(cm, class_names, path: Path) -> Path:
     ax.imshow(cm, cmap="Blues")
     for (i, j), v in np.ndenumerate(cm):
         ax.text(j, i, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
-    ax.set(xticks=range(len(class_names)), yticks=range(len(class_names)), xticklabels=class_names,
-           yticklabels=class_names, xlabel="predicted", ylabel="true", title="Confusion matrix")
+    ax.set(
+        xticks=range(len(class_names)),
+        yticks=range(len(class_names)),
+        xticklabels=class_names,
+        yticklabels=class_names,
+        xlabel="predicted",
+        ylabel="true",
+        title="Confusion matrix",
+    )
     return _save(fig, path)
 
 

@@ -30,15 +30,17 @@ def metrics_section(result: dict) -> str:
     ci = result.get("ci") or {}
     thr_name = f"threshold {result.get('threshold'):g}" if result.get("threshold") is not None else None
     at = _ci_at(result, thr_name) if thr_name else {}
-    rows = [["n (patches)", result.get("n")],
-            ["ROC AUC", fmt(result.get("auc"), ci.get("auc"))],
-            ["PR AUC (average precision)", fmt(result.get("pr_auc"))],
-            ["accuracy", fmt(result.get("accuracy"))],
-            ["balanced accuracy", fmt(result.get("balanced_accuracy"))],
-            ["sensitivity (recall)", fmt(result.get("recall"), at.get("sensitivity"))],
-            ["specificity", fmt(result.get("specificity"), at.get("specificity"))],
-            ["F1", fmt(result.get("f1"))],
-            ["expected calibration error", fmt((result.get("calibration") or {}).get("ece"))]]
+    rows = [
+        ["n (patches)", result.get("n")],
+        ["ROC AUC", fmt(result.get("auc"), ci.get("auc"))],
+        ["PR AUC (average precision)", fmt(result.get("pr_auc"))],
+        ["accuracy", fmt(result.get("accuracy"))],
+        ["balanced accuracy", fmt(result.get("balanced_accuracy"))],
+        ["sensitivity (recall)", fmt(result.get("recall"), at.get("sensitivity"))],
+        ["specificity", fmt(result.get("specificity"), at.get("specificity"))],
+        ["F1", fmt(result.get("f1"))],
+        ["expected calibration error", fmt((result.get("calibration") or {}).get("ece"))],
+    ]
     if result.get("threshold") is not None:
         rows.insert(1, ["decision threshold", fmt(result["threshold"])])
     if result.get("positive_class") is not None:  # runs evaluated before it was recorded lack it
@@ -47,10 +49,15 @@ def metrics_section(result: dict) -> str:
         rows.append(["temperature applied", fmt(result["temperature"])])
     text = table(["metric", "value (95% CI)"], rows)
     if ci.get("n_boot"):
-        grouped = f", resampling whole {ci['grouped_by']}s ({ci.get('n_groups')})" if ci.get("grouped_by") else \
-            ", resampling patches (no patient/slide column)"
-        text += (f"<p>95% confidence intervals: percentile bootstrap, {ci['n_boot']} resamples{grouped}, "
-                 f"seed {ci.get('seed')}; thresholds fixed.</p>")
+        grouped = (
+            f", resampling whole {ci['grouped_by']}s ({ci.get('n_groups')})"
+            if ci.get("grouped_by")
+            else ", resampling patches (no patient/slide column)"
+        )
+        text += (
+            f"<p>95% confidence intervals: percentile bootstrap, {ci['n_boot']} resamples{grouped}, "
+            f"seed {ci.get('seed')}; thresholds fixed.</p>"
+        )
     return text + notes_html(result.get("notes", []) + ci.get("notes", []))
 
 
@@ -60,9 +67,11 @@ def headline(result: dict) -> str:
     top = next((p for p in points if p.get("target_sensitivity") == 1.0), None)
     if not top or top.get("specificity") is None:
         return ""
-    return (f'<p class="headline">At threshold {top["threshold"]:.4f}: sensitivity {top["sensitivity"]:.0%} '
-            f'while {top["negatives_spared"]:.0%} of negative cases are identified as such '
-            f'({top["tn"]} of {top["tn"] + top["fp"]}).</p>')
+    return (
+        f'<p class="headline">At threshold {top["threshold"]:.4f}: sensitivity {top["sensitivity"]:.0%} '
+        f"while {top['negatives_spared']:.0%} of negative cases are identified as such "
+        f"({top['tn']} of {top['tn'] + top['fp']}).</p>"
+    )
 
 
 def operating_section(result: dict) -> str:
@@ -70,19 +79,44 @@ def operating_section(result: dict) -> str:
     rows = []
     for p in ops.get("points", []):
         c = _ci_at(result, p["name"])
-        rows.append([p["name"], fmt(p["threshold"], digits=4), fmt(p["sensitivity"], c.get("sensitivity")),
-                     fmt(p["specificity"], c.get("specificity")), fmt(p["ppv"]), fmt(p["npv"]),
-                     fmt(p["negatives_spared"]), fmt(p["workload_spared"]),
-                     f'{p["tp"]}/{p["fp"]}/{p["fn"]}/{p["tn"]}'])
+        rows.append(
+            [
+                p["name"],
+                fmt(p["threshold"], digits=4),
+                fmt(p["sensitivity"], c.get("sensitivity")),
+                fmt(p["specificity"], c.get("specificity")),
+                fmt(p["ppv"]),
+                fmt(p["npv"]),
+                fmt(p["negatives_spared"]),
+                fmt(p["workload_spared"]),
+                f"{p['tp']}/{p['fp']}/{p['fn']}/{p['tn']}",
+            ]
+        )
     out = headline(result)
     if ops.get("positive_class") is not None:
-        out += f"<p>positive class: <b>{esc(ops['positive_class'])}</b> (sensitivity, PPV and thresholds are about it)</p>"
+        out += (
+            f"<p>positive class: <b>{esc(ops['positive_class'])}</b> (sensitivity, PPV and thresholds are about it)</p>"
+        )
     if rows:
-        out += table(["operating point", "threshold", "sensitivity (95% CI)", "specificity (95% CI)", "PPV", "NPV",
-                      "negatives spared", "workload spared", "TP/FP/FN/TN"], rows)
-        out += ("<p>negatives spared: share of truly negative cases called negative; workload spared: share of "
-                "all cases called negative (not needing first review). Thresholds are chosen on this same data, "
-                "so they are optimistic for new data.</p>")
+        out += table(
+            [
+                "operating point",
+                "threshold",
+                "sensitivity (95% CI)",
+                "specificity (95% CI)",
+                "PPV",
+                "NPV",
+                "negatives spared",
+                "workload spared",
+                "TP/FP/FN/TN",
+            ],
+            rows,
+        )
+        out += (
+            "<p>negatives spared: share of truly negative cases called negative; workload spared: share of "
+            "all cases called negative (not needing first review). Thresholds are chosen on this same data, "
+            "so they are optimistic for new data.</p>"
+        )
     return out + notes_html(ops.get("notes", []))
 
 
@@ -91,13 +125,29 @@ def aggregate_section(result: dict) -> str:
     for level, agg in (result.get("aggregate") or {}).items():
         out += f"<h4>{esc(level)}-level ({agg.get('n', 0)} {esc(level)}s)</h4>"
         out += f"<p>{esc(agg.get('label_rule', ''))}; score: {esc(agg.get('score', ''))}.</p>"
-        out += table(["metric", "value"], [["ROC AUC", fmt(agg.get("auc"))], ["accuracy", fmt(agg.get("accuracy"))],
-                                           ["sensitivity", fmt(agg.get("recall"))],
-                                           ["specificity", fmt(agg.get("specificity"))]])
+        out += table(
+            ["metric", "value"],
+            [
+                ["ROC AUC", fmt(agg.get("auc"))],
+                ["accuracy", fmt(agg.get("accuracy"))],
+                ["sensitivity", fmt(agg.get("recall"))],
+                ["specificity", fmt(agg.get("specificity"))],
+            ],
+        )
         out += notes_html(agg.get("notes", []))
         groups = agg.get("groups", [])
-        rows = [[g["group"], g["n_patches"], g["n_positive"], g["label"], fmt(g["score"]), fmt(g["mean_p"]),
-                 fmt(g["patch_accuracy"])] for g in groups[:100]]
+        rows = [
+            [
+                g["group"],
+                g["n_patches"],
+                g["n_positive"],
+                g["label"],
+                fmt(g["score"]),
+                fmt(g["mean_p"]),
+                fmt(g["patch_accuracy"]),
+            ]
+            for g in groups[:100]
+        ]
         out += table([level, "patches", "positive patches", "label", "score", "mean p", "patch accuracy"], rows)
         if len(groups) > 100:
             out += f"<p>... {len(groups) - 100} more in metrics.json</p>"
@@ -117,9 +167,12 @@ def data_section(run: Run) -> str:
         part = s[s["split"] == split]
         rows.append([split, *row.tolist(), int(row.sum()), *[part[c].nunique() for c in extra]])
     d = run.config.get("data", {})
-    return (f"<p>data: <code>{esc(d.get('path'))}</code> (format {esc(d.get('format'))}), image_px "
-            f"{esc(d.get('image_px'))}, max_per_split {esc(d.get('max_per_split'))}</p>" + table(header, rows)
-            + skipped_section(run.metrics.get("skipped")))
+    return (
+        f"<p>data: <code>{esc(d.get('path'))}</code> (format {esc(d.get('format'))}), image_px "
+        f"{esc(d.get('image_px'))}, max_per_split {esc(d.get('max_per_split'))}</p>"
+        + table(header, rows)
+        + skipped_section(run.metrics.get("skipped"))
+    )
 
 
 def skipped_section(skipped: dict | None) -> str:
@@ -128,38 +181,52 @@ def skipped_section(skipped: dict | None) -> str:
         return ""
     n, files = skipped["count"], skipped.get("files", [])
     more = f"; the first {len(files)} are listed" if len(files) < n else ""
-    return (f'<div class="missing">{n} image(s) could not be read and were skipped (data.on_error: skip){more}.</div>'
-            + table(["file", "why"], [[f["path"], f["reason"]] for f in files], left=2))
+    return (
+        f'<div class="missing">{n} image(s) could not be read and were skipped (data.on_error: skip){more}.</div>'
+        + table(["file", "why"], [[f["path"], f["reason"]] for f in files], left=2)
+    )
 
 
 def training_section(run: Run) -> str:
     out = img_tag(run.path / "report" / "training_curves.png", "training curves", "wide")
     if run.history is not None and len(run.history):
         last = run.history.iloc[-1]
-        out += "<p>last epoch: " + ", ".join(f"{esc(k)} {v:.4g}" if isinstance(v, float) else f"{esc(k)} {esc(v)}"
-                                              for k, v in last.items()) + "</p>"
+        out += (
+            "<p>last epoch: "
+            + ", ".join(f"{esc(k)} {v:.4g}" if isinstance(v, float) else f"{esc(k)} {esc(v)}" for k, v in last.items())
+            + "</p>"
+        )
     return out
 
 
 def environment_section(run: Run) -> str:
     env = run.metrics.get("environment") or {}
-    rows = [["seed", run.config.get("seed")], ["training wall time (s)", run.metrics.get("train_seconds", "unknown")],
-            ["best epoch", run.metrics.get("epoch")], ["device (evaluation)", env.get("device", "unknown")],
-            ["platform", env.get("platform", "unknown")]]
+    rows = [
+        ["seed", run.config.get("seed")],
+        ["training wall time (s)", run.metrics.get("train_seconds", "unknown")],
+        ["best epoch", run.metrics.get("epoch")],
+        ["device (evaluation)", env.get("device", "unknown")],
+        ["platform", env.get("platform", "unknown")],
+    ]
     rows += [[k, v] for k, v in (env.get("versions") or {}).items()]
     return table(["item", "value"], rows, left=2)
 
 
 def run_section(run: Run, level: int = 2) -> str:
     h = f"h{level}"
-    parts = [f"<{h}>Data and splits</{h}>", data_section(run),
-             f"<{h}>Training</{h}>", training_section(run)]
+    parts = [f"<{h}>Data and splits</{h}>", data_section(run), f"<{h}>Training</{h}>", training_section(run)]
     for name, result in run.split_results.items():
         parts.append(f"<{h}>Evaluation: {esc(name)} split</{h}>")
         parts.append(metrics_section(result))
-        figs = [img_tag(run.path / "report" / f"{kind}_{name}.png", f"{label}, {name}")
-                for kind, label in (("roc", "ROC curve"), ("pr", "precision-recall curve"),
-                                    ("confusion", "confusion matrix"), ("calibration", "reliability diagram"))]
+        figs = [
+            img_tag(run.path / "report" / f"{kind}_{name}.png", f"{label}, {name}")
+            for kind, label in (
+                ("roc", "ROC curve"),
+                ("pr", "precision-recall curve"),
+                ("confusion", "confusion matrix"),
+                ("calibration", "reliability diagram"),
+            )
+        ]
         parts.append('<div class="figs">' + "".join(figs) + "</div>")
         parts.append(f"<h3>Operating points ({esc(name)})</h3>" + operating_section(result))
         if result.get("aggregate"):
@@ -174,9 +241,13 @@ def run_section(run: Run, level: int = 2) -> str:
     csv = run.path / "explain" / "gallery.csv"
     if csv.is_file():
         g = pd.read_csv(csv)
-        parts.append(table(["category", "file", "label", "predicted", "probability"],
-                           [[r.category, Path(r.path).name, r.label, r.predicted, f"{r.probability:.4f}"]
-                            for r in g.itertuples()], left=4))
+        parts.append(
+            table(
+                ["category", "file", "label", "predicted", "probability"],
+                [[r.category, Path(r.path).name, r.label, r.predicted, f"{r.probability:.4f}"] for r in g.itertuples()],
+                left=4,
+            )
+        )
     parts.append(f"<{h}>Environment</{h}>" + environment_section(run))
     parts.append(f"<{h}>Resolved config</{h}><pre>{esc(run.config_text)}</pre>")
     problems = [f"missing: {m}" for m in run.missing] + run.notes
@@ -203,8 +274,9 @@ def render_report(runs, out: str | Path | None = None) -> Path:
                 r.name = r.path.name
         out = Path(out) if out else runs[0].path.parent / f"compare_{'_vs_'.join(r.name for r in runs)}.html"
         body = compare_section(runs, out.parent)
-        body += "".join(f"<hr><h2>Run: {esc(r.name)} <small>({esc(r.path)})</small></h2>{run_section(r, 3)}"
-                        for r in runs)
+        body += "".join(
+            f"<hr><h2>Run: {esc(r.name)} <small>({esc(r.path)})</small></h2>{run_section(r, 3)}" for r in runs
+        )
         title = "histoflow comparison: " + " vs ".join(r.name for r in runs)
     atomic_write_text(out, page(title, body))
     log.info("wrote %s", out)

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 
 from histoflow.checkpoint import load_checkpoint
+from histoflow.core.errors import DataError
+from histoflow.core.io import atomic_path, atomic_write_json
 from histoflow.data.datasets import PatchDataset, dataset_for_checkpoint
 from histoflow.data.manifest import read_manifest
 from histoflow.data.sizes import size_notes
-from histoflow.core.errors import DataError
-from histoflow.core.io import atomic_path, atomic_write_json
 from histoflow.evaluate import plots
 from histoflow.evaluate.aggregate import group_columns, group_level_metrics
 from histoflow.evaluate.calibration import calibration_summary, reliability_plot
@@ -26,8 +26,15 @@ from histoflow.predict.patches import predict_dataset
 log = logging.getLogger(__name__)
 
 
-def clinical_results(y: np.ndarray, probs: np.ndarray, class_names: list[str], threshold: float = 0.5,
-                     groups: pd.DataFrame | None = None, n_boot: int = 1000, seed: int = 0) -> dict:
+def clinical_results(
+    y: np.ndarray,
+    probs: np.ndarray,
+    class_names: list[str],
+    threshold: float = 0.5,
+    groups: pd.DataFrame | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict:
     """Operating points, bootstrap CIs, calibration and patient/slide-level results (JSON-ready)."""
     out: dict = {"calibration": calibration_summary(y, probs)}
     group_cols = group_columns(groups) if groups is not None and len(groups) == len(y) else []
@@ -39,17 +46,36 @@ def clinical_results(y: np.ndarray, probs: np.ndarray, class_names: list[str], t
         thresholds = {row["name"]: row["threshold"] for row in ops["points"]}
         # patients first: patches of one patient are correlated, slides nest within patients
         by = group_cols[0] if group_cols else None
-        out["ci"] = bootstrap_ci(y, p, thresholds, groups=None if by is None else groups[by].to_numpy(),
-                                 n_boot=n_boot, seed=seed, group_name=by or "patient")
-        out["aggregate"] = {col: group_level_metrics(y, p, groups[col].to_numpy(), col, threshold) for col in group_cols}
+        out["ci"] = bootstrap_ci(
+            y,
+            p,
+            thresholds,
+            groups=None if by is None else groups[by].to_numpy(),
+            n_boot=n_boot,
+            seed=seed,
+            group_name=by or "patient",
+        )
+        out["aggregate"] = {
+            col: group_level_metrics(y, p, groups[col].to_numpy(), col, threshold) for col in group_cols
+        }
     elif len(class_names) > 2:
         out["operating_points"] = {"points": [], "notes": ["operating points are defined for binary models only"]}
     return out
 
 
-def evaluate_split(model, ckpt, dataset: PatchDataset, out_dir: Path, name: str, tta: bool,
-                   workers: int = 2, threshold: float = 0.5, groups: pd.DataFrame | None = None,
-                   n_boot: int = 1000, seed: int = 0) -> tuple[dict, np.ndarray]:
+def evaluate_split(
+    model,
+    ckpt,
+    dataset: PatchDataset,
+    out_dir: Path,
+    name: str,
+    tta: bool,
+    workers: int = 2,
+    threshold: float = 0.5,
+    groups: pd.DataFrame | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> tuple[dict, np.ndarray]:
     """Metrics, clinical results and plots of one split. `groups`: patient/slide per row (or None)."""
     started = time.perf_counter()
     probs = predict_dataset(model, dataset, workers=workers, tta=tta, progress=False)
@@ -82,16 +108,22 @@ SKIPPED_LISTED = 50  # files named in metrics.json; the count is always the tota
 
 def skipped_summary(skipped: list[tuple[str, str]]) -> dict:
     """Images `data.on_error: skip` left out: the total and the first files with why."""
-    return {"count": len(skipped), "files": [{"path": str(p), "reason": str(why)} for p, why in skipped[:SKIPPED_LISTED]],
-            "listed": min(len(skipped), SKIPPED_LISTED)}
+    return {
+        "count": len(skipped),
+        "files": [{"path": str(p), "reason": str(why)} for p, why in skipped[:SKIPPED_LISTED]],
+        "listed": min(len(skipped), SKIPPED_LISTED),
+    }
 
 
 def evaluate_run(run_dir: Path, data, tta: bool = False, train_seconds: float | None = None) -> dict:
     """After training: best checkpoint on val (and test) data -> metrics.json, plots."""
     run_dir = Path(run_dir)
     model, ckpt = load_checkpoint(run_dir / "checkpoints" / "best.pt")
-    results: dict = {"checkpoint": str(run_dir / "checkpoints" / "best.pt"), "epoch": ckpt.epoch,
-                     "positive_class": ckpt.positive_class}
+    results: dict = {
+        "checkpoint": str(run_dir / "checkpoints" / "best.pt"),
+        "epoch": ckpt.epoch,
+        "positive_class": ckpt.positive_class,
+    }
     if train_seconds is not None:
         results["train_seconds"] = round(train_seconds, 1)
     results["environment"] = environment()
@@ -103,15 +135,20 @@ def evaluate_run(run_dir: Path, data, tta: bool = False, train_seconds: float | 
             groups = data.manifest.split(name).frame[["patient", "slide"]]
             results[name], _ = evaluate_split(model, ckpt, ds, run_dir, name, tta=False, groups=groups, seed=seed)
             if tta:
-                results[f"{name}_tta"], _ = evaluate_split(model, ckpt, ds, run_dir, f"{name}_tta", tta=True,
-                                                           groups=groups, seed=seed)
+                results[f"{name}_tta"], _ = evaluate_split(
+                    model, ckpt, ds, run_dir, f"{name}_tta", tta=True, groups=groups, seed=seed
+                )
     plots.history_plot(run_dir / "history.csv", run_dir / "report" / "training_curves.png")
     atomic_write_json(run_dir / "metrics.json", results)
     return results
 
 
-def labelled_manifest(data_path: Path, format: str = "auto", split: str | None = None,
-                      unlabelled_hint: str = "use `histoflow predict` for unlabelled data"):
+def labelled_manifest(
+    data_path: Path,
+    format: str = "auto",
+    split: str | None = None,
+    unlabelled_hint: str = "use `histoflow predict` for unlabelled data",
+):
     """The (optionally one split of a) labelled manifest that evaluation and explanation need."""
     manifest = read_manifest(data_path, format=format)
     if split:
@@ -123,8 +160,16 @@ def labelled_manifest(data_path: Path, format: str = "auto", split: str | None =
     return manifest
 
 
-def evaluate_checkpoint(checkpoint: Path, data_path: Path, out: Path, split: str | None = None, tta: bool = False,
-                        format: str = "auto", threshold: float = 0.5, size_policy: str | None = None) -> dict:
+def evaluate_checkpoint(
+    checkpoint: Path,
+    data_path: Path,
+    out: Path,
+    split: str | None = None,
+    tta: bool = False,
+    format: str = "auto",
+    threshold: float = 0.5,
+    size_policy: str | None = None,
+) -> dict:
     """`histoflow evaluate`: a checkpoint on any labelled patch data.
 
     `size_policy`: how images of another size than the training images are treated: resize or
@@ -137,10 +182,18 @@ def evaluate_checkpoint(checkpoint: Path, data_path: Path, out: Path, split: str
     dataset = dataset_for_checkpoint(manifest, ckpt, size_policy=size_policy)
     out = Path(out)
     name = split or "data"
-    result, _ = evaluate_split(model, ckpt, dataset, out, name, tta=tta, threshold=threshold,
-                               groups=manifest.frame[["patient", "slide"]])
+    result, _ = evaluate_split(
+        model, ckpt, dataset, out, name, tta=tta, threshold=threshold, groups=manifest.frame[["patient", "slide"]]
+    )
     result["notes"] = notes + list(result.get("notes") or [])
-    payload = {"checkpoint": str(checkpoint), "data": str(data_path), "split": split,
-               "positive_class": ckpt.positive_class, name: result, "notes": notes, "environment": environment()}
+    payload = {
+        "checkpoint": str(checkpoint),
+        "data": str(data_path),
+        "split": split,
+        "positive_class": ckpt.positive_class,
+        name: result,
+        "notes": notes,
+        "environment": environment(),
+    }
     atomic_write_json(out / "metrics.json", payload)
     return payload

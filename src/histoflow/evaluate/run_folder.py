@@ -41,9 +41,12 @@ def load_run(run_dir: str | Path) -> Run:
         raise DataError(f"{run_dir}: not a run folder (no such directory)")
     absent = [name for name in REQUIRED if not (run_dir / name).is_file()]
     if absent:
-        hint = (" (the run has a checkpoint: `histoflow evaluate --checkpoint "
-                f"{run_dir / 'checkpoints' / 'best.pt'} ...` or re-run training)"
-                if (run_dir / "checkpoints" / "best.pt").is_file() else " (did training finish?)")
+        hint = (
+            " (the run has a checkpoint: `histoflow evaluate --checkpoint "
+            f"{run_dir / 'checkpoints' / 'best.pt'} ...` or re-run training)"
+            if (run_dir / "checkpoints" / "best.pt").is_file()
+            else " (did training finish?)"
+        )
         raise DataError(f"{run_dir}: run folder is missing {', '.join(absent)}{hint}")
     try:
         metrics = json.loads((run_dir / "metrics.json").read_text())

@@ -37,17 +37,27 @@ class MilAggregator:
         """The MIL model only understands features of the checkpoint its bags were embedded with."""
         want = self.meta.get("embedding", {}).get("checkpoint_fingerprint")
         if want and want != checkpoint_fingerprint:
-            raise CheckpointError(f"{self.path}: MIL aggregator was trained on embeddings of another checkpoint "
-                                  f"(fingerprint {want}, this one {checkpoint_fingerprint}); embed with the same checkpoint")
+            raise CheckpointError(
+                f"{self.path}: MIL aggregator was trained on embeddings of another checkpoint "
+                f"(fingerprint {want}, this one {checkpoint_fingerprint}); embed with the same checkpoint"
+            )
 
     def __call__(self, features: np.ndarray) -> dict:
         out = predict_bag(self.model, features)
-        return {"score": out["score"], "attention": out["attention"],
-                "report": {"probabilities": out["probabilities"], "prediction": out["prediction"]}}
+        return {
+            "score": out["score"],
+            "attention": out["attention"],
+            "report": {"probabilities": out["probabilities"], "prediction": out["prediction"]},
+        }
 
 
-def predict_slides_with_mil(checkpoint: str | Path, slides: Sequence[str | Path], out: str | Path,
-                            cfg: SlidePredictConfig | None = None, progress: bool = True) -> dict:
+def predict_slides_with_mil(
+    checkpoint: str | Path,
+    slides: Sequence[str | Path],
+    out: str | Path,
+    cfg: SlidePredictConfig | None = None,
+    progress: bool = True,
+) -> dict:
     """predict.slide.predict_slides, with the MIL aggregator of `cfg.mil_checkpoint` when set."""
     cfg = cfg or SlidePredictConfig()
     aggregator = MilAggregator.load(cfg.mil_checkpoint) if cfg.mil_checkpoint else None

@@ -49,18 +49,34 @@ def plan_bags(labels: np.ndarray, cfg: BagConfig) -> list[dict]:
             raise DataError(f"bags: patient pool {pid} too small ({len(p_pool)} tumour, {len(n_pool)} normal patches)")
         for b in range(cfg.bags_per_patient):
             n_t = int(rng.integers(0, cfg.k)) if b % 2 == 0 else int(rng.integers(cfg.k, top + 1))
-            idx = np.concatenate([rng.choice(p_pool, n_t, replace=False),
-                                  rng.choice(n_pool, cfg.bag_size - n_t, replace=False)])
+            idx = np.concatenate(
+                [rng.choice(p_pool, n_t, replace=False), rng.choice(n_pool, cfg.bag_size - n_t, replace=False)]
+            )
             idx = rng.permutation(idx)
             frac = n_t / cfg.bag_size
-            bags.append({"bag_id": f"p{pid:03d}_b{b:03d}", "patient": f"p{pid:03d}", "label": int(n_t >= cfg.k),
-                         "grade": grade_of(frac, cfg.grade_cuts), "n_tumour": n_t,
-                         "tumour_fraction": round(frac, 4), "bag_size": cfg.bag_size, "indices": idx})
+            bags.append(
+                {
+                    "bag_id": f"p{pid:03d}_b{b:03d}",
+                    "patient": f"p{pid:03d}",
+                    "label": int(n_t >= cfg.k),
+                    "grade": grade_of(frac, cfg.grade_cuts),
+                    "n_tumour": n_t,
+                    "tumour_fraction": round(frac, 4),
+                    "bag_size": cfg.bag_size,
+                    "indices": idx,
+                }
+            )
     return bags
 
 
-def build_pcam_bags(pcam_root: str | Path, out: str | Path, checkpoint: str | Path, cfg: BagConfig | None = None,
-                    batch_size: int = 128, workers: int = 2) -> dict:
+def build_pcam_bags(
+    pcam_root: str | Path,
+    out: str | Path,
+    checkpoint: str | Path,
+    cfg: BagConfig | None = None,
+    batch_size: int = 128,
+    workers: int = 2,
+) -> dict:
     """Embed the split's patches once with the frozen checkpoint backbone, then write the bags."""
     from histoflow.mil.embed import embed_images, save_npy
     from histoflow.predict.slide import load_predictor
@@ -78,8 +94,11 @@ def build_pcam_bags(pcam_root: str | Path, out: str | Path, checkpoint: str | Pa
     # patch checkpoints carry no mpp; embedding files needs none (patches are used as they are)
     pred = load_predictor(checkpoint, SlidePredictConfig(mpp=1.0, batch_size=batch_size, workers=workers))
     cache = out / "patches.npy"
-    if cache.is_file() and (out / "patches.txt").is_file() and \
-            (out / "patches.txt").read_text().splitlines() == [f"{pred.fingerprint}"] + [str(p) for p in paths]:
+    if (
+        cache.is_file()
+        and (out / "patches.txt").is_file()
+        and (out / "patches.txt").read_text().splitlines() == [f"{pred.fingerprint}"] + [str(p) for p in paths]
+    ):
         feats = np.load(cache)
     else:
         feats = embed_images(pred, paths, progress=True)
@@ -97,10 +116,18 @@ def build_pcam_bags(pcam_root: str | Path, out: str | Path, checkpoint: str | Pa
     w.writeheader()
     w.writerows(bags)
     atomic_write_bytes(out / "bags.csv", buf.getvalue().encode())
-    meta = {"config": cfg.model_dump(), "pcam_root": str(pcam_root), "patches": len(paths), "bags": len(bags),
-            "positive_bags": int(sum(b["label"] for b in bags)),
-            "grades": {g: int(sum(b["grade"] == g for b in bags)) for g in (1, 2, 3)},
-            "embedding": {"checkpoint": str(checkpoint), "checkpoint_fingerprint": pred.fingerprint,
-                          "features": int(feats.shape[1])}}
+    meta = {
+        "config": cfg.model_dump(),
+        "pcam_root": str(pcam_root),
+        "patches": len(paths),
+        "bags": len(bags),
+        "positive_bags": int(sum(b["label"] for b in bags)),
+        "grades": {g: int(sum(b["grade"] == g for b in bags)) for g in (1, 2, 3)},
+        "embedding": {
+            "checkpoint": str(checkpoint),
+            "checkpoint_fingerprint": pred.fingerprint,
+            "features": int(feats.shape[1]),
+        },
+    }
     atomic_write_json(out / "bags.json", meta)
     return meta

@@ -58,8 +58,17 @@ def embed_slide(pred: Predictor, slide_path: str, out: Path, progress: bool = Fa
         plan = plan_tiles(slide, pred.tile_px, pred.mpp, cfg)
         source = SlideTileSource(str(slide_path), plan.specs, open_reader_factory(str(slide_path), cfg))
     try:
-        res = run_model(pred.model, source, pred.tile_px, cfg, pred.device, want_features=True, want_probs=False,
-                        progress=progress, description=f"embed {slide_id}")
+        res = run_model(
+            pred.model,
+            source,
+            pred.tile_px,
+            cfg,
+            pred.device,
+            want_features=True,
+            want_probs=False,
+            progress=progress,
+            description=f"embed {slide_id}",
+        )
     finally:
         source.close()
     specs = [plan.specs[i] for i in res.indices]
@@ -68,20 +77,44 @@ def embed_slide(pred: Predictor, slide_path: str, out: Path, progress: bool = Fa
     ys = np.array([s.y for s in specs], np.int64)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_npy(out_dir / "embeddings.npy", res.features.astype(np.float32))
-    write_parquet(out_dir / "tiles.parquet", pa.table({
-        "tile_id": [s.tile_id for s in specs], "x": xs, "y": ys,
-        "row": (ys - g.y0) // g.stride_px0, "col": (xs - g.x0) // g.stride_px0}))
-    rep = {"slide_id": slide_id, "slide": str(slide_path), "status": "complete", "tiles": len(specs),
-           "skipped_read_errors": len(res.errors), "errors": [m for _, m in res.errors[:20]],
-           "features": int(res.features.shape[1]), "tile_px": pred.tile_px, "mpp": pred.mpp, "grid": g.to_dict(),
-           "checkpoint": pred.meta.get("path"), "checkpoint_fingerprint": pred.fingerprint,
-           "seconds": round(time.perf_counter() - t0, 3)}
+    write_parquet(
+        out_dir / "tiles.parquet",
+        pa.table(
+            {
+                "tile_id": [s.tile_id for s in specs],
+                "x": xs,
+                "y": ys,
+                "row": (ys - g.y0) // g.stride_px0,
+                "col": (xs - g.x0) // g.stride_px0,
+            }
+        ),
+    )
+    rep = {
+        "slide_id": slide_id,
+        "slide": str(slide_path),
+        "status": "complete",
+        "tiles": len(specs),
+        "skipped_read_errors": len(res.errors),
+        "errors": [m for _, m in res.errors[:20]],
+        "features": int(res.features.shape[1]),
+        "tile_px": pred.tile_px,
+        "mpp": pred.mpp,
+        "grid": g.to_dict(),
+        "checkpoint": str(pred.checkpoint.path),
+        "checkpoint_fingerprint": pred.fingerprint,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
     atomic_write_json(done, rep)
     return rep
 
 
-def embed_slides(checkpoint: str | Path, slides: Sequence[str | Path], out: str | Path,
-                 cfg: SlidePredictConfig | None = None, progress: bool = True) -> dict:
+def embed_slides(
+    checkpoint: str | Path,
+    slides: Sequence[str | Path],
+    out: str | Path,
+    cfg: SlidePredictConfig | None = None,
+    progress: bool = True,
+) -> dict:
     """Embed every slide (resumable); a failing slide is reported, not fatal."""
     pred = load_predictor(checkpoint, cfg or SlidePredictConfig())
     reports, failed = {}, {}
@@ -92,8 +125,14 @@ def embed_slides(checkpoint: str | Path, slides: Sequence[str | Path], out: str 
         except HistoflowError as exc:
             log.error("%s", exc)
             failed[str(path)] = str(exc)
-    summary = {"out": str(out), "checkpoint_fingerprint": pred.fingerprint, "slides": len(slides),
-               "complete": len(reports), "failed": failed, "resumed": [s for s, r in reports.items() if r.get("resumed")]}
+    summary = {
+        "out": str(out),
+        "checkpoint_fingerprint": pred.fingerprint,
+        "slides": len(slides),
+        "complete": len(reports),
+        "failed": failed,
+        "resumed": [s for s, r in reports.items() if r.get("resumed")],
+    }
     atomic_write_json(Path(out) / "embed_summary.json", summary)
     return summary
 
@@ -121,8 +160,17 @@ def embed_images(pred: Predictor, paths: Sequence[str | Path], progress: bool = 
     """(N, F) features of image files, in order; an unreadable file is an error naming it."""
     from histoflow.core.errors import DataError
 
-    res = run_model(pred.model, ImageFileSource(paths, pred.tile_px), pred.tile_px, pred.cfg, pred.device,
-                    want_features=True, want_probs=False, progress=progress, description="embed patches")
+    res = run_model(
+        pred.model,
+        ImageFileSource(paths, pred.tile_px),
+        pred.tile_px,
+        pred.cfg,
+        pred.device,
+        want_features=True,
+        want_probs=False,
+        progress=progress,
+        description="embed patches",
+    )
     if res.errors:
         raise DataError(f"{len(res.errors)} patch(es) could not be read, first: {res.errors[0][1]}")
     return res.features

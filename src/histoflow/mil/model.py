@@ -26,8 +26,15 @@ MIL_FORMAT = 1
 
 
 class GatedAttentionMIL(nn.Module):
-    def __init__(self, in_features: int, num_classes: int, task: str = "binary", hidden: int = 128,
-                 attention: int = 64, dropout: float = 0.25):
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        task: str = "binary",
+        hidden: int = 128,
+        attention: int = 64,
+        dropout: float = 0.25,
+    ):
         super().__init__()
         if task not in TASKS:
             raise ConfigError(f"MIL task must be one of {TASKS}, got {task!r}")
@@ -68,7 +75,7 @@ class GatedAttentionMIL(nn.Module):
             return F.binary_cross_entropy_with_logits(out.reshape(1), torch.tensor([float(y)], device=out.device))
         if self.task == "multiclass":
             return F.cross_entropy(out.reshape(1, -1), torch.tensor([y], device=out.device))
-        cum = out.reshape(1) - self.thresholds()                           # logit P(y > k), k = 0..K-2
+        cum = out.reshape(1) - self.thresholds()  # logit P(y > k), k = 0..K-2
         target = (torch.arange(self.num_classes - 1, device=out.device) < y).float()
         return F.binary_cross_entropy_with_logits(cum, target)
 
@@ -79,7 +86,7 @@ class GatedAttentionMIL(nn.Module):
             return torch.stack([1 - p, p])
         if self.task == "multiclass":
             return torch.softmax(out.reshape(-1), 0)
-        above = torch.sigmoid(out.reshape(1) - self.thresholds())         # P(y > k)
+        above = torch.sigmoid(out.reshape(1) - self.thresholds())  # P(y > k)
         upper = torch.cat([torch.ones(1, device=out.device), above])
         lower = torch.cat([above, torch.zeros(1, device=out.device)])
         return (upper - lower).clamp_min(0)
@@ -99,15 +106,27 @@ def predict_bag(model: GatedAttentionMIL, features: np.ndarray) -> dict:
     out, a = model(torch.as_tensor(np.asarray(features), dtype=torch.float32))
     p = model.probabilities(out).numpy()
     score = float((p * np.arange(len(p))).sum()) if model.task == "ordinal" else float(p[-1])
-    return {"probabilities": p.tolist(), "prediction": model.predict_class(out), "score": score,
-            "attention": a.numpy()}
+    return {"probabilities": p.tolist(), "prediction": model.predict_class(out), "score": score, "attention": a.numpy()}
 
 
-def save_mil(path: str | Path, model: GatedAttentionMIL, *, in_features: int, class_names: list[str],
-             model_config: dict, extra: dict | None = None) -> Path:
-    blob = {"mil_format": MIL_FORMAT, "task": model.task, "in_features": in_features, "class_names": class_names,
-            "model_config": model_config, "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-            **(extra or {})}
+def save_mil(
+    path: str | Path,
+    model: GatedAttentionMIL,
+    *,
+    in_features: int,
+    class_names: list[str],
+    model_config: dict,
+    extra: dict | None = None,
+) -> Path:
+    blob = {
+        "mil_format": MIL_FORMAT,
+        "task": model.task,
+        "in_features": in_features,
+        "class_names": class_names,
+        "model_config": model_config,
+        "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+        **(extra or {}),
+    }
     with atomic_path(path) as tmp:
         torch.save(blob, tmp)
     return Path(path)

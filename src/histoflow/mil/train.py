@@ -76,12 +76,21 @@ def load_bags(cfg: MILData) -> tuple[list[dict], list[str]]:
             log.warning("%s: no tiles embedded; left out", r[cfg.id_column])
             continue
         inst = np.load(d / "instance_labels.npy") if (d / "instance_labels.npy").is_file() else None
-        bags.append({"id": r[cfg.id_column], "group": r[cfg.group_column] if cfg.group_column else r[cfg.id_column],
-                     "y": classes.index(r[cfg.label_column]), "x": feats, "inst": inst})
+        bags.append(
+            {
+                "id": r[cfg.id_column],
+                "group": r[cfg.group_column] if cfg.group_column else r[cfg.id_column],
+                "y": classes.index(r[cfg.label_column]),
+                "x": feats,
+                "inst": inst,
+            }
+        )
     if missing:
-        raise DataError(f"{cfg.embeddings}: no embeddings for {len(missing)} bag(s) listed in {path}, "
-                        f"e.g. {missing[:3]} (run `histoflow embed` first)")
-    if len({b['x'].shape[1] for b in bags}) > 1:
+        raise DataError(
+            f"{cfg.embeddings}: no embeddings for {len(missing)} bag(s) listed in {path}, "
+            f"e.g. {missing[:3]} (run `histoflow embed` first)"
+        )
+    if len({b["x"].shape[1] for b in bags}) > 1:
         raise DataError(f"{cfg.embeddings}: bags have different feature sizes (embedded with different backbones?)")
     return bags, classes
 
@@ -147,8 +156,11 @@ def attention_metrics(atts: list[np.ndarray], insts: list[np.ndarray | None]) ->
         labels.append(inst)
     if not per_bag:
         return {}
-    return {"attention_auc_mean_per_bag": float(np.mean(per_bag)), "attention_bags": len(per_bag),
-            "attention_auc_pooled_within_bag_rank": float(roc_auc_score(np.concatenate(labels), np.concatenate(ranks)))}
+    return {
+        "attention_auc_mean_per_bag": float(np.mean(per_bag)),
+        "attention_bags": len(per_bag),
+        "attention_auc_pooled_within_bag_rank": float(roc_auc_score(np.concatenate(labels), np.concatenate(ranks))),
+    }
 
 
 def _evaluate(model, bags, task) -> tuple[dict, list[dict]]:
@@ -188,8 +200,9 @@ def _train(cfg: MILConfig, out: Path, rng) -> dict:
     if cfg.data.task == "binary" and len(classes) != 2:
         raise ConfigError(f"data.task binary needs 2 classes, got {classes} (use multiclass or ordinal)")
     y = np.array([b["y"] for b in bags])
-    split = split_groups(y, np.array([b["group"] for b in bags]), cfg.data.val_fraction, cfg.data.test_fraction,
-                         cfg.train.seed)
+    split = split_groups(
+        y, np.array([b["group"] for b in bags]), cfg.data.val_fraction, cfg.data.test_fraction, cfg.train.seed
+    )
     parts = {s: [b for b, t in zip(bags, split) if t == s] for s in ("train", "val", "test")}
     in_features = bags[0]["x"].shape[1]
     model = GatedAttentionMIL(in_features, len(classes), cfg.data.task, **cfg.model.model_dump())
@@ -213,23 +226,36 @@ def _train(cfg: MILConfig, out: Path, rng) -> dict:
             losses.append(loss.item())
         val, _ = _evaluate(model, parts["val"] or parts["train"], cfg.data.task)
         score = val.get(key, val["accuracy"])
-        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), **{f"val_{k}": v for k, v in val.items()}})
+        history.append(
+            {"epoch": epoch, "train_loss": float(np.mean(losses)), **{f"val_{k}": v for k, v in val.items()}}
+        )
         log.info("epoch %d loss %.4f val %s %.4f", epoch, history[-1]["train_loss"], key, score)
         if score > best:
             best, best_state = score, {k: v.clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
     results = {s: _evaluate(model, parts[s], cfg.data.task) for s in ("train", "val", "test")}
     emb_meta = _embedding_meta(Path(cfg.data.embeddings))
-    save_mil(out / "mil.pt", model, in_features=in_features, class_names=classes, model_config=cfg.model.model_dump(),
-             extra={"embedding": emb_meta, "config": cfg.model_dump()})
+    save_mil(
+        out / "mil.pt",
+        model,
+        in_features=in_features,
+        class_names=classes,
+        model_config=cfg.model.model_dump(),
+        extra={"embedding": emb_meta, "config": cfg.model_dump()},
+    )
     _write_history(out / "history.csv", history)
     _write_predictions(out / "predictions.csv", parts, results, classes)
-    metrics = {"task": cfg.data.task, "classes": classes, "selected_on": f"val_{key}",
-               "best_epoch": int(np.argmax([h.get(f"val_{key}", h["val_accuracy"]) for h in history])),
-               "bags": {s: len(p) for s, p in parts.items()},
-               "patients": {s: len({b['group'] for b in p}) for s, p in parts.items()},
-               **{s: results[s][0] for s in ("train", "val", "test")},
-               "seconds": round(time.perf_counter() - t0, 2), "seed": cfg.train.seed}
+    metrics = {
+        "task": cfg.data.task,
+        "classes": classes,
+        "selected_on": f"val_{key}",
+        "best_epoch": int(np.argmax([h.get(f"val_{key}", h["val_accuracy"]) for h in history])),
+        "bags": {s: len(p) for s, p in parts.items()},
+        "patients": {s: len({b["group"] for b in p}) for s, p in parts.items()},
+        **{s: results[s][0] for s in ("train", "val", "test")},
+        "seconds": round(time.perf_counter() - t0, 2),
+        "seed": cfg.train.seed,
+    }
     atomic_write_json(out / "metrics.json", metrics)
     return metrics
 
@@ -258,6 +284,8 @@ def _write_predictions(path: Path, parts, results, classes) -> None:
     w.writerow(["id", "group", "split", "label", "prediction", "score"] + [f"prob_{c}" for c in classes])
     for s in ("train", "val", "test"):
         for b, o in zip(parts[s], results[s][1]):
-            w.writerow([b["id"], b["group"], s, classes[b["y"]], classes[o["prediction"]], round(o["score"], 5)]
-                       + [round(p, 5) for p in o["probabilities"]])
+            w.writerow(
+                [b["id"], b["group"], s, classes[b["y"]], classes[o["prediction"]], round(o["score"], 5)]
+                + [round(p, 5) for p in o["probabilities"]]
+            )
     atomic_write_bytes(path, buf.getvalue().encode())

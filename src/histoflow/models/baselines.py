@@ -22,15 +22,18 @@ class SimpleCNN(nn.Module):
     network's expressive power is unchanged.
     """
 
-    def __init__(self, widths=(32, 64, 128, 256), depth: int | Sequence[int] = 2, in_channels: int = 3,
-                 pool_first: bool = False):
+    def __init__(
+        self, widths=(32, 64, 128, 256), depth: int | Sequence[int] = 2, in_channels: int = 3, pool_first: bool = False
+    ):
         super().__init__()
         # one depth for every stage, or one per stage: [1, 1, 2, 2] adds convolutions only where
         # the maps are small and they are cheap
         depths = [int(depth)] * len(widths) if isinstance(depth, int) else [int(d) for d in depth]
         if len(depths) != len(widths) or min(depths) < 1:
-            raise ConfigError(f"simple_cnn: depth must be >= 1 or a list of one depth >= 1 per stage "
-                              f"({len(widths)} widths), got {depth}")
+            raise ConfigError(
+                f"simple_cnn: depth must be >= 1 or a list of one depth >= 1 per stage "
+                f"({len(widths)} widths), got {depth}"
+            )
         layers: list[nn.Module] = []
         c_in = in_channels
         for i, (width, stage_depth) in enumerate(zip(widths, depths)):
@@ -56,8 +59,9 @@ class SimpleCNN(nn.Module):
 
 
 @register_model("simple_cnn", "small configurable CNN (widths, depth); fast on CPU for 50-96 px patches")
-def simple_cnn(widths=(32, 64, 128, 256), depth: int | Sequence[int] = 2, pool_first: bool = False, pretrained: bool = False,
-               **_) -> nn.Module:
+def simple_cnn(
+    widths=(32, 64, 128, 256), depth: int | Sequence[int] = 2, pool_first: bool = False, pretrained: bool = False, **_
+) -> nn.Module:
     return SimpleCNN(tuple(widths), depth, pool_first=pool_first)
 
 
@@ -91,7 +95,9 @@ class ColourHistogram(nn.Module):
         return (feats - self.feat_mean) / self.feat_std
 
 
-@register_model("logistic_regression", "scikit-learn logistic regression on colour histograms + 8x8 thumbnail (the floor)")
+@register_model(
+    "logistic_regression", "scikit-learn logistic regression on colour histograms + 8x8 thumbnail (the floor)"
+)
 def logistic_regression(bins: int = 32, thumbnail_px: int = 8, **_) -> nn.Module:
     return ColourHistogram(bins, thumbnail_px)
 

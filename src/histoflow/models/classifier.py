@@ -33,15 +33,17 @@ class Preprocess(nn.Module):
 
 
 class Classifier(nn.Module):
-    def __init__(self, backbone: nn.Module, num_classes: int, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                 dropout: float = 0.0):
+    def __init__(
+        self, backbone: nn.Module, num_classes: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, dropout: float = 0.0
+    ):
         super().__init__()
         self.num_classes = num_classes
         self.num_outputs = 1 if num_classes == 2 else num_classes
         self.preprocess = Preprocess(mean, std)
         self.backbone = backbone
-        self.head = nn.Sequential(nn.Dropout(dropout) if dropout else nn.Identity(),
-                                  nn.Linear(backbone.num_features, self.num_outputs))
+        self.head = nn.Sequential(
+            nn.Dropout(dropout) if dropout else nn.Identity(), nn.Linear(backbone.num_features, self.num_outputs)
+        )
 
     @property
     def gradcam_layer(self) -> nn.Module:

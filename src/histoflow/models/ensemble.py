@@ -28,7 +28,9 @@ class ConcatBackbone(nn.Module):
 
 
 @register_model("concat", "several backbones side by side, features concatenated, one head")
-def concat(backbones=("legacy_xception", "nasnetalarge"), pretrained: bool = False, member_params=None, **_) -> nn.Module:
+def concat(
+    backbones=("legacy_xception", "nasnetalarge"), pretrained: bool = False, member_params=None, **_
+) -> nn.Module:
     if not backbones or len(backbones) < 2:
         raise ConfigError(f"model concat: params.backbones needs at least two names, got {backbones}")
     member_params = member_params or {}

@@ -51,7 +51,7 @@ def load_backbone_weights(model: Classifier, path: str | Path) -> None:
     path = Path(path)
     blob = load_torch_file(path, what="weights file")
     if isinstance(blob, dict) and "histoflow_version" in blob:
-        state = {k[len("backbone."):]: v for k, v in blob["state_dict"].items() if k.startswith("backbone.")}
+        state = {k[len("backbone.") :]: v for k, v in blob["state_dict"].items() if k.startswith("backbone.")}
     else:
         state = blob.get("state_dict", blob) if isinstance(blob, dict) else blob
         if not isinstance(state, dict):
@@ -67,11 +67,18 @@ def load_backbone_weights(model: Classifier, path: str | Path) -> None:
     skipped = sorted(set(state) - set(usable))
     missing = sorted(set(own) - set(usable))
     model.backbone.load_state_dict(usable, strict=False)
-    log.info("%s: loaded %d backbone tensors (%d skipped, e.g. a classifier; %d not in file)",
-             path, len(usable), len(skipped), len(missing))
+    log.info(
+        "%s: loaded %d backbone tensors (%d skipped, e.g. a classifier; %d not in file)",
+        path,
+        len(usable),
+        len(skipped),
+        len(missing),
+    )
     if len(missing) > 0.5 * len(own):
-        raise CheckpointError(f"{path}: only {len(usable)} of {len(own)} backbone tensors found; wrong architecture? "
-                              f"e.g. missing {missing[:3]}")
+        raise CheckpointError(
+            f"{path}: only {len(usable)} of {len(own)} backbone tensors found; wrong architecture? "
+            f"e.g. missing {missing[:3]}"
+        )
 
 
 def set_backbone_trainable(model: Classifier, trainable: bool) -> None:

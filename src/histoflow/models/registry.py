@@ -52,4 +52,6 @@ def resolve(name: str) -> Callable:
         return lambda **kw: timm_backbone(name, **kw)
     close = difflib.get_close_matches(name, list(_FACTORIES) + timm_all, n=5, cutoff=0.5)
     hint = f" Closest names: {', '.join(close)}." if close else ""
-    raise ConfigError(f"unknown model {name!r}.{hint} `histoflow models` lists histoflow's models; any timm model name works too.")
+    raise ConfigError(
+        f"unknown model {name!r}.{hint} `histoflow models` lists histoflow's models; any timm model name works too."
+    )

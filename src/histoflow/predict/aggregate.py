@@ -28,9 +28,9 @@ class TileAggregator(Protocol):
     it to predict_slides(aggregator=...), so the layers above predict stay above it.
     """
 
-    name: str        # its score's name in slide.json `scores` (and `score_method`)
+    name: str  # its score's name in slide.json `scores` (and `score_method`)
     report_key: str  # slide.json key of its extra outputs
-    label: str       # what its weights are called in the attention picture
+    label: str  # what its weights are called in the attention picture
 
     def check_backbone(self, checkpoint_fingerprint: str) -> None:
         """Raise when it was trained on features of another patch checkpoint."""
@@ -54,7 +54,7 @@ def aggregate(probs: np.ndarray, method: str, k: int = 10, threshold: float = 0.
         return float(p.mean())
     if method == "topk_mean":
         k = min(k, p.size)
-        return float(np.partition(p, p.size - k)[p.size - k:].mean())
+        return float(np.partition(p, p.size - k)[p.size - k :].mean())
     return float((p >= threshold).mean())
 
 

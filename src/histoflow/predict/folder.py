@@ -18,9 +18,18 @@ from histoflow.predict.patches import predict_dataset
 log = logging.getLogger(__name__)
 
 
-def predict_to_csv(checkpoint: Path, data_path: Path, out_csv: Path, tta: bool = False, format: str = "auto",
-                   batch_size: int = 256, workers: int = 2, threshold: float = 0.5,
-                   size_policy: str | None = None) -> pd.DataFrame:
+def predict_to_csv(
+    checkpoint: Path,
+    data_path: Path,
+    out_csv: Path,
+    tta: bool = False,
+    format: str = "auto",
+    batch_size: int = 256,
+    workers: int = 2,
+    threshold: float = 0.5,
+    size_policy: str | None = None,
+    quiet: bool = False,
+) -> pd.DataFrame:
     """One row per image: path, p_<class>..., predicted label (and the true label when known).
 
     `frame.attrs["notes"]` holds warnings (images of another size than the training images:
@@ -28,7 +37,9 @@ def predict_to_csv(checkpoint: Path, data_path: Path, out_csv: Path, tta: bool =
     class `threshold` applies to (binary models)."""
     out_csv = Path(out_csv)
     if out_csv.is_dir():
-        raise ConfigError(f"{out_csv}: is a folder; --out takes the CSV file to write, e.g. {out_csv / 'predictions.csv'}")
+        raise ConfigError(
+            f"{out_csv}: is a folder; --out takes the CSV file to write, e.g. {out_csv / 'predictions.csv'}"
+        )
     model, ckpt = load_checkpoint(checkpoint)
     manifest = read_manifest(data_path, format=format)
     notes = size_notes(manifest, ckpt, size_policy, str(data_path))
@@ -36,7 +47,7 @@ def predict_to_csv(checkpoint: Path, data_path: Path, out_csv: Path, tta: bool =
         log.warning("%s", note)
     frame = manifest.frame.copy()
     dataset = dataset_for_checkpoint(manifest, ckpt, labelled=False, size_policy=size_policy)  # labels not needed
-    probs = predict_dataset(model, dataset, batch_size=batch_size, workers=workers, tta=tta, progress=True)
+    probs = predict_dataset(model, dataset, batch_size=batch_size, workers=workers, tta=tta, progress=not quiet)
     names = ckpt.class_names
     out = pd.DataFrame({"path": frame["path"]})
     if manifest.labelled:

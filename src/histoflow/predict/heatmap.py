@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class GridGeometry:
-    x0: int            # level-0 x of column 0's tile
+    x0: int  # level-0 x of column 0's tile
     y0: int
     stride_px0: int
     region_px0: int
@@ -30,8 +30,14 @@ class GridGeometry:
     cols: int
 
     def to_dict(self) -> dict:
-        return {"x0": self.x0, "y0": self.y0, "stride_px0": self.stride_px0, "region_px0": self.region_px0,
-                "rows": self.rows, "cols": self.cols}
+        return {
+            "x0": self.x0,
+            "y0": self.y0,
+            "stride_px0": self.stride_px0,
+            "region_px0": self.region_px0,
+            "rows": self.rows,
+            "cols": self.cols,
+        }
 
 
 def overlay_image(values: np.ndarray, geom: GridGeometry, shape_hw: tuple[int, int], downsample: float) -> np.ndarray:
@@ -49,9 +55,19 @@ def overlay_image(values: np.ndarray, geom: GridGeometry, shape_hw: tuple[int, i
     return out
 
 
-def render_heatmap(path, thumbnail: np.ndarray, downsample: float, values: np.ndarray, geom: GridGeometry,
-                   tissue: np.ndarray | None = None, title: str = "", label: str = "probability",
-                   vmin: float = 0.0, vmax: float = 1.0, cmap: str = "jet") -> None:
+def render_heatmap(
+    path,
+    thumbnail: np.ndarray,
+    downsample: float,
+    values: np.ndarray,
+    geom: GridGeometry,
+    tissue: np.ndarray | None = None,
+    title: str = "",
+    label: str = "probability",
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+    cmap: str = "jet",
+) -> None:
     """Thumbnail | thumbnail with the values overlaid, a colour bar and the tissue outline."""
     import matplotlib
 
@@ -64,8 +80,9 @@ def render_heatmap(path, thumbnail: np.ndarray, downsample: float, values: np.nd
     axes[0].imshow(thumbnail)
     axes[0].set_title("slide")
     axes[1].imshow(thumbnail)
-    im = axes[1].imshow(np.ma.masked_invalid(overlay), cmap=cmap, vmin=vmin, vmax=vmax, alpha=0.55,
-                        interpolation="nearest")
+    im = axes[1].imshow(
+        np.ma.masked_invalid(overlay), cmap=cmap, vmin=vmin, vmax=vmax, alpha=0.55, interpolation="nearest"
+    )
     if tissue is not None and tissue.any():
         import cv2
 
@@ -89,14 +106,20 @@ def _feature(ring: list[list[float]], name: str, cls: str, color: tuple[int, int
     if ring[0] != ring[-1]:
         ring.append(ring[0])  # GeoJSON rings are closed
     # QuPath (0.3+) reads objectType/classification/measurements from the properties
-    return {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
-            "properties": {"objectType": "annotation", "name": name, "isLocked": False,
-                           "classification": {"name": cls, "color": list(color)},
-                           "measurements": {k: float(v) for k, v in measurements.items()}}}
+    return {
+        "type": "Feature",
+        "geometry": {"type": "Polygon", "coordinates": [ring]},
+        "properties": {
+            "objectType": "annotation",
+            "name": name,
+            "isLocked": False,
+            "classification": {"name": cls, "color": list(color)},
+            "measurements": {k: float(v) for k, v in measurements.items()},
+        },
+    }
 
 
-def tiles_geojson(xs, ys, values, region_px0: int, threshold: float, cls: str,
-                  color=(220, 30, 30)) -> dict:
+def tiles_geojson(xs, ys, values, region_px0: int, threshold: float, cls: str, color=(220, 30, 30)) -> dict:
     """One square annotation per tile at or above the threshold."""
     feats = []
     for x, y, v in zip(xs, ys, values):
@@ -107,8 +130,9 @@ def tiles_geojson(xs, ys, values, region_px0: int, threshold: float, cls: str,
     return {"type": "FeatureCollection", "features": feats}
 
 
-def regions_geojson(values: np.ndarray, geom: GridGeometry, threshold: float, cls: str,
-                    color=(220, 30, 30), upscale: int = 8) -> dict:
+def regions_geojson(
+    values: np.ndarray, geom: GridGeometry, threshold: float, cls: str, color=(220, 30, 30), upscale: int = 8
+) -> dict:
     """Connected regions of grid cells at or above the threshold, as polygons in level-0 px.
 
     The cell mask is upscaled before tracing so the polygon follows cell edges (contours of a
@@ -121,8 +145,9 @@ def regions_geojson(values: np.ndarray, geom: GridGeometry, threshold: float, cl
     feats = []
     if not above.any():
         return {"type": "FeatureCollection", "features": feats}
-    m = cv2.resize(above.astype(np.uint8), (above.shape[1] * upscale, above.shape[0] * upscale),
-                   interpolation=cv2.INTER_NEAREST)
+    m = cv2.resize(
+        above.astype(np.uint8), (above.shape[1] * upscale, above.shape[0] * upscale), interpolation=cv2.INTER_NEAREST
+    )
     m = np.pad(m, 1)
     contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     cell = geom.stride_px0 / upscale
@@ -135,11 +160,14 @@ def regions_geojson(values: np.ndarray, geom: GridGeometry, threshold: float, cl
         # mean and max probability of the cells inside this region
         inside = np.zeros(m.shape, np.uint8)
         cv2.drawContours(inside, [cnt], -1, 1, thickness=-1)
-        cells = inside[1:-1, 1:-1][upscale // 2::upscale, upscale // 2::upscale].astype(bool) & above
+        cells = inside[1:-1, 1:-1][upscale // 2 :: upscale, upscale // 2 :: upscale].astype(bool) & above
         v = values[cells]
-        meas = {"tiles": int(cells.sum()), "mean_probability": float(v.mean()) if v.size else 0.0,
-                "max_probability": float(v.max()) if v.size else 0.0,
-                "area_px0": float(cells.sum()) * geom.stride_px0 ** 2}
+        meas = {
+            "tiles": int(cells.sum()),
+            "mean_probability": float(v.mean()) if v.size else 0.0,
+            "max_probability": float(v.max()) if v.size else 0.0,
+            "area_px0": float(cells.sum()) * geom.stride_px0**2,
+        }
         feats.append(_feature(ring, f"region {n + 1}", cls, color, meas))
     return {"type": "FeatureCollection", "features": feats}
 

@@ -19,12 +19,12 @@ from histoflow.predict.pipeline import stream_batches
 
 @dataclass
 class ModelOutput:
-    indices: np.ndarray                  # positions in the source that were scored
-    probs: np.ndarray                    # (n, classes)
-    features: np.ndarray | None          # (n, F) pooled backbone features when asked for
+    indices: np.ndarray  # positions in the source that were scored
+    probs: np.ndarray  # (n, classes)
+    features: np.ndarray | None  # (n, F) pooled backbone features when asked for
     errors: list[tuple[int, str]]
-    model_s: float                       # time spent in the model
-    wait_s: float                        # time the model waited for decoded tiles
+    model_s: float  # time spent in the model
+    wait_s: float  # time the model waited for decoded tiles
     total_s: float
 
 
@@ -35,9 +35,17 @@ def device_of(cfg_device: str | None) -> torch.device:
 
 
 @torch.inference_mode()
-def run_model(model, source, tile_px: int, cfg: SlidePredictConfig, device: torch.device,
-              want_features: bool = False, want_probs: bool = True, progress: bool = False,
-              description: str = "tiles") -> ModelOutput:
+def run_model(
+    model,
+    source,
+    tile_px: int,
+    cfg: SlidePredictConfig,
+    device: torch.device,
+    want_features: bool = False,
+    want_probs: bool = True,
+    progress: bool = False,
+    description: str = "tiles",
+) -> ModelOutput:
     """Stream the source through the model; reader threads stay `prefetch` batches ahead."""
     from histoflow.data.transforms import dihedral_views
     from histoflow.predict.patches import autocast_for
@@ -78,5 +86,10 @@ def run_model(model, source, tile_px: int, cfg: SlidePredictConfig, device: torc
         indices=np.concatenate(idx) if idx else np.zeros(0, np.int64),
         probs=np.concatenate(probs) if probs else np.zeros((0, n_cls), np.float32),
         features=(np.concatenate(feats) if feats else np.zeros((0, model.backbone.num_features), np.float32))
-        if want_features else None,
-        errors=errors, model_s=model_s, wait_s=wait_s, total_s=time.perf_counter() - t0)
+        if want_features
+        else None,
+        errors=errors,
+        model_s=model_s,
+        wait_s=wait_s,
+        total_s=time.perf_counter() - t0,
+    )

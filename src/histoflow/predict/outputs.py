@@ -26,8 +26,7 @@ from histoflow.predict.tiles import TilePlan
 log = logging.getLogger(__name__)
 
 
-def write_outputs(pred, slide, slide_id: str, slide_path: str, out_dir: Path, plan: TilePlan,
-                  res: ModelOutput) -> dict:
+def write_outputs(pred, slide, slide_id: str, slide_path: str, out_dir: Path, plan: TilePlan, res: ModelOutput) -> dict:
     """Write a slide's outputs from the model's results (`pred`: a predict.slide.Predictor);
     returns the slide.json report, less timings and fingerprint."""
     import pyarrow as pa
@@ -43,8 +42,14 @@ def write_outputs(pred, slide, slide_id: str, slide_path: str, out_dir: Path, pl
     grid[rows_i, cols_i] = res.probs
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    cols = {"tile_id": [s.tile_id for s in specs], "x": xs, "y": ys, "row": rows_i, "col": cols_i,
-            "tissue_fraction": np.array([s.tissue_fraction for s in specs], np.float32)}
+    cols = {
+        "tile_id": [s.tile_id for s in specs],
+        "x": xs,
+        "y": ys,
+        "row": rows_i,
+        "col": cols_i,
+        "tissue_fraction": np.array([s.tissue_fraction for s in specs], np.float32),
+    }
     for j, name in enumerate(names):
         cols[f"prob_{name}"] = res.probs[:, j].astype(np.float32)
     pos = res.probs[:, k] if len(res.probs) else np.zeros(0, np.float32)
@@ -60,26 +65,53 @@ def write_outputs(pred, slide, slide_id: str, slide_path: str, out_dir: Path, pl
     n_err = len(res.errors)
     status = "complete" if specs else ("no_tissue" if not plan.specs else "failed")
     report = {
-        "slide_id": slide_id, "slide": slide_path, "status": status, "checkpoint": pred.meta.get("path"),
-        "class_names": names, "positive_class": names[k], "tile_px": pred.tile_px, "mpp": pred.mpp,
-        "resampled": plan.resampled, "level": plan.level, "grid": geom.to_dict(),
+        "slide_id": slide_id,
+        "slide": slide_path,
+        "status": status,
+        "checkpoint": str(pred.checkpoint.path),
+        "class_names": names,
+        "positive_class": names[k],
+        "tile_px": pred.tile_px,
+        "mpp": pred.mpp,
+        "resampled": plan.resampled,
+        "level": plan.level,
+        "grid": geom.to_dict(),
         "tiles": {"planned": len(plan.specs), "scored": len(specs), "skipped_read_errors": n_err},
         "errors": [f"{plan.specs[i].tile_id}: {msg}" for i, msg in res.errors[:20]],
         "aggregation": cfg.aggregate.model_dump(),
         "score": scores[agg.name] if agg is not None and agg.name in scores else scores[cfg.aggregate.method],
         "score_method": agg.name if agg is not None and agg.name in scores else cfg.aggregate.method,
         "scores": scores,
-        "mean_probabilities": {n: (float(res.probs[:, j].mean()) if len(res.probs) else None) for j, n in enumerate(names)},
+        "mean_probabilities": {
+            n: (float(res.probs[:, j].mean()) if len(res.probs) else None) for j, n in enumerate(names)
+        },
     }
     if learned is not None:
         report[agg.report_key] = learned["report"]
     if status == "failed":
-        report["error"] = f"{slide_id}: every one of {len(plan.specs)} tiles failed to read (first: {report['errors'][:1]})"
+        report["error"] = (
+            f"{slide_id}: every one of {len(plan.specs)} tiles failed to read (first: {report['errors'][:1]})"
+        )
     if n_err:
-        log.warning("%s: %d of %d tiles could not be read and were skipped (listed in slide.json)",
-                    slide_id, n_err, len(plan.specs))
-    _write_pictures(pred, slide, slide_id, out_dir, plan, grid[..., k], xs, ys, pos, report,
-                    attention=None if learned is None else (rows_i, cols_i, learned["attention"], agg.label))
+        log.warning(
+            "%s: %d of %d tiles could not be read and were skipped (listed in slide.json)",
+            slide_id,
+            n_err,
+            len(plan.specs),
+        )
+    _write_pictures(
+        pred,
+        slide,
+        slide_id,
+        out_dir,
+        plan,
+        grid[..., k],
+        xs,
+        ys,
+        pos,
+        report,
+        attention=None if learned is None else (rows_i, cols_i, learned["attention"], agg.label),
+    )
     return report
 
 
@@ -93,16 +125,27 @@ def _write_pictures(pred, slide, slide_id, out_dir, plan, values, xs, ys, pos, r
         report["heatmap"] = "not written: no readable thumbnail (see the log)"
         return
     score = report["score"]
-    title = (f"{slide_id}: {report['score_method']} = {'n/a' if score is None else f'{score:.3f}'}  "
-             f"({report['tiles']['scored']} tiles, {report['tile_px']} px @ {report['mpp']:g} um/px)")
-    render_heatmap(out_dir / "heatmap.png", thumb, ds, values, geom, tissue, title=title,
-                   label=f"P({report['positive_class']})")
+    title = (
+        f"{slide_id}: {report['score_method']} = {'n/a' if score is None else f'{score:.3f}'}  "
+        f"({report['tiles']['scored']} tiles, {report['tile_px']} px @ {report['mpp']:g} um/px)"
+    )
+    render_heatmap(
+        out_dir / "heatmap.png", thumb, ds, values, geom, tissue, title=title, label=f"P({report['positive_class']})"
+    )
     if attention is not None:
         r, c, a, label = attention
         att = np.full((geom.rows, geom.cols), np.nan, np.float32)
         att[r, c] = a / a.max() if a.size and a.max() > 0 else a
-        render_heatmap(out_dir / "attention.png", thumb, ds, att, geom, tissue,
-                       title=f"{slide_id}: {label} weights (scaled to max 1)", label="attention / max")
+        render_heatmap(
+            out_dir / "attention.png",
+            thumb,
+            ds,
+            att,
+            geom,
+            tissue,
+            title=f"{slide_id}: {label} weights (scaled to max 1)",
+            label="attention / max",
+        )
 
 
 def _thumbnail(slide, plan: TilePlan, cfg):

@@ -24,7 +24,9 @@ def default_device() -> torch.device:
 
 
 @torch.inference_mode()
-def predict_batches(model, loader, tta: bool = False, device: torch.device | None = None, progress: bool = False) -> np.ndarray:
+def predict_batches(
+    model, loader, tta: bool = False, device: torch.device | None = None, progress: bool = False
+) -> np.ndarray:
     """(N, num_classes) probabilities for every image the loader yields, in order."""
     device = device or default_device()
     keep_freed_memory_in_heap()  # see histoflow.core.runtime
@@ -44,7 +46,14 @@ def predict_batches(model, loader, tta: bool = False, device: torch.device | Non
     return torch.cat(out).numpy() if out else np.zeros((0, model.num_classes), dtype=np.float32)
 
 
-def predict_dataset(model, dataset, batch_size: int = 256, workers: int = 2, tta: bool = False,
-                    device: torch.device | None = None, progress: bool = False) -> np.ndarray:
+def predict_dataset(
+    model,
+    dataset,
+    batch_size: int = 256,
+    workers: int = 2,
+    tta: bool = False,
+    device: torch.device | None = None,
+    progress: bool = False,
+) -> np.ndarray:
     loader = make_loader(dataset, batch_size, workers, persistent=False)
     return predict_batches(model, loader, tta=tta, device=device, progress=progress)

@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Batch:
-    indices: np.ndarray              # positions (in the source's order) of the tiles that were read
-    images: np.ndarray               # (n, tile_px, tile_px, 3) uint8
+    indices: np.ndarray  # positions (in the source's order) of the tiles that were read
+    images: np.ndarray  # (n, tile_px, tile_px, 3) uint8
     errors: list[tuple[int, str]] = field(default_factory=list)  # (position, message) of tiles that failed
 
 
@@ -101,8 +101,7 @@ def _read_batch(source, positions: range, tile_px: int) -> Batch:
     return Batch(np.asarray(ok, np.int64), images, errors)
 
 
-def stream_batches(source, tile_px: int, batch_size: int = 64, workers: int = 2,
-                   prefetch: int = 4) -> Iterator[Batch]:
+def stream_batches(source, tile_px: int, batch_size: int = 64, workers: int = 2, prefetch: int = 4) -> Iterator[Batch]:
     """Batches of decoded tiles in source order, read `prefetch` batches ahead by `workers` threads."""
     n = len(source)
     starts = list(range(0, n, batch_size))

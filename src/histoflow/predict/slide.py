@@ -28,22 +28,27 @@ from pathlib import Path
 
 import torch
 
+from histoflow.checkpoint import Checkpoint, load_checkpoint
 from histoflow.config.slides import SlidePredictConfig
 from histoflow.core.errors import ConfigError, HistoflowError
 from histoflow.core.io import atomic_write_json
 from histoflow.predict.aggregate import TileAggregator
-from histoflow.predict.checkpoint_info import (
-    checkpoint_fingerprint,
-    checkpoint_resolution,
-)
+from histoflow.predict.checkpoint_info import checkpoint_resolution
 from histoflow.predict.model_loop import device_of, run_model
 from histoflow.predict.outputs import write_outputs
 from histoflow.predict.pipeline import SlideTileSource
 from histoflow.predict.tiles import open_reader_factory, plan_tiles, shard_tiles
 from histoflow.tiling.readers import in_memory_slide, slide_id_for
 
-__all__ = ["Predictor", "SlidePredictConfig", "is_complete", "load_predictor", "predict_slide", "predict_slides",
-           "run_fingerprint"]
+__all__ = [
+    "Predictor",
+    "SlidePredictConfig",
+    "is_complete",
+    "load_predictor",
+    "predict_slide",
+    "predict_slides",
+    "run_fingerprint",
+]
 log = logging.getLogger(__name__)
 
 
@@ -52,7 +57,7 @@ class Predictor:
     """A loaded patch model (and optional learned aggregator) with the settings of one run."""
 
     model: torch.nn.Module
-    meta: dict
+    checkpoint: Checkpoint
     cfg: SlidePredictConfig
     tile_px: int
     mpp: float
@@ -62,31 +67,29 @@ class Predictor:
 
     @property
     def class_names(self) -> list[str]:
-        return [str(c) for c in self.meta["class_names"]]
+        return self.checkpoint.class_names
 
     @property
     def positive(self) -> int:
         names = self.class_names
-        if self.cfg.positive_class is None:
-            return len(names) - 1
+        if self.cfg.positive_class is None:  # binary: the checkpoint's positive class; else the last
+            positive = self.checkpoint.positive_class
+            return names.index(positive) if positive is not None else len(names) - 1
         if self.cfg.positive_class in names:
             return names.index(self.cfg.positive_class)
         raise ConfigError(f"positive class {self.cfg.positive_class!r} is not one of the checkpoint's classes {names}")
 
 
-def load_predictor(checkpoint: str | Path, cfg: SlidePredictConfig,
-                   aggregator: TileAggregator | None = None) -> Predictor:
+def load_predictor(
+    checkpoint: str | Path, cfg: SlidePredictConfig, aggregator: TileAggregator | None = None
+) -> Predictor:
     """The patch model of `checkpoint` on the configured device; `aggregator` is checked against it."""
-    from histoflow.checkpoint import load_checkpoint
-
     device = device_of(cfg.device)
     model, ckpt = load_checkpoint(checkpoint, device=device)
-    meta = ckpt.metadata()
-    tile_px, mpp = checkpoint_resolution(meta, cfg.mpp)
-    fp = checkpoint_fingerprint(checkpoint)
+    tile_px, mpp = checkpoint_resolution(ckpt, cfg.mpp)
     if aggregator is not None:
-        aggregator.check_backbone(fp)
-    pred = Predictor(model, meta, cfg, tile_px, mpp, fp, device, aggregator)
+        aggregator.check_backbone(ckpt.fingerprint)
+    pred = Predictor(model, ckpt, cfg, tile_px, mpp, ckpt.fingerprint, device, aggregator)
     _ = pred.positive  # validate the class name now, before any slide
     return pred
 
@@ -96,8 +99,11 @@ SPEED_ONLY = ("batch_size", "workers", "prefetch", "device")  # change how fast,
 
 def run_fingerprint(pred: Predictor) -> str:
     cfg = {k: v for k, v in pred.cfg.to_dict().items() if k not in SPEED_ONLY}
-    blob = json.dumps({"checkpoint": pred.fingerprint, "cfg": cfg, "tile_px": pred.tile_px,
-                       "mpp": pred.mpp}, sort_keys=True, default=str)
+    blob = json.dumps(
+        {"checkpoint": pred.fingerprint, "cfg": cfg, "tile_px": pred.tile_px, "mpp": pred.mpp},
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
@@ -125,8 +131,11 @@ def predict_slide(pred: Predictor, slide_path: str | Path, out: str | Path, prog
         log.info("%s: already complete in %s (resume)", slide_id, out_dir)
         return {**done, "resumed": True}
 
-    slide = open_reader_factory(slide_path, cfg)() if (memory is not None or Path(slide_path).exists()
-                                                       or not cfg.tiles_dir) else None
+    slide = (
+        open_reader_factory(slide_path, cfg)()
+        if (memory is not None or Path(slide_path).exists() or not cfg.tiles_dir)
+        else None
+    )
     try:
         if cfg.tiles_dir:
             _, plan, source = shard_tiles(cfg.tiles_dir, slide_id, pred.tile_px, pred.mpp)
@@ -135,16 +144,29 @@ def predict_slide(pred: Predictor, slide_path: str | Path, out: str | Path, prog
             source = SlideTileSource(slide_path, plan.specs, open_reader_factory(slide_path, cfg))
         plan_s = time.perf_counter() - t0
         try:
-            res = run_model(pred.model, source, pred.tile_px, cfg, pred.device, want_features=pred.aggregator is not None,
-                            progress=progress, description=slide_id)
+            res = run_model(
+                pred.model,
+                source,
+                pred.tile_px,
+                cfg,
+                pred.device,
+                want_features=pred.aggregator is not None,
+                progress=progress,
+                description=slide_id,
+            )
         finally:
             source.close()
         report = write_outputs(pred, slide, slide_id, slide_path, out_dir, plan, res)
     finally:
         if slide is not None and memory is None:
             slide.close()
-    report["seconds"] = {"plan": round(plan_s, 3), "model": round(res.model_s, 3), "waiting_for_tiles": round(res.wait_s, 3),
-                         "tiles_and_model": round(res.total_s, 3), "total": round(time.perf_counter() - t0, 3)}
+    report["seconds"] = {
+        "plan": round(plan_s, 3),
+        "model": round(res.model_s, 3),
+        "waiting_for_tiles": round(res.wait_s, 3),
+        "tiles_and_model": round(res.total_s, 3),
+        "total": round(time.perf_counter() - t0, 3),
+    }
     report["tiles_per_s"] = round(len(res.indices) / res.total_s, 1) if res.total_s > 0 else None
     report["fingerprint"] = fp
     atomic_write_json(out_dir / "slide.json", report)  # last: its presence marks the slide complete
@@ -152,17 +174,24 @@ def predict_slide(pred: Predictor, slide_path: str | Path, out: str | Path, prog
 
 
 # -- many slides --------------------------------------------------------------------------------------
-def predict_slides(checkpoint: str | Path, slides: Sequence[str | Path], out: str | Path,
-                   cfg: SlidePredictConfig | None = None, progress: bool = True,
-                   aggregator: TileAggregator | None = None) -> dict:
+def predict_slides(
+    checkpoint: str | Path,
+    slides: Sequence[str | Path],
+    out: str | Path,
+    cfg: SlidePredictConfig | None = None,
+    progress: bool = True,
+    aggregator: TileAggregator | None = None,
+) -> dict:
     """Every slide in turn with one loaded model; a slide that fails is reported, not fatal.
 
     `aggregator` adds a learned slide score from tile features (histoflow.mil.apply builds one
     from `cfg.mil_checkpoint`: see predict_slides_with_mil)."""
     cfg = cfg or SlidePredictConfig()
     if cfg.mil_checkpoint and aggregator is None:
-        raise ConfigError("mil_checkpoint is applied by histoflow.mil: call "
-                          "histoflow.mil.apply.predict_slides_with_mil (or pass aggregator=MilAggregator.load(...))")
+        raise ConfigError(
+            "mil_checkpoint is applied by histoflow.mil: call "
+            "histoflow.mil.apply.predict_slides_with_mil (or pass aggregator=MilAggregator.load(...))"
+        )
     pred = load_predictor(checkpoint, cfg, aggregator)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -176,11 +205,18 @@ def predict_slides(checkpoint: str | Path, slides: Sequence[str | Path], out: st
         except HistoflowError as exc:
             log.error("%s", exc)
             failed[str(path)] = str(exc)
-    summary = {"out": str(out), "checkpoint": str(checkpoint), "tile_px": pred.tile_px, "mpp": pred.mpp,
-               "device": str(pred.device), "slides": len(slides), "complete": len(reports) - sum(
-                   r["status"] == "failed" for r in reports.values()), "failed": failed,
-               "resumed": [s for s, r in reports.items() if r.get("resumed")],
-               "scores": {s: r.get("score") for s, r in reports.items()},
-               "seconds": round(time.perf_counter() - t0, 2)}
+    summary = {
+        "out": str(out),
+        "checkpoint": str(checkpoint),
+        "tile_px": pred.tile_px,
+        "mpp": pred.mpp,
+        "device": str(pred.device),
+        "slides": len(slides),
+        "complete": len(reports) - sum(r["status"] == "failed" for r in reports.values()),
+        "failed": failed,
+        "resumed": [s for s, r in reports.items() if r.get("resumed")],
+        "scores": {s: r.get("score") for s, r in reports.items()},
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
     atomic_write_json(out / "summary.json", {**summary, "config": cfg.to_dict()})
     return summary

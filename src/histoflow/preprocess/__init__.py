@@ -10,11 +10,17 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "HedJitter": "augment", "HsvJitter": "augment",
-    "Clahe": "clahe", "apply_clahe": "clahe",  # not `clahe`: that name is the submodule
-    "ClaheConfig": "histoflow.config.preprocess", "PreprocessConfig": "histoflow.config.preprocess",
-    "Preprocessor": "pipeline", "build_preprocessor": "pipeline",
-    "MacenkoNormalizer": "stain", "ReinhardNormalizer": "stain", "StainNormalizer": "stain",
+    "HedJitter": "augment",
+    "HsvJitter": "augment",
+    "Clahe": "clahe",
+    "apply_clahe": "clahe",  # not `clahe`: that name is the submodule
+    "ClaheConfig": "histoflow.config.preprocess",
+    "PreprocessConfig": "histoflow.config.preprocess",
+    "Preprocessor": "pipeline",
+    "build_preprocessor": "pipeline",
+    "MacenkoNormalizer": "stain",
+    "ReinhardNormalizer": "stain",
+    "StainNormalizer": "stain",
     "make_normalizer": "stain",
 }
 __all__ = sorted(_EXPORTS)

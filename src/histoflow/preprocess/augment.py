@@ -69,8 +69,9 @@ class HsvJitter(torch.nn.Module):
     this perturbs the HSV coordinates directly, as in Tellez et al.'s HSV augmentation.
     """
 
-    def __init__(self, hue: float = 0.05, saturation: float = 0.1, value: float = 0.0,
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self, hue: float = 0.05, saturation: float = 0.1, value: float = 0.0, generator: torch.Generator | None = None
+    ) -> None:
         super().__init__()
         self.hue = _non_negative("hsv_jitter.hue", hue)
         if self.hue > 0.5:

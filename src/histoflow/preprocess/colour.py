@@ -20,9 +20,10 @@ import torch
 from histoflow.core.errors import DataError
 
 # sRGB (D65) -> CIE XYZ, the matrix of IEC 61966-2-1 (as scikit-image and OpenCV use).
-_RGB2XYZ = torch.tensor([[0.412453, 0.357580, 0.180423],
-                         [0.212671, 0.715160, 0.072169],
-                         [0.019334, 0.119193, 0.950227]], dtype=torch.float64)
+_RGB2XYZ = torch.tensor(
+    [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]],
+    dtype=torch.float64,
+)
 _XYZ2RGB = torch.linalg.inv(_RGB2XYZ)
 _WHITE_D65 = torch.tensor([0.95047, 1.0, 1.08883], dtype=torch.float64)
 
@@ -62,7 +63,7 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     L, a, b = lab.unbind(-2)
     fy = (L + 16.0) / 116.0
     f = _stack((a / 500.0 + fy, fy, fy - b / 200.0))
-    xyz = torch.where(f > 0.2068966, f ** 3, (f - 16.0 / 116.0) / 7.787) * _const(_WHITE_D65, lab)[:, None]
+    xyz = torch.where(f > 0.2068966, f**3, (f - 16.0 / 116.0) / 7.787) * _const(_WHITE_D65, lab)[:, None]
     lin = _mix(_XYZ2RGB, xyz)
     rgb = torch.where(lin > 0.0031308, 1.055 * lin.clamp_min(1e-12) ** (1.0 / 2.4) - 0.055, 12.92 * lin)
     return rgb.clamp(0.0, 1.0)
@@ -91,8 +92,9 @@ def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
     minc, _ = rgb.min(-2)
     delta = maxc - minc
     safe = torch.where(delta > 0, delta, torch.ones_like(delta))
-    h = torch.where(maxc == r, ((g - b) / safe) % 6.0,
-                    torch.where(maxc == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0))
+    h = torch.where(
+        maxc == r, ((g - b) / safe) % 6.0, torch.where(maxc == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0)
+    )
     h = torch.where(delta > 0, h / 6.0, torch.zeros_like(h))
     s = torch.where(maxc > 0, delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc)), torch.zeros_like(maxc))
     return _stack((h, s, maxc))
@@ -110,8 +112,8 @@ class Pixels:
     """A batch of RGB images as planar float pixels `(N, 3, P)` plus how to give them back."""
 
     values: torch.Tensor
-    kind: str                  # "numpy" or "torch"
-    shape: tuple[int, ...]     # original shape
+    kind: str  # "numpy" or "torch"
+    shape: tuple[int, ...]  # original shape
     batched: bool
 
     def restore(self, values: torch.Tensor) -> np.ndarray | torch.Tensor:

@@ -20,8 +20,8 @@ log = logging.getLogger(__name__)
 
 
 def _source_files(sources: list[Path]) -> list[Path]:
-    from histoflow.core.images import is_image_file
     from histoflow.core.errors import DataError
+    from histoflow.core.images import is_image_file
 
     files: list[Path] = []
     for src in sources:
@@ -45,12 +45,20 @@ def _write_image(array, path: Path) -> None:
         Image.fromarray(array).save(tmp, **options)
 
 
-def normalize_files(sources: list[Path], out: Path, target: Optional[Path], method: str = "macenko",
-                    clahe_clip: Optional[float] = None, clahe_grid: int = 8, batch_size: int = 32,
-                    quiet: bool = False, io: float | str = 240.0) -> dict:
+def normalize_files(
+    sources: list[Path],
+    out: Path,
+    target: Optional[Path],
+    method: str = "macenko",
+    clahe_clip: Optional[float] = None,
+    clahe_grid: int = 8,
+    batch_size: int = 32,
+    quiet: bool = False,
+    io: float | str = 240.0,
+) -> dict:
     """Normalise every image under `sources` into `out` (same file names); returns a summary."""
-    from histoflow.core.images import read_image
     from histoflow.core.errors import ConfigError
+    from histoflow.core.images import read_image
     from histoflow.preprocess.pipeline import build_preprocessor
 
     if batch_size < 1:
@@ -62,7 +70,9 @@ def normalize_files(sources: list[Path], out: Path, target: Optional[Path], meth
         try:
             cfg["io"] = io if io == "auto" else float(io)
         except ValueError:
-            raise ConfigError(f"--io must be a number (glass brightness, e.g. 240 or 215) or auto, got {io!r}") from None
+            raise ConfigError(
+                f"--io must be a number (glass brightness, e.g. 240 or 215) or auto, got {io!r}"
+            ) from None
     if clahe_clip is not None:
         cfg["clahe"] = {"clip_limit": clahe_clip, "grid": clahe_grid}
     pre = build_preprocessor(cfg)
@@ -77,7 +87,7 @@ def normalize_files(sources: list[Path], out: Path, target: Optional[Path], meth
     fell_back: list[str] = []  # files whose own stain statistics could not be used: named, not only counted
     with progress_bar(len(files), "normalising", quiet=quiet) as bar:
         for start in range(0, len(files), batch_size):
-            chunk = files[start:start + batch_size]
+            chunk = files[start : start + batch_size]
             images = [read_image(f) for f in chunk]
             by_size: dict[tuple, list[int]] = {}
             for i, img in enumerate(images):
@@ -91,5 +101,10 @@ def normalize_files(sources: list[Path], out: Path, target: Optional[Path], meth
             bar.advance(len(chunk))
     state_path = out / "normalizer.json"
     atomic_write_json(state_path, pre.state_dict())
-    return {"images": len(files), "out": str(out), "fallbacks": pre.fallbacks, "fallback_files": fell_back,
-            "state": str(state_path)}
+    return {
+        "images": len(files),
+        "out": str(out),
+        "fallbacks": pre.fallbacks,
+        "fallback_files": fell_back,
+        "state": str(state_path),
+    }

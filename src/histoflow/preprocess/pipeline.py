@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
+from histoflow.config.preprocess import ClaheConfig, PreprocessConfig
 from histoflow.core.errors import ConfigError, DataError
 from histoflow.preprocess.clahe import clahe
-from histoflow.config.preprocess import ClaheConfig, PreprocessConfig
 from histoflow.preprocess.stain import StainNormalizer, make_normalizer
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class Preprocessor:
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "Preprocessor":
+    def from_state(cls, state: dict[str, Any]) -> Preprocessor:
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
             found = state.get("version") if isinstance(state, dict) else type(state).__name__
             raise ConfigError(f"preprocessor state: expected version {STATE_VERSION}, got {found!r}")

@@ -38,8 +38,9 @@ REFERENCE_STAIN_MATRIX = ((0.5626, 0.2159), (0.7201, 0.8012), (0.4062, 0.5581))
 REFERENCE_MAX_CONC = (1.9705, 1.0308)
 
 
-def masked_percentile(values: torch.Tensor, mask: torch.Tensor, q: float,
-                      n: torch.Tensor | None = None) -> torch.Tensor:
+def masked_percentile(
+    values: torch.Tensor, mask: torch.Tensor, q: float, n: torch.Tensor | None = None
+) -> torch.Tensor:
     """Per-row q-th percentile (0..100) of `values[mask]` over the last dim, nearest rank like
     torchstain's; `mask` broadcasts against `values`, `n` (its row counts) may be given.
 
@@ -67,12 +68,12 @@ class StainNormalizer:
     chunk_images: int = 64  # images per internal batch: bounds memory on large batches
 
     def __init__(self) -> None:
-        self.fallbacks = 0      # images whose own statistics could not be used (see subclass)
+        self.fallbacks = 0  # images whose own statistics could not be used (see subclass)
         self.images_seen = 0
         self.last_fallbacks: list[bool] = []  # per image of the last transform(): which fell back
 
     # -- public API -------------------------------------------------------------------------
-    def fit(self, target) -> "StainNormalizer":
+    def fit(self, target) -> StainNormalizer:
         """Fit to one image, a batch, or a list of images (of any sizes): their pixels pooled."""
         values = _pooled_pixels(target)
         self._fit(values)
@@ -94,12 +95,14 @@ class StainNormalizer:
         raise NotImplementedError
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "StainNormalizer":
+    def from_state(cls, state: dict[str, Any]) -> StainNormalizer:
         """Rebuild a fitted normaliser from `state_dict()` (of any method)."""
         method = state.get("method") if isinstance(state, dict) else None
         klass = NORMALIZERS.get(method)
         if klass is None:
-            raise ConfigError(f"stain normaliser state: unknown method {method!r} (expected one of {sorted(NORMALIZERS)})")
+            raise ConfigError(
+                f"stain normaliser state: unknown method {method!r} (expected one of {sorted(NORMALIZERS)})"
+            )
         if cls is not StainNormalizer and klass is not cls:
             raise ConfigError(f"stain normaliser state is for {method!r}, not {cls.method!r}")
         return klass._from_state(state)
@@ -112,7 +115,7 @@ class StainNormalizer:
         raise NotImplementedError
 
     @classmethod
-    def _from_state(cls, state: dict[str, Any]) -> "StainNormalizer":
+    def _from_state(cls, state: dict[str, Any]) -> StainNormalizer:
         raise NotImplementedError
 
 
@@ -131,14 +134,15 @@ def _state_float(state: dict, key: str, shape: tuple[int, ...]) -> torch.Tensor:
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"stain normaliser state: field {key!r} missing or not numeric ({exc})") from None
     if tuple(value.shape) != shape or not torch.isfinite(value).all():
-        raise ConfigError(f"stain normaliser state: field {key!r} must be finite with shape {list(shape)}, "
-                          f"got {value.tolist()}")
+        raise ConfigError(
+            f"stain normaliser state: field {key!r} must be finite with shape {list(shape)}, got {value.tolist()}"
+        )
     return value
 
 
 IO_AUTO_MIN, IO_AUTO_MAX = 200.0, 255.0  # bounds of an estimated glass brightness
-IO_PERCENTILE = 99.0   # glass brightness: this percentile of each channel
-GLASS_OD = 0.15        # a pixel is tissue when some channel's OD (to the image's glass) exceeds this
+IO_PERCENTILE = 99.0  # glass brightness: this percentile of each channel
+GLASS_OD = 0.15  # a pixel is tissue when some channel's OD (to the image's glass) exceeds this
 
 
 def glass_brightness(values: torch.Tensor) -> torch.Tensor:
@@ -173,8 +177,9 @@ class ReinhardNormalizer(StainNormalizer):
 
     method = "reinhard"
 
-    def __init__(self, target_mean=None, target_std=None, min_std: float = 0.5,
-                 min_tissue_fraction: float = 0.05) -> None:
+    def __init__(
+        self, target_mean=None, target_std=None, min_std: float = 0.5, min_tissue_fraction: float = 0.05
+    ) -> None:
         super().__init__()
         self.min_std = float(min_std)
         self.min_tissue_fraction = float(min_tissue_fraction)
@@ -207,15 +212,23 @@ class ReinhardNormalizer(StainNormalizer):
     def state_dict(self) -> dict[str, Any]:
         if self.target_mean is None:
             raise ConfigError("Reinhard normaliser is not fitted: nothing to save")
-        return {"method": self.method, "target_mean": self.target_mean.tolist(),
-                "target_std": self.target_std.tolist(), "min_std": self.min_std,
-                "min_tissue_fraction": self.min_tissue_fraction}
+        return {
+            "method": self.method,
+            "target_mean": self.target_mean.tolist(),
+            "target_std": self.target_std.tolist(),
+            "min_std": self.min_std,
+            "min_tissue_fraction": self.min_tissue_fraction,
+        }
 
     @classmethod
-    def _from_state(cls, state: dict[str, Any]) -> "ReinhardNormalizer":
+    def _from_state(cls, state: dict[str, Any]) -> ReinhardNormalizer:
         # states saved before min_tissue_fraction existed keep their behaviour (0: flatness only)
-        return cls(_state_float(state, "target_mean", (3,)), _state_float(state, "target_std", (3,)),
-                   min_std=float(state.get("min_std", 0.5)), min_tissue_fraction=float(state.get("min_tissue_fraction", 0.0)))
+        return cls(
+            _state_float(state, "target_mean", (3,)),
+            _state_float(state, "target_std", (3,)),
+            min_std=float(state.get("min_std", 0.5)),
+            min_tissue_fraction=float(state.get("min_tissue_fraction", 0.0)),
+        )
 
 
 class MacenkoNormalizer(StainNormalizer):
@@ -243,10 +256,19 @@ class MacenkoNormalizer(StainNormalizer):
 
     method = "macenko"
 
-    def __init__(self, stain_matrix=REFERENCE_STAIN_MATRIX, max_conc=REFERENCE_MAX_CONC, io: float | str = 240.0,
-                 alpha: float = 1.0, beta: float = 0.15, min_tissue_fraction: float = 0.02,
-                 max_cos: float = 0.98, min_conc_fraction: float = 0.2, min_od_std: float = 0.03,
-                 sample_px: int | None = 32768) -> None:
+    def __init__(
+        self,
+        stain_matrix=REFERENCE_STAIN_MATRIX,
+        max_conc=REFERENCE_MAX_CONC,
+        io: float | str = 240.0,
+        alpha: float = 1.0,
+        beta: float = 0.15,
+        min_tissue_fraction: float = 0.02,
+        max_cos: float = 0.98,
+        min_conc_fraction: float = 0.2,
+        min_od_std: float = 0.03,
+        sample_px: int | None = 32768,
+    ) -> None:
         super().__init__()
         self.stain_matrix = torch.as_tensor(stain_matrix, dtype=torch.float32).clone()
         self.max_conc = torch.as_tensor(max_conc, dtype=torch.float32).clone()
@@ -292,7 +314,7 @@ class MacenkoNormalizer(StainNormalizer):
         # haematoxylin absorbs more red than eosin: the vector with the larger R component is H
         h_first = (v_lo[:, 0] > v_hi[:, 0])[:, None]
         he = torch.stack((torch.where(h_first, v_lo, v_hi), torch.where(h_first, v_hi, v_lo)), dim=-1)
-        ok = (n >= max(16, self.min_tissue_fraction * od.shape[1]))
+        ok = n >= max(16, self.min_tissue_fraction * od.shape[1])
         ok &= torch.isfinite(he).all(-1).all(-1)
         ok &= (he >= -0.1).all(-1).all(-1)
         ok &= (he[:, :, 0] * he[:, :, 1]).sum(-1).abs() < self.max_cos
@@ -313,8 +335,10 @@ class MacenkoNormalizer(StainNormalizer):
         od = self.optical_density(values)
         he, ok = self.estimate(od)
         if not bool(ok[0]):
-            raise DataError("Macenko target: stain vectors cannot be estimated (too little tissue or a single "
-                            "stain); choose a target with both haematoxylin and eosin")
+            raise DataError(
+                "Macenko target: stain vectors cannot be estimated (too little tissue or a single "
+                "stain); choose a target with both haematoxylin and eosin"
+            )
         _, max_c = self._concentrations(od, he)
         self.stain_matrix, self.max_conc = he[0].cpu(), max_c[0].cpu()
 
@@ -368,20 +392,35 @@ class MacenkoNormalizer(StainNormalizer):
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "stain_matrix": self.stain_matrix.tolist(),
-                "max_conc": self.max_conc.tolist(), "io": self.io, "io_auto": self.io_auto, "alpha": self.alpha,
-                "beta": self.beta,
-                "min_tissue_fraction": self.min_tissue_fraction, "max_cos": self.max_cos,
-                "min_conc_fraction": self.min_conc_fraction, "min_od_std": self.min_od_std,
-                "sample_px": self.sample_px}
+        return {
+            "method": self.method,
+            "stain_matrix": self.stain_matrix.tolist(),
+            "max_conc": self.max_conc.tolist(),
+            "io": self.io,
+            "io_auto": self.io_auto,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "min_tissue_fraction": self.min_tissue_fraction,
+            "max_cos": self.max_cos,
+            "min_conc_fraction": self.min_conc_fraction,
+            "min_od_std": self.min_od_std,
+            "sample_px": self.sample_px,
+        }
 
     @classmethod
-    def _from_state(cls, state: dict[str, Any]) -> "MacenkoNormalizer":
-        extra = {k: float(state[k]) for k in ("io", "alpha", "beta", "min_tissue_fraction", "max_cos",
-                                              "min_conc_fraction", "min_od_std") if k in state}
+    def _from_state(cls, state: dict[str, Any]) -> MacenkoNormalizer:
+        extra = {
+            k: float(state[k])
+            for k in ("io", "alpha", "beta", "min_tissue_fraction", "max_cos", "min_conc_fraction", "min_od_std")
+            if k in state
+        }
         sample_px = state.get("sample_px", 32768)
-        norm = cls(_state_float(state, "stain_matrix", (3, 2)), _state_float(state, "max_conc", (2,)), **extra,
-                   sample_px=None if sample_px is None else int(sample_px))
+        norm = cls(
+            _state_float(state, "stain_matrix", (3, 2)),
+            _state_float(state, "max_conc", (2,)),
+            **extra,
+            sample_px=None if sample_px is None else int(sample_px),
+        )
         norm.io_auto = bool(state.get("io_auto", False))  # older states: a fixed io
         return norm
 
@@ -394,7 +433,7 @@ def make_normalizer(method: str, **params) -> StainNormalizer:
     klass = NORMALIZERS.get(method)
     if klass is None:
         hint = " (Vahadane is not offered: see histoflow.preprocess.stain)" if method == "vahadane" else ""
-        raise ConfigError(f"preprocess.stain_norm: unknown method {method!r}, expected one of "
-                          f"{sorted(NORMALIZERS)}{hint}")
+        raise ConfigError(
+            f"preprocess.stain_norm: unknown method {method!r}, expected one of {sorted(NORMALIZERS)}{hint}"
+        )
     return klass(**params)
-

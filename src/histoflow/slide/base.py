@@ -36,8 +36,8 @@ class SlideReader(Protocol):
     slide_id: str
     backend: str
     level_dimensions: list[tuple[int, int]]  # (width, height) per level, level 0 first
-    level_downsamples: list[float]           # level-0 pixels per level pixel
-    mpp: float | None                        # microns per level-0 pixel (None: unknown)
+    level_downsamples: list[float]  # level-0 pixels per level pixel
+    mpp: float | None  # microns per level-0 pixel (None: unknown)
     objective_power: float | None
     vendor: str | None
     properties: dict[str, str]
@@ -64,10 +64,19 @@ class BaseSlide:
 
     backend = "base"
 
-    def __init__(self, path: str, level_dimensions, level_downsamples, mpp: float | None,
-                 objective_power: float | None = None, vendor: str | None = None,
-                 properties: dict | None = None, associated_images: list[str] | None = None,
-                 mpp_override: float | None = None, slide_id: str | None = None):
+    def __init__(
+        self,
+        path: str,
+        level_dimensions,
+        level_downsamples,
+        mpp: float | None,
+        objective_power: float | None = None,
+        vendor: str | None = None,
+        properties: dict | None = None,
+        associated_images: list[str] | None = None,
+        mpp_override: float | None = None,
+        slide_id: str | None = None,
+    ):
         self.path = str(path)
         self.slide_id = slide_id or slide_id_of(path)
         self.level_dimensions = [(int(w), int(h)) for w, h in level_dimensions]
@@ -85,8 +94,10 @@ class BaseSlide:
             mpp, self.mpp_source = float(mpp_override), "override"
         elif not mpp:
             # Never guess: a wrong mpp silently changes the physical size of every tile.
-            log.warning("%s: no microns-per-pixel metadata; pass --mpp/--slide-mpp to tile it at a "
-                        "physical resolution", self.slide_id)
+            log.warning(
+                "%s: no microns-per-pixel metadata; pass --mpp/--slide-mpp to tile it at a physical resolution",
+                self.slide_id,
+            )
             mpp = None
         self.mpp = mpp
 
@@ -154,8 +165,9 @@ class BaseSlide:
                 if o_right <= o_left:
                     continue
                 block = self.read_region((round(left * lds), round(top * lds)), level, (cols, rows))
-                out[o_top:o_bot, o_left:o_right] = cv2.resize(block, (o_right - o_left, o_bot - o_top),
-                                                              interpolation=cv2.INTER_AREA)
+                out[o_top:o_bot, o_left:o_right] = cv2.resize(
+                    block, (o_right - o_left, o_bot - o_top), interpolation=cv2.INTER_AREA
+                )
         return out
 
     def _read_level_in_strips(self, level: int, strip_min_px: int = 1 << 20) -> np.ndarray:
@@ -171,7 +183,7 @@ class BaseSlide:
 
         def strip(top: int) -> None:
             h = min(rows, lh - top)
-            whole[top:top + h] = self.read_region((0, round(top * lds)), level, (lw, h))
+            whole[top : top + h] = self.read_region((0, round(top * lds)), level, (lw, h))
 
         if n == 1:
             strip(0)
@@ -188,12 +200,24 @@ class BaseSlide:
         """Everything `histoflow info` prints, as plain JSON-able values."""
         mag = self.objective_power
         return {
-            "path": self.path, "slide_id": self.slide_id, "backend": self.backend, "vendor": self.vendor,
-            "mpp": self.mpp, "mpp_source": self.mpp_source, "objective_power": mag,
-            "levels": [{"level": i, "width": w, "height": h, "downsample": round(ds, 4),
-                        "mpp": None if self.mpp is None else round(self.mpp * ds, 5),
-                        "magnification": None if not mag else round(mag / ds, 3)}
-                       for i, ((w, h), ds) in enumerate(zip(self.level_dimensions, self.level_downsamples))],
+            "path": self.path,
+            "slide_id": self.slide_id,
+            "backend": self.backend,
+            "vendor": self.vendor,
+            "mpp": self.mpp,
+            "mpp_source": self.mpp_source,
+            "objective_power": mag,
+            "levels": [
+                {
+                    "level": i,
+                    "width": w,
+                    "height": h,
+                    "downsample": round(ds, 4),
+                    "mpp": None if self.mpp is None else round(self.mpp * ds, 5),
+                    "magnification": None if not mag else round(mag / ds, 3),
+                }
+                for i, ((w, h), ds) in enumerate(zip(self.level_dimensions, self.level_downsamples))
+            ],
             "associated_images": self.associated_images,
         }
 

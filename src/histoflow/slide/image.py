@@ -37,8 +37,10 @@ class ImageSlide(ArraySlide):
         try:
             with Image.open(path) as img:
                 if img.width * img.height > MAX_PIXELS:
-                    raise SlideReadError(f"{path}: {img.width}x{img.height} image is too large to decode whole; "
-                                         "convert it to a tiled pyramidal TIFF")
+                    raise SlideReadError(
+                        f"{path}: {img.width}x{img.height} image is too large to decode whole; "
+                        "convert it to a tiled pyramidal TIFF"
+                    )
                 vendor = img.format
                 img.load()
                 arr = np.asarray(img.convert("RGB"))

@@ -15,8 +15,9 @@ from histoflow.core.errors import DataError
 from histoflow.core.io import atomic_path
 
 
-def montage_array(pattern: np.ndarray, pools: dict[int, Sequence[Path]], patch_px: int = 96, seed: int = 0,
-                  glass: int = -1) -> tuple[np.ndarray, np.ndarray]:
+def montage_array(
+    pattern: np.ndarray, pools: dict[int, Sequence[Path]], patch_px: int = 96, seed: int = 0, glass: int = -1
+) -> tuple[np.ndarray, np.ndarray]:
     """(RGB image, (rows, cols) array of the patch used: index into its pool or -1 for glass).
 
     pattern: (rows, cols) ints, a label per cell (a key of `pools`), or `glass` for an empty cell.
@@ -41,13 +42,14 @@ def montage_array(pattern: np.ndarray, pools: dict[int, Sequence[Path]], patch_p
             if bgr is None:
                 raise DataError(f"{pools[lab][i]}: cannot read patch")
             patch = cv2.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (patch_px, patch_px), interpolation=cv2.INTER_AREA)
-            img[r * patch_px:(r + 1) * patch_px, c * patch_px:(c + 1) * patch_px] = patch
+            img[r * patch_px : (r + 1) * patch_px, c * patch_px : (c + 1) * patch_px] = patch
             used[r, c] = i
     return img, used
 
 
-def write_pyramid_tiff(path: str | Path, img: np.ndarray, mpp: float, tile_px: int = 256, min_level_px: int = 512,
-                       quality: int = 90) -> Path:
+def write_pyramid_tiff(
+    path: str | Path, img: np.ndarray, mpp: float, tile_px: int = 256, min_level_px: int = 512, quality: int = 90
+) -> Path:
     """A tiled JPEG pyramidal TIFF (levels halved) with its resolution tags in um/px, atomically."""
     import cv2
     import tifffile
@@ -61,7 +63,15 @@ def write_pyramid_tiff(path: str | Path, img: np.ndarray, mpp: float, tile_px: i
     with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=True) as tw:
         for i, lv in enumerate(levels):
             res = 1e4 / (mpp * img.shape[1] / lv.shape[1])  # pixels per centimetre at this level
-            tw.write(lv, tile=(tile_px, tile_px), photometric="rgb", compression="jpeg",
-                     compressionargs={"level": quality}, resolution=(res, res), resolutionunit="CENTIMETER",
-                     subfiletype=0 if i == 0 else 1, metadata=None)
+            tw.write(
+                lv,
+                tile=(tile_px, tile_px),
+                photometric="rgb",
+                compression="jpeg",
+                compressionargs={"level": quality},
+                resolution=(res, res),
+                resolutionunit="CENTIMETER",
+                subfiletype=0 if i == 0 else 1,
+                metadata=None,
+            )
     return path

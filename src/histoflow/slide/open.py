@@ -60,7 +60,9 @@ def open_slide(path: str | Path, backend: str = "auto", mpp: float | None = None
 
         return ImageSlide(p, mpp_override=mpp)
     if backend == "array":
-        raise ConfigError(f"{p}: the array backend takes a numpy array, not a file (use histoflow.slide.array.ArraySlide)")
+        raise ConfigError(
+            f"{p}: the array backend takes a numpy array, not a file (use histoflow.slide.array.ArraySlide)"
+        )
 
     tried = []
     suffix = p.name.lower()

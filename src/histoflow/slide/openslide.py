@@ -74,17 +74,26 @@ class OpenSlideSlide(BaseSlide):
         props = dict(self._slide.properties)
         mpp_x, mpp_y = _float(props.get("openslide.mpp-x")), _float(props.get("openslide.mpp-y"))
         mpp = (mpp_x + mpp_y) / 2 if mpp_x and mpp_y else (mpp_x or mpp_y)
-        super().__init__(path, self._slide.level_dimensions, self._slide.level_downsamples, mpp,
-                         objective_power=_float(props.get("openslide.objective-power")),
-                         vendor=props.get("openslide.vendor"), properties=props,
-                         associated_images=sorted(self._slide.associated_images), mpp_override=mpp_override)
+        super().__init__(
+            path,
+            self._slide.level_dimensions,
+            self._slide.level_downsamples,
+            mpp,
+            objective_power=_float(props.get("openslide.objective-power")),
+            vendor=props.get("openslide.vendor"),
+            properties=props,
+            associated_images=sorted(self._slide.associated_images),
+            mpp_override=mpp_override,
+        )
 
     def read_region(self, xy_level0, level, size_px) -> np.ndarray:
         x, y, w, h = self._check_region(xy_level0, level, size_px)
         try:
             img = self._slide.read_region((x, y), level, (w, h))
         except Exception as exc:  # OpenSlideError (corrupt tile data), or a closed handle
-            raise SlideReadError(f"{self.path}: cannot read region x={x} y={y} level={level} size={w}x{h} ({exc})") from exc
+            raise SlideReadError(
+                f"{self.path}: cannot read region x={x} y={y} level={level} size={w}x{h} ({exc})"
+            ) from exc
         return rgba_to_rgb(np.asarray(img))
 
     def associated_image(self, name: str) -> np.ndarray:

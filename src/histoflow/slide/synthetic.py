@@ -53,9 +53,17 @@ def _textures(tile: int, seed: int, n: int = 8) -> list[np.ndarray]:
     return out
 
 
-def write_synthetic_slide(path: str | Path, width: int, height: int, mpp: float = 0.25, tile_px: int = 512,
-                          min_level_px: int = 1024, seed: int = 0, quality: int = 80,
-                          compression: str = "jpeg") -> Path:
+def write_synthetic_slide(
+    path: str | Path,
+    width: int,
+    height: int,
+    mpp: float = 0.25,
+    tile_px: int = 512,
+    min_level_px: int = 1024,
+    seed: int = 0,
+    quality: int = 80,
+    compression: str = "jpeg",
+) -> Path:
     """Write a tiled, JPEG-compressed pyramidal TIFF (levels downsampled by 2) and return its path."""
     import cv2
     import tifffile
@@ -78,7 +86,10 @@ def write_synthetic_slide(path: str | Path, width: int, height: int, mpp: float 
         for ty in range(0, level_h, tile_px):
             for tx in range(0, level_w, tile_px):
                 x0, y0 = int(tx * sx), int(ty * sy)
-                x1, y1 = min(design.shape[1], int(np.ceil((tx + tile_px) * sx)) + 1), min(design.shape[0], int(np.ceil((ty + tile_px) * sy)) + 1)
+                x1, y1 = (
+                    min(design.shape[1], int(np.ceil((tx + tile_px) * sx)) + 1),
+                    min(design.shape[0], int(np.ceil((ty + tile_px) * sy)) + 1),
+                )
                 crop = design[y0:y1, x0:x1]
                 if crop.max() == 0:
                     t = np.empty((tile_px, tile_px, 3), np.uint8)
@@ -97,10 +108,18 @@ def write_synthetic_slide(path: str | Path, width: int, height: int, mpp: float 
     with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=True) as tw:
         for i, (lw, lh) in enumerate(levels):
             res = 1e4 / (mpp * width / lw)  # pixels per centimetre at this level
-            tw.write(tiles(lw, lh), shape=(lh, lw, 3), dtype=np.uint8, tile=(tile_px, tile_px),
-                     photometric="rgb", compression=compression,
-                     compressionargs={"level": quality} if compression == "jpeg" else None,
-                     resolution=(res, res), resolutionunit="CENTIMETER",
-                     subfiletype=0 if i == 0 else 1, metadata=None,
-                     description=f"histoflow synthetic slide seed={seed}" if i == 0 else None)
+            tw.write(
+                tiles(lw, lh),
+                shape=(lh, lw, 3),
+                dtype=np.uint8,
+                tile=(tile_px, tile_px),
+                photometric="rgb",
+                compression=compression,
+                compressionargs={"level": quality} if compression == "jpeg" else None,
+                resolution=(res, res),
+                resolutionunit="CENTIMETER",
+                subfiletype=0 if i == 0 else 1,
+                metadata=None,
+                description=f"histoflow synthetic slide seed={seed}" if i == 0 else None,
+            )
     return path

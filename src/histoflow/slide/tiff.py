@@ -20,7 +20,9 @@ from histoflow.slide.base import BaseSlide
 
 log = logging.getLogger(__name__)
 WHOLE_PAGE_LIMIT_BYTES = 1 << 30
-CACHE_BYTES = 64 * 1024 * 1024  # decoded tiles kept per reader: bounded, like OpenSlide's cache  # pages that are neither tiled nor striped contiguously are read whole
+CACHE_BYTES = (
+    64 * 1024 * 1024
+)  # decoded tiles kept per reader: bounded, like OpenSlide's cache  # pages that are neither tiled nor striped contiguously are read whole
 
 
 def _mpp_of(page) -> float | None:
@@ -56,18 +58,35 @@ class TiffSlide(BaseSlide):
             raise SlideReadError(f"{path}: tifffile cannot read this TIFF ({exc})") from exc
         page0 = self._pages[0]
         for page in self._pages:
-            if page.dtype != np.uint8 or page.samplesperpixel not in (1, 3, 4) or page.planarconfig != 1 and page.samplesperpixel > 1:
-                raise SlideReadError(f"{path}: unsupported TIFF layout (dtype {page.dtype}, {page.samplesperpixel} samples, "
-                                     f"planar config {page.planarconfig}); expected 8-bit RGB, RGBA or gray")
+            if (
+                page.dtype != np.uint8
+                or page.samplesperpixel not in (1, 3, 4)
+                or page.planarconfig != 1
+                and page.samplesperpixel > 1
+            ):
+                raise SlideReadError(
+                    f"{path}: unsupported TIFF layout (dtype {page.dtype}, {page.samplesperpixel} samples, "
+                    f"planar config {page.planarconfig}); expected 8-bit RGB, RGBA or gray"
+                )
         dims = [(p.imagewidth, p.imagelength) for p in self._pages]
         downsamples = [dims[0][0] / w for (w, _h) in dims]
-        props = {str(t.name): str(t.value)[:200] for t in page0.tags.values()
-                 if t.name in ("ImageDescription", "Software", "Make", "Model", "DateTime", "Artist")}
+        props = {
+            str(t.name): str(t.value)[:200]
+            for t in page0.tags.values()
+            if t.name in ("ImageDescription", "Software", "Make", "Model", "DateTime", "Artist")
+        }
         self._lock = threading.Lock()  # the file handle's seek+read pair must not interleave
         self._cache: OrderedDict = OrderedDict()
         self._cache_bytes = 0
-        super().__init__(path, dims, downsamples, _mpp_of(page0), vendor=f"tiff ({series.kind})",
-                         properties=props, mpp_override=mpp_override)
+        super().__init__(
+            path,
+            dims,
+            downsamples,
+            _mpp_of(page0),
+            vendor=f"tiff ({series.kind})",
+            properties=props,
+            mpp_override=mpp_override,
+        )
 
     # -- region reads ------------------------------------------------------------------------
     def read_region(self, xy_level0, level, size_px) -> np.ndarray:
@@ -99,7 +118,9 @@ class TiffSlide(BaseSlide):
         except SlideReadError:
             raise
         except Exception as exc:  # truncated data, corrupt JPEG...: name the slide and the region
-            raise SlideReadError(f"{self.path}: cannot read region x={x0} y={y0} level={level} size={w}x{h} ({exc})") from exc
+            raise SlideReadError(
+                f"{self.path}: cannot read region x={x0} y={y0} level={level} size={w}x{h} ({exc})"
+            ) from exc
         return out
 
     def _segment(self, page, index: int) -> np.ndarray:
@@ -128,7 +149,9 @@ class TiffSlide(BaseSlide):
             fh.seek(offset)
             data = fh.read(count)
         if len(data) != count:
-            raise SlideReadError(f"{self.path}: file is truncated (segment {index} needs {count} bytes at {offset}, got {len(data)})")
+            raise SlideReadError(
+                f"{self.path}: file is truncated (segment {index} needs {count} bytes at {offset}, got {len(data)})"
+            )
         seg, _index, shape = page.decode(data, index, jpegtables=page.jpegtables)
         if seg is None:
             raise SlideReadError(f"{self.path}: segment {index} could not be decoded")
@@ -136,8 +159,10 @@ class TiffSlide(BaseSlide):
 
     def _whole_page(self, page) -> np.ndarray:
         if page.nbytes > WHOLE_PAGE_LIMIT_BYTES:
-            raise SlideReadError(f"{self.path}: untiled TIFF page of {page.nbytes / 1e9:.1f} GB is too large to read "
-                                 "whole; convert it to a tiled pyramidal TIFF")
+            raise SlideReadError(
+                f"{self.path}: untiled TIFF page of {page.nbytes / 1e9:.1f} GB is too large to read "
+                "whole; convert it to a tiled pyramidal TIFF"
+            )
         return self._rgb(page.asarray())
 
     @staticmethod
@@ -157,7 +182,7 @@ class TiffSlide(BaseSlide):
         a0, b0 = max(sx, ix0), max(sy, iy0)
         a1, b1 = min(sx + sw, ix1), min(sy + sh, iy1)
         if a1 > a0 and b1 > b0:
-            out[b0 - y:b1 - y, a0 - x:a1 - x] = seg[b0 - sy:b1 - sy, a0 - sx:a1 - sx]
+            out[b0 - y : b1 - y, a0 - x : a1 - x] = seg[b0 - sy : b1 - sy, a0 - sx : a1 - sx]
 
     def close(self) -> None:
         self.kept_level = None

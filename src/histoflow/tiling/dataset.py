@@ -75,8 +75,14 @@ def read_labels(path: str | Path) -> tuple[dict[str, str], list[tuple]]:
 class TileDataset(Dataset):
     """Tiles of Parquet shards (a tiling output folder, or shard files) as a torch Dataset."""
 
-    def __init__(self, shards, labels: str | Path | None = None, class_names: Sequence[str] | None = None,
-                 transform: Callable | None = None, drop_unlabelled: bool = False):
+    def __init__(
+        self,
+        shards,
+        labels: str | Path | None = None,
+        class_names: Sequence[str] | None = None,
+        transform: Callable | None = None,
+        drop_unlabelled: bool = False,
+    ):
         import pyarrow.parquet as pq
 
         self.files = _shard_files(shards)
@@ -96,19 +102,24 @@ class TileDataset(Dataset):
                     meta[c] += t.column(c).to_pylist()
         self.tile_ids = np.array(meta["tile_id"], dtype=np.bytes_)
         self.slide_ids = np.array(meta["slide_id"], dtype=np.bytes_)
-        self._loc = np.stack([np.array(file_idx, np.int32), np.array(rg_idx, np.int32), np.array(row_idx, np.int32)], 1) \
-            if file_idx else np.zeros((0, 3), np.int32)
+        self._loc = (
+            np.stack([np.array(file_idx, np.int32), np.array(rg_idx, np.int32), np.array(row_idx, np.int32)], 1)
+            if file_idx
+            else np.zeros((0, 3), np.int32)
+        )
         labels_txt = self._join_labels(labels, meta)
-        names = sorted({l for l in labels_txt if l}) if class_names is None else list(class_names)
-        unknown = sorted({l for l in labels_txt if l} - set(names))
+        names = sorted({lab for lab in labels_txt if lab}) if class_names is None else list(class_names)
+        unknown = sorted({lab for lab in labels_txt if lab} - set(names))
         if unknown:
             raise DataError(f"{labels}: label(s) {unknown} are not among the classes {names}")
         index = {n: i for i, n in enumerate(names)}
         self.class_names = names
-        self.labels = np.array([index.get(l, -1) for l in labels_txt], dtype=np.int64)
+        self.labels = np.array([index.get(lab, -1) for lab in labels_txt], dtype=np.int64)
         if drop_unlabelled:
             keep = self.labels >= 0
-            self.tile_ids, self.slide_ids, self._loc, self.labels = (a[keep] for a in (self.tile_ids, self.slide_ids, self._loc, self.labels))
+            self.tile_ids, self.slide_ids, self._loc, self.labels = (
+                a[keep] for a in (self.tile_ids, self.slide_ids, self._loc, self.labels)
+            )
         self.transform = transform
         self._files: dict[int, object] = {}
         self._cached: tuple | None = None

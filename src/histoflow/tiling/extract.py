@@ -24,6 +24,7 @@ from pathlib import Path
 from histoflow.config.tiling import TileConfig
 from histoflow.core.errors import ConfigError
 from histoflow.core.io import atomic_write_bytes, atomic_write_json
+from histoflow.core.version import __version__
 from histoflow.tiling.local import LocalEngine
 from histoflow.tiling.plan import SlidePlan
 from histoflow.tiling.readers import register_in_memory, slide_id_for
@@ -48,8 +49,9 @@ def _check_config(out: Path, cfg: TileConfig) -> None:
         previous = json.loads(path.read_text())
         if previous.get("fingerprint") != cfg.fingerprint():
             changed = sorted(k for k, v in cfg.to_dict().items() if previous.get("tile", {}).get(k) != v)
-            raise ConfigError(f"{out}: holds tiles made with a different config (changed: {changed}); "
-                              "use a new --out folder")
+            raise ConfigError(
+                f"{out}: holds tiles made with a different config (changed: {changed}); use a new --out folder"
+            )
     else:
         atomic_write_json(path, {"fingerprint": cfg.fingerprint(), "tile": cfg.to_dict()})
 
@@ -65,8 +67,15 @@ def _report_complete(out: Path, slide_id: str, cfg: TileConfig) -> bool:
     return report.get("status") == "complete" and report.get("fingerprint") == cfg.fingerprint()
 
 
-def extract_tiles(slides: Iterable, out: str | Path, cfg: TileConfig | None = None, engine: str | object = "local",
-                  workers: int | None = None, spark_master: str | None = None, progress: bool = True) -> dict:
+def extract_tiles(
+    slides: Iterable,
+    out: str | Path,
+    cfg: TileConfig | None = None,
+    engine: str | object = "local",
+    workers: int | None = None,
+    spark_master: str | None = None,
+    progress: bool = True,
+) -> dict:
     """Tile every slide into Parquet shards under `out`; returns a summary with one report per slide.
 
     Complete slides (report.json with status complete and the same config) are skipped, so
@@ -130,27 +139,43 @@ def extract_tiles(slides: Iterable, out: str | Path, cfg: TileConfig | None = No
         if todo:
             engine.extract(out, plans, todo, cfg, on_shard)
         for plan in plans:
-            report = _slide_report(plan, shard_results[plan.slide_id], cfg,
-                                   finished.get(plan.slide_id, started[plan.slide_id]) - started[plan.slide_id])
+            report = _slide_report(
+                plan,
+                shard_results[plan.slide_id],
+                cfg,
+                finished.get(plan.slide_id, started[plan.slide_id]) - started[plan.slide_id],
+            )
             atomic_write_json(slide_dir(out, plan.slide_id) / "report.json", report)
             reports[plan.slide_id] = report
             level = logging.INFO if report["status"] == "complete" else logging.ERROR
-            log.log(level, "%s: %s, %d tiles kept%s", plan.slide_id, report["status"], report["kept"],
-                    f" ({report['error']})" if report.get("error") else "")
+            log.log(
+                level,
+                "%s: %s, %d tiles kept%s",
+                plan.slide_id,
+                report["status"],
+                report["kept"],
+                f" ({report['error']})" if report.get("error") else "",
+            )
 
     complete = [sid for sid in ids if sid in skipped or reports.get(sid, {}).get("status") == "complete"]
     write_manifest(out, complete)
     elapsed = time.perf_counter() - t0
     kept = sum(r["kept"] for r in reports.values())
-    return {"out": str(out), "engine": engine.name, "slides": len(ids), "complete": len(complete),
-            "skipped": skipped, "failed": sorted(sid for sid, r in reports.items() if r["status"] != "complete"),
-            "tiles_kept": kept, "seconds": round(elapsed, 3),
-            "tiles_per_s": round(kept / elapsed, 2) if elapsed > 0 else None, "reports": reports}
+    return {
+        "out": str(out),
+        "engine": engine.name,
+        "slides": len(ids),
+        "complete": len(complete),
+        "skipped": skipped,
+        "failed": sorted(sid for sid, r in reports.items() if r["status"] != "complete"),
+        "tiles_kept": kept,
+        "seconds": round(elapsed, 3),
+        "tiles_per_s": round(kept / elapsed, 2) if elapsed > 0 else None,
+        "reports": reports,
+    }
 
 
 def _slide_report(plan: SlidePlan, shards: list[dict], cfg: TileConfig, extract_s: float) -> dict:
-    import histoflow
-
     rejected = Counter({"tissue": plan.rejected_tissue})
     errors = []
     for s in shards:
@@ -165,16 +190,27 @@ def _slide_report(plan: SlidePlan, shards: list[dict], cfg: TileConfig, extract_
         error = f"{missing} shard(s) never finished"
     warning = None
     if error is None and not plan.specs:
-        warning = (f"{plan.slide_id}: no tile reaches the tissue threshold {cfg.tissue_threshold} "
-                   f"(tissue is {plan.tissue_fraction:.1%} of the slide view); no tiles written")
+        warning = (
+            f"{plan.slide_id}: no tile reaches the tissue threshold {cfg.tissue_threshold} "
+            f"(tissue is {plan.tissue_fraction:.1%} of the slide view); no tiles written"
+        )
         log.warning(warning)
     return {
-        "slide_id": plan.slide_id, "path": plan.path, "status": "failed" if error else "complete",
-        "error": error, "warning": warning, "fingerprint": cfg.fingerprint(), "histoflow_version": histoflow.__version__,
-        "candidates": plan.n_candidates, "kept": sum(s.get("kept", 0) for s in shards if not s.get("failed")),
-        "rejected": dict(sorted(rejected.items())), "tile_errors": errors[:20],
-        "tissue_fraction": round(plan.tissue_fraction, 4), "pen_fraction": round(plan.pen_fraction, 4),
-        "shards": len(shards) - len(failed_shards), "resumed_shards": sum(1 for s in shards if s.get("resumed")),
+        "slide_id": plan.slide_id,
+        "path": plan.path,
+        "status": "failed" if error else "complete",
+        "error": error,
+        "warning": warning,
+        "fingerprint": cfg.fingerprint(),
+        "histoflow_version": __version__,
+        "candidates": plan.n_candidates,
+        "kept": sum(s.get("kept", 0) for s in shards if not s.get("failed")),
+        "rejected": dict(sorted(rejected.items())),
+        "tile_errors": errors[:20],
+        "tissue_fraction": round(plan.tissue_fraction, 4),
+        "pen_fraction": round(plan.pen_fraction, 4),
+        "shards": len(shards) - len(failed_shards),
+        "resumed_shards": sum(1 for s in shards if s.get("resumed")),
         "seconds": {"plan": plan.plan_s, "extract": round(extract_s, 3)},
         "worker_maxrss_mb": max((s.get("worker_maxrss_mb", 0) for s in shards), default=None),
         "slide": plan.info,

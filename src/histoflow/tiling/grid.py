@@ -23,7 +23,16 @@ from histoflow.config.tiling import TileConfig
 from histoflow.core.errors import ConfigError, DataError
 from histoflow.tiling.tissue import TissueMask
 
-__all__ = ["MPP_TOLERANCE", "Grid", "TileConfig", "TileSpec", "resolve_geometry", "tile_grid", "tile_id", "window_fractions"]
+__all__ = [
+    "MPP_TOLERANCE",
+    "Grid",
+    "TileConfig",
+    "TileSpec",
+    "resolve_geometry",
+    "tile_grid",
+    "tile_id",
+    "window_fractions",
+]
 log = logging.getLogger(__name__)
 MPP_TOLERANCE = 0.02  # up to 2% finer than level 0 is scanner rounding (0.5 vs 0.499), not upsampling
 
@@ -31,17 +40,17 @@ MPP_TOLERANCE = 0.02  # up to 2% finer than level 0 is scanner rounding (0.5 vs 
 class TileSpec(NamedTuple):
     """One tile: small, picklable, enough for any worker to read it from the slide file."""
 
-    slide: str            # path (or "<array ...>" for in-memory slides)
+    slide: str  # path (or "<array ...>" for in-memory slides)
     slide_id: str
-    x: int                # level-0 top-left
+    x: int  # level-0 top-left
     y: int
-    level: int            # pyramid level read from
-    read_px: int          # side of the region read at `level`
-    size_px0: int         # side of the tile in level-0 px
-    tile_px: int          # side of the output image
-    mpp: float            # output microns per pixel
+    level: int  # pyramid level read from
+    read_px: int  # side of the region read at `level`
+    size_px0: int  # side of the tile in level-0 px
+    tile_px: int  # side of the output image
+    mpp: float  # output microns per pixel
     tissue_fraction: float
-    shard: int            # index of the Parquet shard of its slide this tile goes to
+    shard: int  # index of the Parquet shard of its slide this tile goes to
 
     @property
     def tile_id(self) -> str:
@@ -59,14 +68,14 @@ class Grid:
     slide_id: str
     mpp: float
     level: int
-    region_px0: int               # tile side in level-0 px
+    region_px0: int  # tile side in level-0 px
     stride_px0: int
     n_candidates: int
     specs: list[TileSpec] = field(default_factory=list)
     rejected_tissue: int = 0
-    rows: int = 0                 # candidate grid shape (rows x cols = n_candidates)
+    rows: int = 0  # candidate grid shape (rows x cols = n_candidates)
     cols: int = 0
-    read_px: int = 0              # side of the region read at `level` for each tile
+    read_px: int = 0  # side of the region read at `level` for each tile
 
 
 def resolve_geometry(slide, cfg: TileConfig, allow_upsample: bool = False) -> tuple[float, int, int, int, int]:
@@ -77,19 +86,28 @@ def resolve_geometry(slide, cfg: TileConfig, allow_upsample: bool = False) -> tu
     read; slide prediction offers it as --allow-resample)."""
     name = slide.slide_id
     if slide.mpp is None and (cfg.mpp is not None or cfg.tile_um is not None or cfg.magnification is not None):
-        raise ConfigError(f"{name}: slide has no mpp metadata; pass --slide-mpp (microns per level-0 pixel) "
-                          "so tiles have a known physical size")
+        raise ConfigError(
+            f"{name}: slide has no mpp metadata; pass --slide-mpp (microns per level-0 pixel) "
+            "so tiles have a known physical size"
+        )
     mpp = cfg.target_mpp(slide.mpp, slide.objective_power, name)
     downsample = mpp / slide.mpp
     if downsample < 1 - MPP_TOLERANCE and allow_upsample:
         region_px0 = max(1, round(cfg.tile_px * downsample))
         stride_px0 = max(1, round((cfg.tile_px - cfg.overlap_px) * downsample))
-        log.warning("%s: upsampling level 0 (%g um/px) %.2fx to %g um/px as --allow-resample asks",
-                    name, slide.mpp, 1 / downsample, mpp)
+        log.warning(
+            "%s: upsampling level 0 (%g um/px) %.2fx to %g um/px as --allow-resample asks",
+            name,
+            slide.mpp,
+            1 / downsample,
+            mpp,
+        )
         return mpp, 0, region_px0, region_px0, stride_px0
     if downsample < 1 - MPP_TOLERANCE:
-        raise ConfigError(f"{name}: requested {mpp:g} um/px is finer than the slide's level 0 ({slide.mpp:g} um/px); "
-                          f"request mpp >= {slide.mpp:g}")
+        raise ConfigError(
+            f"{name}: requested {mpp:g} um/px is finer than the slide's level 0 ({slide.mpp:g} um/px); "
+            f"request mpp >= {slide.mpp:g}"
+        )
     level = slide.best_level_for_downsample(max(downsample, 1.0))
     region_px0 = max(1, round(cfg.tile_px * downsample))
     read_px = max(1, round(region_px0 / slide.level_downsamples[level]))
@@ -98,8 +116,10 @@ def resolve_geometry(slide, cfg: TileConfig, allow_upsample: bool = False) -> tu
     stride_px0 = max(1, round((cfg.tile_px - cfg.overlap_px) * downsample))
     w, h = slide.dimensions
     if region_px0 > w or region_px0 > h:
-        raise DataError(f"{name}: a {cfg.tile_px} px tile at {mpp:g} um/px covers {region_px0} level-0 px, "
-                        f"larger than the slide ({w}x{h})")
+        raise DataError(
+            f"{name}: a {cfg.tile_px} px tile at {mpp:g} um/px covers {region_px0} level-0 px, "
+            f"larger than the slide ({w}x{h})"
+        )
     return mpp, level, read_px, region_px0, stride_px0
 
 
@@ -110,16 +130,38 @@ def tile_grid(slide, mask: TissueMask, cfg: TileConfig, allow_upsample: bool = F
     xs = np.arange(0, w - region_px0 + 1, stride_px0)
     ys = np.arange(0, h - region_px0 + 1, stride_px0)
     fractions = window_fractions(mask, xs, ys, region_px0)
-    grid = Grid(slide.slide_id, mpp, level, region_px0, stride_px0, n_candidates=len(xs) * len(ys),
-                rows=len(ys), cols=len(xs), read_px=read_px)
+    grid = Grid(
+        slide.slide_id,
+        mpp,
+        level,
+        region_px0,
+        stride_px0,
+        n_candidates=len(xs) * len(ys),
+        rows=len(ys),
+        cols=len(xs),
+        read_px=read_px,
+    )
     keep = fractions >= cfg.tissue_threshold
     if cfg.tissue_threshold == 0:
         keep[:] = True
     grid.rejected_tissue = int((~keep).sum())
     iy, ix = np.nonzero(keep)  # row-major: tiles come out top to bottom, left to right
     for n, (r, c) in enumerate(zip(iy, ix)):
-        grid.specs.append(TileSpec(slide.path, slide.slide_id, int(xs[c]), int(ys[r]), level, read_px, region_px0, cfg.tile_px,
-                                   mpp, round(float(fractions[r, c]), 4), n // cfg.tiles_per_shard))
+        grid.specs.append(
+            TileSpec(
+                slide.path,
+                slide.slide_id,
+                int(xs[c]),
+                int(ys[r]),
+                level,
+                read_px,
+                region_px0,
+                cfg.tile_px,
+                mpp,
+                round(float(fractions[r, c]), 4),
+                n // cfg.tiles_per_shard,
+            )
+        )
     return grid
 
 
@@ -137,6 +179,6 @@ def window_fractions(mask: TissueMask, xs: np.ndarray, ys: np.ndarray, size_px0:
 
     x0, x1 = bounds(xs, m.shape[1])
     y0, y1 = bounds(ys, m.shape[0])
-    s = (integral[y1][:, x1] - integral[y0][:, x1] - integral[y1][:, x0] + integral[y0][:, x0])
+    s = integral[y1][:, x1] - integral[y0][:, x1] - integral[y1][:, x0] + integral[y0][:, x0]
     area = np.outer(y1 - y0, x1 - x0)
     return s / area

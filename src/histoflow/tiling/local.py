@@ -39,8 +39,14 @@ class LocalEngine:
 
     name = "local"
 
-    def __init__(self, workers: int | None = None, batch_tiles: int = 64, progress: bool = True,
-                 min_pool_tiles: int = 20_000, max_thread_slides: int = 32):
+    def __init__(
+        self,
+        workers: int | None = None,
+        batch_tiles: int = 64,
+        progress: bool = True,
+        min_pool_tiles: int = 20_000,
+        max_thread_slides: int = 32,
+    ):
         self.workers = workers or os.cpu_count() or 1
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {workers}")
@@ -68,8 +74,9 @@ class LocalEngine:
             ctx.set_forkserver_preload(["histoflow.tiling.local"])
         else:  # pragma: no cover - Windows
             ctx = mp.get_context("spawn")
-        self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_worker_init,
-                                         initargs=(in_memory_slides(),))
+        self._pool = ProcessPoolExecutor(
+            self.workers, mp_context=ctx, initializer=_worker_init, initargs=(in_memory_slides(),)
+        )
         self.pool_started = True
 
     def __exit__(self, *exc):
@@ -114,7 +121,7 @@ class LocalEngine:
 
         if self._pool is not None and len(sizes) >= 3 * self.workers:
             return self._extract_by_shard(out, specs, cfg, on_shard)
-        batches = [specs[i:i + self.batch_tiles] for i in range(0, len(specs), self.batch_tiles)]
+        batches = [specs[i : i + self.batch_tiles] for i in range(0, len(specs), self.batch_tiles)]
         with progress_bar(len(specs), "tiles", quiet=not self.progress) as bar:
             if self._pool is None and (self.workers < 2 or len(batches) < 2):
                 for b in batches:

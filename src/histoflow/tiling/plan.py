@@ -58,8 +58,14 @@ def slide_grid(slide, cfg: TileConfig, allow_upsample: bool = False) -> tuple[np
     """(low-resolution view, tissue mask, tile grid) of an open slide: the planning both tiling
     and slide prediction do."""
     view, downsample = mask_view(slide, cfg)
-    mask = tissue_mask(view, downsample, mpp=slide.mpp, method=cfg.tissue_method,
-                       min_area_um2=cfg.min_tissue_um2, reject_pen=cfg.reject_pen)
+    mask = tissue_mask(
+        view,
+        downsample,
+        mpp=slide.mpp,
+        method=cfg.tissue_method,
+        min_area_um2=cfg.min_tissue_um2,
+        reject_pen=cfg.reject_pen,
+    )
     return view, mask, tile_grid(slide, mask, cfg, allow_upsample=allow_upsample)
 
 
@@ -77,8 +83,14 @@ def plan_slide(path: str, cfg: TileConfig) -> SlidePlan:
         plan.specs = grid.specs
         plan.n_candidates, plan.rejected_tissue = grid.n_candidates, grid.rejected_tissue
         plan.tissue_fraction, plan.pen_fraction = mask.tissue_fraction, mask.pen_fraction
-        plan.info.update(tile_level=grid.level, region_px0=grid.region_px0, stride_px0=grid.stride_px0, tile_mpp=grid.mpp,
-                         mask_downsample=round(downsample, 4), mask_threshold=mask.threshold)
+        plan.info.update(
+            tile_level=grid.level,
+            region_px0=grid.region_px0,
+            stride_px0=grid.stride_px0,
+            tile_mpp=grid.mpp,
+            mask_downsample=round(downsample, 4),
+            mask_threshold=mask.threshold,
+        )
         plan.thumbnail_png = png_bytes(draw_overview(view, mask, grid.specs, grid.region_px0))
         plan.mask_png = png_bytes(mask.mask.astype(np.uint8) * 255)
     except HistoflowError as exc:

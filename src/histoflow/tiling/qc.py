@@ -31,8 +31,9 @@ def encode_tile(img: np.ndarray, cfg: TileConfig) -> bytes:
     if cfg.image_format == "jpeg":
         import simplejpeg
 
-        return simplejpeg.encode_jpeg(np.ascontiguousarray(img), quality=cfg.jpeg_quality, colorspace="RGB",
-                                      colorsubsampling="420")
+        return simplejpeg.encode_jpeg(
+            np.ascontiguousarray(img), quality=cfg.jpeg_quality, colorspace="RGB", colorsubsampling="420"
+        )
     import cv2
 
     ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
@@ -53,8 +54,17 @@ def tile_result(spec: TileSpec, img: np.ndarray | Exception, cfg: TileConfig) ->
     if cfg.blur_min is not None and blur_var < cfg.blur_min:
         return "rejected", "blur"
     return "kept", {
-        "tile_id": spec.tile_id, "slide_id": spec.slide_id, "x": spec.x, "y": spec.y, "level": spec.level, "size_px0": spec.size_px0,
-        "mpp": spec.mpp, "tile_px": spec.tile_px, "tissue_fraction": spec.tissue_fraction,
-        "whitespace_fraction": round(whitespace, 4), "blur_var": round(blur_var, 2),
-        "image_format": cfg.image_format, "image": encode_tile(img, cfg),
+        "tile_id": spec.tile_id,
+        "slide_id": spec.slide_id,
+        "x": spec.x,
+        "y": spec.y,
+        "level": spec.level,
+        "size_px0": spec.size_px0,
+        "mpp": spec.mpp,
+        "tile_px": spec.tile_px,
+        "tissue_fraction": spec.tissue_fraction,
+        "whitespace_fraction": round(whitespace, 4),
+        "blur_var": round(blur_var, 2),
+        "image_format": cfg.image_format,
+        "image": encode_tile(img, cfg),
     }

@@ -13,7 +13,7 @@ import numpy as np
 
 from histoflow.tiling.grid import TileSpec
 
-MAX_BLOCK_PX = 4096          # widest / tallest region read at once for neighbouring tiles (level px)
+MAX_BLOCK_PX = 4096  # widest / tallest region read at once for neighbouring tiles (level px)
 MAX_BLOCK_AREA = 4096 * 2048  # 32 MB of RGBA at most per block read
 
 
@@ -34,8 +34,15 @@ def read_region(slide, xy_level0: tuple[int, int], level: int, size: tuple[int, 
         ds = slide.level_downsamples[level]
         x, y = xy_level0[0] / ds, xy_level0[1] / ds
         arr = kept[1]
-        if x == int(x) and y == int(y) and 0 <= x and 0 <= y and x + size[0] <= arr.shape[1] and y + size[1] <= arr.shape[0]:
-            return arr[int(y):int(y) + size[1], int(x):int(x) + size[0]].copy()
+        if (
+            x == int(x)
+            and y == int(y)
+            and 0 <= x
+            and 0 <= y
+            and x + size[0] <= arr.shape[1]
+            and y + size[1] <= arr.shape[0]
+        ):
+            return arr[int(y) : int(y) + size[1], int(x) : int(x) + size[0]].copy()
     return slide.read_region(xy_level0, level, size)
 
 
@@ -47,11 +54,12 @@ def read_tile(slide, spec: TileSpec) -> np.ndarray:
 @dataclass
 class Block:
     """Neighbouring tiles read as one region: level px offsets from (x0, y0) in level-0 px."""
+
     specs: list
     x0: int
     y0: int
     ds: float
-    right: int   # level px, exclusive
+    right: int  # level px, exclusive
     bottom: int
 
     def offset(self, spec: TileSpec) -> tuple[int, int] | None:
@@ -70,11 +78,21 @@ def group_blocks(slide, specs: Sequence[TileSpec]) -> list[Block]:
         if b is not None:
             first = b.specs[0]
             off = b.offset(spec)
-            if (off is not None and off[0] >= 0 and off[1] >= 0 and spec.level == first.level
-                    and spec.read_px == first.read_px and spec.slide == first.slide):
+            if (
+                off is not None
+                and off[0] >= 0
+                and off[1] >= 0
+                and spec.level == first.level
+                and spec.read_px == first.read_px
+                and spec.slide == first.slide
+            ):
                 right, bottom = max(b.right, off[0] + spec.read_px), max(b.bottom, off[1] + spec.read_px)
-                tiles_area = (len(b.specs) + 1) * spec.read_px ** 2
-                if right <= MAX_BLOCK_PX and bottom <= MAX_BLOCK_PX and right * bottom <= min(tiles_area, MAX_BLOCK_AREA):
+                tiles_area = (len(b.specs) + 1) * spec.read_px**2
+                if (
+                    right <= MAX_BLOCK_PX
+                    and bottom <= MAX_BLOCK_PX
+                    and right * bottom <= min(tiles_area, MAX_BLOCK_AREA)
+                ):
                     b.specs.append(spec)
                     b.right, b.bottom = right, bottom
                     continue
@@ -101,7 +119,7 @@ def read_tiles(slide, specs: Sequence[TileSpec]) -> list[np.ndarray | Exception]
             try:
                 if region is not None:
                     ox, oy = b.offset(spec)
-                    tile = region[oy:oy + spec.read_px, ox:ox + spec.read_px]
+                    tile = region[oy : oy + spec.read_px, ox : ox + spec.read_px]
                     out.append(resize_tile(np.ascontiguousarray(tile), spec))
                 else:
                     out.append(read_tile(slide, spec))

@@ -15,10 +15,10 @@ from collections import OrderedDict
 from histoflow.config.tiling import TileConfig
 from histoflow.slide.base import slide_id_of
 
-MAX_OPEN_READERS = 8           # per process: bounded file handles and OpenSlide caches
+MAX_OPEN_READERS = 8  # per process: bounded file handles and OpenSlide caches
 _READERS: OrderedDict[tuple, object] = OrderedDict()
 _IN_MEMORY: dict[str, object] = {}  # "<array ...>" path -> ArraySlide, for tests and montages
-_READERS_LOCK = threading.Lock()    # small jobs read tiles on threads (see LocalEngine.extract)
+_READERS_LOCK = threading.Lock()  # small jobs read tiles on threads (see LocalEngine.extract)
 
 
 def cached_reader(path: str, cfg: TileConfig):

@@ -23,12 +23,23 @@ import pyarrow.parquet as pq
 from histoflow.core.errors import DataError
 from histoflow.core.io import atomic_path
 
-SCHEMA = pa.schema([
-    ("tile_id", pa.string()), ("slide_id", pa.string()), ("x", pa.int64()), ("y", pa.int64()),
-    ("level", pa.int16()), ("size_px0", pa.int32()), ("mpp", pa.float64()), ("tile_px", pa.int32()), ("tissue_fraction", pa.float32()),
-    ("whitespace_fraction", pa.float32()), ("blur_var", pa.float32()),
-    ("image_format", pa.string()), ("image", pa.binary()),
-])
+SCHEMA = pa.schema(
+    [
+        ("tile_id", pa.string()),
+        ("slide_id", pa.string()),
+        ("x", pa.int64()),
+        ("y", pa.int64()),
+        ("level", pa.int16()),
+        ("size_px0", pa.int32()),
+        ("mpp", pa.float64()),
+        ("tile_px", pa.int32()),
+        ("tissue_fraction", pa.float32()),
+        ("whitespace_fraction", pa.float32()),
+        ("blur_var", pa.float32()),
+        ("image_format", pa.string()),
+        ("image", pa.binary()),
+    ]
+)
 META_KEY = b"histoflow.shard"
 ROW_GROUP_ROWS = 64  # TileDataset reads one row group per random access: keep it a few MB
 
@@ -50,8 +61,9 @@ def write_shard(path: Path, rows: list[dict], stats: dict) -> None:
     # fsync: a resumed run trusts every shard it finds, also after a power cut
     with atomic_path(path, fsync=True) as tmp:
         # images are already compressed: Parquet compression would only cost time
-        pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS, compression="none",
-                       use_dictionary=["slide_id", "image_format"])
+        pq.write_table(
+            table, tmp, row_group_size=ROW_GROUP_ROWS, compression="none", use_dictionary=["slide_id", "image_format"]
+        )
 
 
 def shard_stats(path: Path) -> dict:

@@ -28,17 +28,20 @@ def spark_session(master: str = "local[*]", app_name: str = "histoflow-tile", co
     require("pyspark", extra="spark")
     from pyspark.sql import SparkSession
 
-    import histoflow
+    import histoflow.core as core  # the package's location, without importing the whole API
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    builder = (SparkSession.builder.master(master).appName(app_name)
-               .config("spark.ui.enabled", "false")
-               .config("spark.ui.showConsoleProgress", "false")
-               .config("spark.sql.shuffle.partitions", "8")
-               .config("spark.pyspark.python", os.environ["PYSPARK_PYTHON"])
-               # executors import histoflow from where this driver does (a source checkout too)
-               .config("spark.executorEnv.PYTHONPATH", str(Path(histoflow.__file__).resolve().parents[1])))
+    builder = (
+        SparkSession.builder.master(master)
+        .appName(app_name)
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", "8")
+        .config("spark.pyspark.python", os.environ["PYSPARK_PYTHON"])
+        # executors import histoflow from where this driver does (a source checkout too)
+        .config("spark.executorEnv.PYTHONPATH", str(Path(core.__file__).resolve().parents[2]))
+    )
     for k, v in (conf or {}).items():
         builder = builder.config(k, v)
     return builder.getOrCreate()
@@ -64,8 +67,11 @@ class SparkEngine:
             # but then it is not ours to stop
             self._given = SparkSession.getActiveSession()
             if self._given is not None and self.master not in ("local[*]", self._given.sparkContext.master):
-                log.warning("a Spark session on %s is already running; using it instead of %s",
-                            self._given.sparkContext.master, self.master)
+                log.warning(
+                    "a Spark session on %s is already running; using it instead of %s",
+                    self._given.sparkContext.master,
+                    self.master,
+                )
         if self._given is None:
             self.spark, self._owned = spark_session(self.master, conf=self._conf), True
         else:
@@ -99,7 +105,8 @@ class SparkEngine:
         # sizeable share of the throughput (bench/bench_tiling.py measures it).
         n_partitions = min(len(tasks), max(1, sc.defaultParallelism) * self.tasks_per_core)
         rdd = sc.parallelize(tasks, n_partitions).mapPartitions(
-            lambda shards: [write_slide_shard(out_str, specs, cfg) for specs in shards])
+            lambda shards: [write_slide_shard(out_str, specs, cfg) for specs in shards]
+        )
         # collect, not toLocalIterator: the latter runs one partition (one core) at a time
         for stats in rdd.collect():
             on_shard(stats)

@@ -24,10 +24,10 @@ METHODS = ("saturation", "od")
 class TissueMask:
     """A boolean mask and the level-0 pixels each mask pixel covers (x and y alike)."""
 
-    mask: np.ndarray          # HxW bool, True = tissue
-    downsample: float         # level-0 px per mask px
-    threshold: float          # the Otsu threshold used (saturation 0-255, or OD x 100)
-    pen_fraction: float       # fraction of the view rejected as pen ink
+    mask: np.ndarray  # HxW bool, True = tissue
+    downsample: float  # level-0 px per mask px
+    threshold: float  # the Otsu threshold used (saturation 0-255, or OD x 100)
+    pen_fraction: float  # fraction of the view rejected as pen ink
     method: str
 
     @property
@@ -56,9 +56,18 @@ def pen_mask(rgb: np.ndarray) -> np.ndarray:
     return coloured_ink | black_ink
 
 
-def tissue_mask(rgb: np.ndarray, downsample: float, mpp: float | None = None, method: str = "saturation",
-                min_area_um2: float = 5000.0, min_area_fraction: float = 1e-4, reject_pen: bool = True,
-                glass_value: int = 225, glass_saturation: int = 25, min_saturation: int = 15) -> TissueMask:
+def tissue_mask(
+    rgb: np.ndarray,
+    downsample: float,
+    mpp: float | None = None,
+    method: str = "saturation",
+    min_area_um2: float = 5000.0,
+    min_area_fraction: float = 1e-4,
+    reject_pen: bool = True,
+    glass_value: int = 225,
+    glass_saturation: int = 25,
+    min_saturation: int = 15,
+) -> TissueMask:
     """Boolean tissue mask of an RGB view of a slide taken at `downsample`.
 
     min_area_um2 applies when the slide's level-0 `mpp` is known; otherwise components under
@@ -78,7 +87,7 @@ def tissue_mask(rgb: np.ndarray, downsample: float, mpp: float | None = None, me
         floor = min_saturation  # all-glass views: Otsu would split noise; tissue needs real colour
     else:
         od = -np.log((rgb.astype(np.float32) + 1.0) / 256.0).sum(axis=2)  # 0 (white) .. ~16.6
-        signal = np.clip(od * 100 / 3, 0, 255).astype(np.uint8)          # OD 0..7.65 -> 0..255
+        signal = np.clip(od * 100 / 3, 0, 255).astype(np.uint8)  # OD 0..7.65 -> 0..255
         floor = int(0.15 * 100 / 3)  # OD sum 0.15: below it a pixel is glass whatever Otsu says
     # Otsu over the whole view: it must split glass from tissue. (Over non-glass pixels only it
     # would split pale collagen from dense nuclei and drop the pale tissue.)
@@ -93,12 +102,18 @@ def tissue_mask(rgb: np.ndarray, downsample: float, mpp: float | None = None, me
         pen = cv2.dilate(pen, np.ones((5, 5), np.uint8)).astype(bool)
         mask &= ~pen
     mask = clean_mask(mask, downsample, mpp, min_area_um2, min_area_fraction)
-    return TissueMask(mask=mask, downsample=float(downsample), threshold=threshold,
-                      pen_fraction=float(pen.mean()) if pen.size else 0.0, method=method)
+    return TissueMask(
+        mask=mask,
+        downsample=float(downsample),
+        threshold=threshold,
+        pen_fraction=float(pen.mean()) if pen.size else 0.0,
+        method=method,
+    )
 
 
-def clean_mask(mask: np.ndarray, downsample: float, mpp: float | None, min_area_um2: float,
-               min_area_fraction: float) -> np.ndarray:
+def clean_mask(
+    mask: np.ndarray, downsample: float, mpp: float | None, min_area_um2: float, min_area_fraction: float
+) -> np.ndarray:
     """Close gaps, drop specks, fill holes, remove components below the minimum area."""
     import cv2
 

@@ -68,8 +68,15 @@ class ShardAccumulator:
         return bool(self.errors) and cfg.on_tile_error == "fail"
 
     def stats(self, maxrss_mb: float) -> dict:
-        return {"slide_id": self.slide_id, "shard": self.shard, "tiles": self.n_tiles, "kept": len(self.rows),
-                "rejected": dict(self.rejected), "errors": self.errors[:5], "worker_maxrss_mb": round(maxrss_mb, 1)}
+        return {
+            "slide_id": self.slide_id,
+            "shard": self.shard,
+            "tiles": self.n_tiles,
+            "kept": len(self.rows),
+            "rejected": dict(self.rejected),
+            "errors": self.errors[:5],
+            "worker_maxrss_mb": round(maxrss_mb, 1),
+        }
 
 
 def write_slide_shard(out: str, specs: Sequence[TileSpec], cfg: TileConfig) -> dict:

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RunData:
-    manifest: Manifest          # all rows, `split` filled in
+    manifest: Manifest  # all rows, `split` filled in
     class_names: list[str]
     train: PatchDataset
     val: PatchDataset | None
@@ -43,7 +43,9 @@ def load_manifest(cfg: RunConfig, verify: bool | None = None) -> Manifest:
     if d.verify if verify is None else verify:
         manifest = verify_manifest(manifest, on_error=d.on_error, non_rgb=d.non_rgb, size_policy=d.size_policy)
         if manifest.skipped:
-            log.warning("%d bad image(s) skipped (on_error: skip); first: %s", len(manifest.skipped), manifest.skipped[0][1])
+            log.warning(
+                "%d bad image(s) skipped (on_error: skip); first: %s", len(manifest.skipped), manifest.skipped[0][1]
+            )
     return manifest
 
 
@@ -83,8 +85,14 @@ def normalisation(cfg: RunConfig, train: Manifest, preprocess=None) -> tuple[tup
         if n.mean is None or n.std is None:
             raise DataError("normalize.kind: fixed needs normalize.mean and normalize.std")
         return tuple(n.mean), tuple(n.std)
-    mean, std = channel_stats(train, max_images=2000, seed=cfg.seed, image_px=cfg.data.image_px,
-                              preprocess=preprocess, crop_px=cfg.data.crop_px)
+    mean, std = channel_stats(
+        train,
+        max_images=2000,
+        seed=cfg.seed,
+        image_px=cfg.data.image_px,
+        preprocess=preprocess,
+        crop_px=cfg.data.crop_px,
+    )
     return tuple(mean), tuple(std)
 
 
@@ -105,9 +113,12 @@ def check_val_classes(manifest: Manifest, cfg: RunConfig, notes: list[str] | Non
             f"{manifest.source}: the validation split has no image of class(es) {missing} ({described}), so val_auc "
             f"is undefined and cannot select best.pt or stop early. Give the val split every class (a split column "
             f"with each class in val, or a larger data.split.val_fraction / data.max_per_split), or set "
-            f"train.one_class_val=monitor_val_loss to select on val_loss instead")
-    note = (f"validation split has no image of class(es) {missing} ({described}): val_auc is undefined, "
-            f"best.pt and early stopping used val_loss (train.one_class_val: monitor_val_loss)")
+            f"train.one_class_val=monitor_val_loss to select on val_loss instead"
+        )
+    note = (
+        f"validation split has no image of class(es) {missing} ({described}): val_auc is undefined, "
+        f"best.pt and early stopping used val_loss (train.one_class_val: monitor_val_loss)"
+    )
     if notes is not None and note not in notes:  # the last check of build_run_data: say it once
         log.warning(note)
         notes.append(note)
@@ -123,7 +134,9 @@ def build_run_data(cfg: RunConfig, run_dir: Path | None = None, notes: list[str]
     if d.verify:
         manifest = verify_manifest(manifest, on_error=d.on_error, non_rgb=d.non_rgb, size_policy=d.size_policy)
         if manifest.skipped:
-            log.warning("%d bad image(s) skipped (on_error: skip); first: %s", len(manifest.skipped), manifest.skipped[0][1])
+            log.warning(
+                "%d bad image(s) skipped (on_error: skip); first: %s", len(manifest.skipped), manifest.skipped[0][1]
+            )
     check_val_classes(manifest, cfg, notes)  # again: skipped images may have emptied a class
     if run_dir is not None:
         manifest.to_csv(Path(run_dir) / "splits.csv")
@@ -136,10 +149,18 @@ def build_run_data(cfg: RunConfig, run_dir: Path | None = None, notes: list[str]
     pre = build_preprocessor(cfg.preprocess)
     preprocess = None if pre.is_identity else pre
     mean, std = normalisation(cfg, train_m, preprocess)
-    common = dict(image_px=d.image_px, size_policy=d.size_policy, non_rgb=d.non_rgb, cache=d.cache,
-                  class_names=manifest.class_names, crop_px=d.crop_px, preprocess=preprocess)
+    common = dict(
+        image_px=d.image_px,
+        size_policy=d.size_policy,
+        non_rgb=d.non_rgb,
+        cache=d.cache,
+        class_names=manifest.class_names,
+        crop_px=d.crop_px,
+        preprocess=preprocess,
+    )
     train = PatchDataset(train_m, transform=build_transform(cfg.augment, d.crop_px or d.image_px), **common)
     val = PatchDataset(manifest.split("val"), **common) if "val" in manifest.splits else None
     test = PatchDataset(manifest.split("test"), **common) if "test" in manifest.splits else None
-    return RunData(manifest, manifest.class_names, train, val, test, mean, std,
-                   None if preprocess is None else pre.state_dict())
+    return RunData(
+        manifest, manifest.class_names, train, val, test, mean, std, None if preprocess is None else pre.state_dict()
+    )

@@ -28,12 +28,12 @@ from histoflow.checkpoint import save_checkpoint
 from histoflow.config import RunConfig, save_config
 from histoflow.core.errors import ConfigError
 from histoflow.core.runtime import keep_freed_memory_in_heap
+from histoflow.data.classes import positive_class_of
 from histoflow.data.loading import make_loader
 from histoflow.data.samplers import balanced_sampler, class_weights
+from histoflow.data.sizes import common_size
 from histoflow.models.factory import create_model, set_backbone_trainable
 from histoflow.train.callbacks import HistoflowCheckpoint, HistoryWriter, StopOnNonFiniteLoss, ema_weights
-from histoflow.data.classes import positive_class_of
-from histoflow.data.sizes import common_size
 from histoflow.train.data import RunData, build_run_data
 from histoflow.train.module import ClassifierModule
 from histoflow.train.preflight import check_run_config, quiet_lightning
@@ -83,17 +83,30 @@ class FitResult:
     notes: list[str] = field(default_factory=list)  # for metrics.json: what this run did unusually
 
 
-def fit(cfg: RunConfig, out: str | Path, resume: bool = False, callbacks: list | None = None,
-        loggers: list | None = None, quiet: bool = False,
-        make_loggers: Callable[[RunConfig, Path], list] | None = None) -> Path:
+def fit(
+    cfg: RunConfig,
+    out: str | Path,
+    resume: bool = False,
+    callbacks: list | None = None,
+    loggers: list | None = None,
+    quiet: bool = False,
+    make_loggers: Callable[[RunConfig, Path], list] | None = None,
+) -> Path:
     """Train per `cfg` into folder `out` (training only: no evaluation); returns the run folder."""
-    return fit_run(cfg, out, resume=resume, callbacks=callbacks, loggers=loggers, quiet=quiet,
-                   make_loggers=make_loggers).run_dir
+    return fit_run(
+        cfg, out, resume=resume, callbacks=callbacks, loggers=loggers, quiet=quiet, make_loggers=make_loggers
+    ).run_dir
 
 
-def fit_run(cfg: RunConfig, out: str | Path, resume: bool = False, callbacks: list | None = None,
-            loggers: list | None = None, quiet: bool = False,
-            make_loggers: Callable[[RunConfig, Path], list] | None = None) -> FitResult:
+def fit_run(
+    cfg: RunConfig,
+    out: str | Path,
+    resume: bool = False,
+    callbacks: list | None = None,
+    loggers: list | None = None,
+    quiet: bool = False,
+    make_loggers: Callable[[RunConfig, Path], list] | None = None,
+) -> FitResult:
     """Train per `cfg` into folder `out`.
 
     `callbacks` / `loggers` are extra Lightning callbacks and loggers (e.g. Optuna pruning);
@@ -104,7 +117,9 @@ def fit_run(cfg: RunConfig, out: str | Path, resume: bool = False, callbacks: li
     run_dir = Path(out)
     ckpt_dir = run_dir / "checkpoints"
     if resume and not can_resume(run_dir):
-        raise ConfigError(f"--resume: {run_dir} holds no {ckpt_dir / RESUME_CKPT} (nor a finished training) to resume from")
+        raise ConfigError(
+            f"--resume: {run_dir} holds no {ckpt_dir / RESUME_CKPT} (nor a finished training) to resume from"
+        )
     if not resume and can_resume(run_dir):
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
     check_run_config(cfg)  # every cheap check before any data work or run folder
@@ -112,8 +127,9 @@ def fit_run(cfg: RunConfig, out: str | Path, resume: bool = False, callbacks: li
     if done is not None:  # training finished before the interruption: nothing to retrain or rewrite
         log.info("%s: training already finished; resuming with evaluation", run_dir)
         data = build_run_data(cfg, None, notes=[])
-        return FitResult(run_dir, data, done.get("train_seconds", 0.0), rank_zero_only.rank == 0,
-                         list(done.get("notes", [])))
+        return FitResult(
+            run_dir, data, done.get("train_seconds", 0.0), rank_zero_only.rank == 0, list(done.get("notes", []))
+        )
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     keep_freed_memory_in_heap()  # glibc would hand freed batch memory back to the OS each step; see core.runtime
     started = time.perf_counter()
@@ -130,11 +146,16 @@ def fit_run(cfg: RunConfig, out: str | Path, resume: bool = False, callbacks: li
     source_size = common_size(data.manifest.split("train"))  # evaluate/predict warn on other sizes
 
     def save(name: str, extra: dict) -> None:
-        save_checkpoint(ckpt_dir / name, model, model_config=model_cfg, class_names=data.class_names,
-                        image_px=cfg.data.image_px, run_config=cfg.model_dump(mode="json"),
-                        preprocess=data.preprocess_state,
-                        extra={"positive_class": positive_class_of(data.class_names),
-                               "source_image_size": source_size, **extra})
+        save_checkpoint(
+            ckpt_dir / name,
+            model,
+            model_config=model_cfg,
+            class_names=data.class_names,
+            image_px=cfg.data.image_px,
+            run_config=cfg.model_dump(mode="json"),
+            preprocess=data.preprocess_state,
+            extra={"positive_class": positive_class_of(data.class_names), "source_image_size": source_size, **extra},
+        )
 
     t = cfg.train
     weights = class_weights(data.train.labels, n_classes) if cfg.data.balance.loss_weights else None
@@ -142,10 +163,12 @@ def fit_run(cfg: RunConfig, out: str | Path, resume: bool = False, callbacks: li
     # Several devices need torch DataLoaders (Lightning swaps in distributed samplers); on one,
     # make_loader picks thread workers where the data decodes outside the GIL
     threads = None if str(t.devices) in ("1", "auto") and t.strategy in ("auto", "single_device") else False
-    train_loader = make_loader(data.train, t.batch_size, cfg.data.num_workers, shuffle=True, sampler=sampler,
-                               seed=cfg.seed, threads=threads)
-    val_loader = (make_loader(data.val, t.batch_size * 2, cfg.data.num_workers, threads=threads)
-                  if data.val is not None else None)
+    train_loader = make_loader(
+        data.train, t.batch_size, cfg.data.num_workers, shuffle=True, sampler=sampler, seed=cfg.seed, threads=threads
+    )
+    val_loader = (
+        make_loader(data.val, t.batch_size * 2, cfg.data.num_workers, threads=threads) if data.val is not None else None
+    )
 
     if getattr(model.backbone, "sklearn_fit", False):
         from histoflow.models.baselines import fit_sklearn_head
@@ -156,8 +179,20 @@ def fit_run(cfg: RunConfig, out: str | Path, resume: bool = False, callbacks: li
     else:
         if make_loggers is not None:
             loggers = [*(loggers or []), *make_loggers(cfg, run_dir)]
-        _fit_lightning(cfg, model, weights, train_loader, val_loader, run_dir, save, resume,
-                       list(callbacks or []), list(loggers or []), quiet, monitor_val_loss=bool(notes))
+        _fit_lightning(
+            cfg,
+            model,
+            weights,
+            train_loader,
+            val_loader,
+            run_dir,
+            save,
+            resume,
+            list(callbacks or []),
+            list(loggers or []),
+            quiet,
+            monitor_val_loss=bool(notes),
+        )
         if t.ema_decay and val_loader is None and rank_zero_only.rank == 0:
             save("last.pt", {"epoch": t.epochs - 1})  # no validation: EMA copied its averages in at train end
 
@@ -169,8 +204,20 @@ def fit_run(cfg: RunConfig, out: str | Path, resume: bool = False, callbacks: li
     return FitResult(run_dir, data, wall, main_process, notes)
 
 
-def _fit_lightning(cfg, model, weights, train_loader, val_loader, run_dir, save, resume, extra_callbacks, extra_loggers,
-                   quiet, monitor_val_loss=False):
+def _fit_lightning(
+    cfg,
+    model,
+    weights,
+    train_loader,
+    val_loader,
+    run_dir,
+    save,
+    resume,
+    extra_callbacks,
+    extra_loggers,
+    quiet,
+    monitor_val_loss=False,
+):
     from lightning.pytorch.callbacks import EarlyStopping
     from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -180,7 +227,9 @@ def _fit_lightning(cfg, model, weights, train_loader, val_loader, run_dir, save,
     mode = t.early_stopping.mode if t.early_stopping else ("max" if monitor.endswith(("auc", "acc")) else "min")
     if monitor_val_loss and monitor == "val_auc":  # one-class validation split, allowed by train.one_class_val
         monitor, mode = "val_loss", "min"
-    steps_per_epoch = len(train_loader) if t.max_steps_per_epoch is None else min(len(train_loader), t.max_steps_per_epoch)
+    steps_per_epoch = (
+        len(train_loader) if t.max_steps_per_epoch is None else min(len(train_loader), t.max_steps_per_epoch)
+    )
     callbacks = [
         StopOnNonFiniteLoss(),
         HistoryWriter(run_dir / "history.csv"),
@@ -197,28 +246,41 @@ def _fit_lightning(cfg, model, weights, train_loader, val_loader, run_dir, save,
         callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=e.patience, check_finite=True))
 
     trainer_kw = dict(
-        accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
         precision=resolve_precision(t.precision, t.accelerator),
         deterministic=t.deterministic,
         logger=[TensorBoardLogger(run_dir, name="tb", version=""), *extra_loggers],
-        callbacks=callbacks, enable_model_summary=False,
+        callbacks=callbacks,
+        enable_model_summary=False,
         log_every_n_steps=max(1, min(10, steps_per_epoch)),  # small data: no "fewer batches than" warning
-        num_sanity_val_steps=0, default_root_dir=run_dir,
+        num_sanity_val_steps=0,
+        default_root_dir=run_dir,
         limit_train_batches=t.max_steps_per_epoch or 1.0,
         enable_progress_bar=not quiet,
         min_epochs=t.early_stopping.min_epochs if t.early_stopping else None,
     )
     ckpt_path = resume_checkpoint(run_dir) if resume else None
     if ckpt_path is not None and ckpt_path.name != RESUME_CKPT:
-        log.warning("%s: a checkpoint of an older histoflow; the resumed run may differ from an uninterrupted one", ckpt_path)
+        log.warning(
+            "%s: a checkpoint of an older histoflow; the resumed run may differ from an uninterrupted one", ckpt_path
+        )
     freeze = cfg.model.freeze
     batch_augment = None
     if cfg.augment.where == "batch":
         from histoflow.data.batch_augment import BatchAugment
 
         batch_augment = BatchAugment(cfg.augment)
-    module = ClassifierModule(model, t, weights, channels_last=cfg.model.channels_last, frozen_backbone=freeze != "none",
-                              batch_augment=batch_augment, val_auc=not monitor_val_loss)
+    module = ClassifierModule(
+        model,
+        t,
+        weights,
+        channels_last=cfg.model.channels_last,
+        frozen_backbone=freeze != "none",
+        batch_augment=batch_augment,
+        val_auc=not monitor_val_loss,
+    )
     module.run_dir = run_dir
     if freeze in ("backbone", "head_then_full"):
         set_backbone_trainable(model, False)
@@ -230,7 +292,9 @@ def _fit_lightning(cfg, model, weights, train_loader, val_loader, run_dir, save,
             stage1.fit(module, train_loader, val_loader)
         set_backbone_trainable(model, True)
         module.frozen_backbone = False
-        module.cfg = t.model_copy(update={"optimizer": t.optimizer.model_copy(update={"lr": t.optimizer.lr * cfg.model.finetune_lr_factor})})
+        module.cfg = t.model_copy(
+            update={"optimizer": t.optimizer.model_copy(update={"lr": t.optimizer.lr * cfg.model.finetune_lr_factor})}
+        )
         remaining = t.epochs - head_epochs
         if remaining <= 0:
             return

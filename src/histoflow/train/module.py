@@ -18,9 +18,16 @@ from histoflow.models.classifier import Classifier
 
 
 class ClassifierModule(L.LightningModule):
-    def __init__(self, model: Classifier, train_cfg: TrainConfig, class_weights: torch.Tensor | None = None,
-                 channels_last: bool = True, frozen_backbone: bool = False, batch_augment: nn.Module | None = None,
-                 val_auc: bool = True):
+    def __init__(
+        self,
+        model: Classifier,
+        train_cfg: TrainConfig,
+        class_weights: torch.Tensor | None = None,
+        channels_last: bool = True,
+        frozen_backbone: bool = False,
+        batch_augment: nn.Module | None = None,
+        val_auc: bool = True,
+    ):
         super().__init__()
         # False when the validation split has one class: AUC is undefined there, so it is not
         # logged at all (torchmetrics would report 0.0) and the plateau scheduler watches val_loss
@@ -56,8 +63,12 @@ class ClassifierModule(L.LightningModule):
             weight = None
             if self.class_weights is not None:  # per-sample weight from its class
                 weight = self.class_weights[y]
-            return nn.functional.binary_cross_entropy_with_logits(logits.reshape(-1), target, weight=weight, pos_weight=pos_weight)
-        return nn.functional.cross_entropy(logits, y, weight=self.class_weights, label_smoothing=self.cfg.label_smoothing)
+            return nn.functional.binary_cross_entropy_with_logits(
+                logits.reshape(-1), target, weight=weight, pos_weight=pos_weight
+            )
+        return nn.functional.cross_entropy(
+            logits, y, weight=self.class_weights, label_smoothing=self.cfg.label_smoothing
+        )
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
         """Positive-class probability (binary) or class probabilities (multi-class)."""

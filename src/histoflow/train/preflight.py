@@ -19,8 +19,21 @@ from histoflow.core.errors import ConfigError
 from histoflow.core.paths import expand
 
 # what Trainer(precision=...) accepts, and histoflow's "auto"
-PRECISIONS = {"auto", "64", "32", "16", "bf16", "64-true", "32-true", "16-true", "bf16-true", "16-mixed", "bf16-mixed",
-              "transformer-engine", "transformer-engine-float16"}
+PRECISIONS = {
+    "auto",
+    "64",
+    "32",
+    "16",
+    "bf16",
+    "64-true",
+    "32-true",
+    "16-true",
+    "bf16-true",
+    "16-mixed",
+    "bf16-mixed",
+    "transformer-engine",
+    "transformer-engine-float16",
+}
 MONITORS = {"val_auc", "val_acc", "val_loss", "train_loss"}  # what ClassifierModule logs
 
 
@@ -41,8 +54,10 @@ def config_problems(cfg: RunConfig) -> list[str]:
         if value and not expand(value).exists():
             problems.append(f"{key}: {expand(value)} does not exist")
     if cfg.model.freeze != "none" and not (cfg.model.weights or cfg.model.pretrained):
-        problems.append(f"model.freeze: {cfg.model.freeze} would freeze a randomly initialised backbone; "
-                        "set model.weights or model.pretrained=true, or model.freeze=none")
+        problems.append(
+            f"model.freeze: {cfg.model.freeze} would freeze a randomly initialised backbone; "
+            "set model.weights or model.pretrained=true, or model.freeze=none"
+        )
     if cfg.augment.where == "batch":
         from histoflow.data.batch_augment import BatchAugment
 
@@ -86,8 +101,9 @@ def quiet_lightning() -> Iterator[None]:
         lg.addFilter(drop)
     try:
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-                                    category=FutureWarning)
+            warnings.filterwarnings(
+                "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+            )
             yield
     finally:
         for lg in loggers:

@@ -85,8 +85,13 @@ def _rng_state(generators: list[torch.Generator]) -> dict:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "python": random.getstate(),
         "generators": [g.get_state() for g in generators],
     }
@@ -98,12 +103,17 @@ def _rng_state(generators: list[torch.Generator]) -> dict:
 def _set_rng_state(state: dict, generators: list[torch.Generator]) -> None:
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     random.setstate(state["python"])
     saved = state["generators"]
     if len(saved) != len(generators):
-        log.warning("the resumed run samples with %d generator(s), the checkpoint holds %d: data order may differ",
-                    len(generators), len(saved))
+        log.warning(
+            "the resumed run samples with %d generator(s), the checkpoint holds %d: data order may differ",
+            len(generators),
+            len(saved),
+        )
     for g, s in zip(generators, saved):
         g.set_state(s)
     if "cuda" in state and torch.cuda.is_available():

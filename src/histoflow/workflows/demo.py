@@ -33,8 +33,9 @@ def find_pcam(root: Path) -> Path | None:
 RECIPE = Path(__file__).resolve().parents[3] / "configs" / "pcam_simple_cnn.yaml"
 
 
-def run_demo(data_root: Path | None, out: Path, console: Console, overrides: list[str] | None = None,
-             quiet: bool = False) -> int:
+def run_demo(
+    data_root: Path | None, out: Path, console: Console, overrides: list[str] | None = None, quiet: bool = False
+) -> int:
     from histoflow.data.manifest import read_manifest
     from histoflow.data.summary import summarize
     from histoflow.data.verify import verify_manifest
@@ -57,10 +58,11 @@ def run_demo(data_root: Path | None, out: Path, console: Console, overrides: lis
     console.print(f"data step took {time.perf_counter() - start:.1f} s")
 
     run_dir = train_step(pcam, out, console, overrides or [], quiet)
-    predict_step(root, pcam, run_dir, out, console)
+    predict_step(root, pcam, run_dir, out, console, quiet)
     console.rule("done")
-    console.print(f"total {time.perf_counter() - start:.0f} s. Outputs: {out}; open {run_dir / 'report.html'}",
-                  highlight=False)
+    console.print(
+        f"total {time.perf_counter() - start:.0f} s. Outputs: {out}; open {run_dir / 'report.html'}", highlight=False
+    )
     return 0
 
 
@@ -72,8 +74,11 @@ def train_step(pcam: Path, out: Path, console: Console, overrides: list[str], qu
     run_dir = out / "pcam_simple_cnn"
     console.rule("2. train the default recipe on pcam/train, evaluate on pcam/valid (8-view TTA)")
     extra = "".join(f" --set {o}" for o in overrides)
-    console.print(f"$ histoflow train {RECIPE.relative_to(RECIPE.parents[1])} --set data.path={pcam}{extra} --out {run_dir}",
-                  highlight=False, markup=False)
+    console.print(
+        f"$ histoflow train {RECIPE.relative_to(RECIPE.parents[1])} --set data.path={pcam}{extra} --out {run_dir}",
+        highlight=False,
+        markup=False,
+    )
     cfg = load_config(RECIPE, [f"data.path={pcam}", *overrides])
     if (run_dir / "metrics.json").exists():
         console.print(f"{run_dir} is complete: showing its results (delete it to train again)")
@@ -87,7 +92,7 @@ def train_step(pcam: Path, out: Path, console: Console, overrides: list[str], qu
     return run_dir
 
 
-def predict_step(root: Path, pcam: Path, run_dir: Path, out: Path, console: Console) -> None:
+def predict_step(root: Path, pcam: Path, run_dir: Path, out: Path, console: Console, quiet: bool = False) -> None:
     from histoflow.predict.folder import predict_to_csv
 
     images = root / "kaggle_hcd"  # unlabelled Kaggle-format patches, when present
@@ -95,8 +100,11 @@ def predict_step(root: Path, pcam: Path, run_dir: Path, out: Path, console: Cons
         images = next(p for p in (pcam / "valid" / "1", pcam) if p.exists())
     console.rule("3. predict unlabelled patches")
     csv = out / "predictions.csv"
-    console.print(f"$ histoflow predict --checkpoint {run_dir / 'checkpoints' / 'best.pt'} --data {images} --out {csv}",
-                  highlight=False, markup=False)
-    frame = predict_to_csv(run_dir / "checkpoints" / "best.pt", images, csv, tta=True)
+    console.print(
+        f"$ histoflow predict --checkpoint {run_dir / 'checkpoints' / 'best.pt'} --data {images} --out {csv}",
+        highlight=False,
+        markup=False,
+    )
+    frame = predict_to_csv(run_dir / "checkpoints" / "best.pt", images, csv, tta=True, quiet=quiet)
     console.print(frame.head(5).to_string(index=False), highlight=False, markup=False)
     console.print(f"{len(frame)} predictions in {csv}")

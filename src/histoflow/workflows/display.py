@@ -22,8 +22,18 @@ def print_summary(console: Console, summary: dict) -> None:
         values = [counts.get(c, counts.get("", 0)) for c in classes]
         table.add_row(split, *map(str, values), str(sum(counts.values())))
     console.print(table)
-    for key in ("patients", "slides", "image_sizes", "converted_to_rgb", "channel_mean", "channel_std",
-                "duplicate_groups", "duplicate_files", "duplicates_across_splits", "skipped"):
+    for key in (
+        "patients",
+        "slides",
+        "image_sizes",
+        "converted_to_rgb",
+        "channel_mean",
+        "channel_std",
+        "duplicate_groups",
+        "duplicate_files",
+        "duplicates_across_splits",
+        "skipped",
+    ):
         if key in summary:
             console.print(f"  {key}: {summary[key]}", highlight=False)
     for line in summary.get("skipped_files", [])[:10]:
@@ -37,8 +47,11 @@ def print_metrics(console: Console, path: Path) -> None:
     payload = json.loads(path.read_text())
     for name, result in payload.items():
         if isinstance(result, dict) and "n" in result:
-            figures = ", ".join(f"{k} {result[k]:.4f}" for k in ("auc", "accuracy", "f1", "recall", "specificity")
-                                if isinstance(result.get(k), (int, float)))
+            figures = ", ".join(
+                f"{k} {result[k]:.4f}"
+                for k in ("auc", "accuracy", "f1", "recall", "specificity")
+                if isinstance(result.get(k), (int, float))
+            )
             console.print(f"  {name}: n {result['n']}, {figures}", highlight=False)
             for note in result.get("notes", []):
                 console.print(f"    note: {note}", highlight=False)

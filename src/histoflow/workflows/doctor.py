@@ -53,13 +53,28 @@ def _accelerator() -> tuple[bool, str]:
 
 def checks() -> list[tuple[str, bool, str]]:
     rows = [("python", True, platform.python_version()), ("histoflow", *_version("histoflow"))]
-    for name in ("torch", "torchvision", "timm", "lightning", "torchmetrics", "sklearn", "cv2",
-                 "tifffile", "h5py", "pyarrow"):
+    for name in (
+        "torch",
+        "torchvision",
+        "timm",
+        "lightning",
+        "torchmetrics",
+        "sklearn",
+        "cv2",
+        "tifffile",
+        "h5py",
+        "pyarrow",
+    ):
         rows.append((name, *_version(name)))
     rows.append(("openslide", *_openslide()))
     rows.append(("accelerator", *_accelerator()))
-    for name, extra in (("pyspark", "spark"), ("optuna", "tune"), ("mlflow", "track"),
-                        ("pytorch_grad_cam", "explain"), ("torchstain", "stain")):
+    for name, extra in (
+        ("pyspark", "spark"),
+        ("optuna", "tune"),
+        ("mlflow", "track"),
+        ("pytorch_grad_cam", "explain"),
+        ("torchstain", "stain"),
+    ):
         ok, text = _version(name)
         rows.append((f"{name} [{extra}]", ok, text if ok else f"missing: pip install 'histoflow[{extra}]'"))
     rows.append(("java (spark)", *_java()))

@@ -15,8 +15,14 @@ from pathlib import Path
 from histoflow.config import RunConfig
 
 
-def run(cfg: RunConfig, out: str | Path, resume: bool = False, quiet: bool = False,
-        callbacks: list | None = None, loggers: list | None = None) -> Path:
+def run(
+    cfg: RunConfig,
+    out: str | Path,
+    resume: bool = False,
+    quiet: bool = False,
+    callbacks: list | None = None,
+    loggers: list | None = None,
+) -> Path:
     """Train, evaluate, report and track per `cfg` into folder `out`; returns the run folder.
 
     `callbacks` / `loggers`: extra Lightning callbacks and loggers, passed to `fit`.
@@ -32,8 +38,9 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, quiet: bool = Fal
 
         check_tracking(cfg)
         make_loggers = tracking_loggers
-    fitted = fit_run(cfg, out, resume=resume, callbacks=callbacks, loggers=loggers, quiet=quiet,
-                     make_loggers=make_loggers)
+    fitted = fit_run(
+        cfg, out, resume=resume, callbacks=callbacks, loggers=loggers, quiet=quiet, make_loggers=make_loggers
+    )
     run_dir = fitted.run_dir
     if not fitted.main_process:  # DDP: the other ranks stop after training
         return run_dir

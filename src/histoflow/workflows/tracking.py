@@ -26,12 +26,12 @@ import contextvars
 import json
 import logging
 import os
-import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from histoflow.core.errors import ConfigError
 from histoflow.core.io import atomic_write_json
@@ -39,7 +39,7 @@ from histoflow.core.io import atomic_write_json
 log = logging.getLogger(__name__)
 
 TIMEOUT_S = 5.0
-_STATE_FILE = "tracking.json"   # run folder: the MLflow run id, so a resumed run logs to the same run
+_STATE_FILE = "tracking.json"  # run folder: the MLflow run id, so a resumed run logs to the same run
 # The tune study's MLflow run: trials started inside `study_run` become its children.
 _PARENT_RUN: contextvars.ContextVar[str | None] = contextvars.ContextVar("histoflow_mlflow_parent", default=None)
 
@@ -56,7 +56,7 @@ def resolve_uri(uri: str) -> tuple[str, str | None]:
         root = Path(uri).expanduser().resolve()
         return f"sqlite:///{root / 'mlruns.db'}", (root / "artifacts").as_uri()
     if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):])
+        db = Path(uri[len("sqlite:///") :])
         return uri, (db.parent / "artifacts").as_uri()
     return uri, None
 
@@ -78,19 +78,25 @@ def check_tracking(cfg, timeout_s: float = TIMEOUT_S) -> str:
                 if reply.status != 200:
                     raise ConfigError(f"{where}: {url} answered HTTP {reply.status}; is it an MLflow server?")
         except urllib.error.HTTPError as exc:
-            raise ConfigError(f"{where}: {url} answered HTTP {exc.code} ({exc.reason}); is it an MLflow server "
-                              f"(or is a proxy answering for it)? Training was not started.") from None
-        except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as exc:
+            raise ConfigError(
+                f"{where}: {url} answered HTTP {exc.code} ({exc.reason}); is it an MLflow server "
+                f"(or is a proxy answering for it)? Training was not started."
+            ) from None
+        except (TimeoutError, urllib.error.URLError, ConnectionError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise ConfigError(f"{where}: MLflow server not reachable ({reason}) within {timeout_s:g} s; "
-                              f"start it (mlflow server --host ... --port ...) or fix tracking.uri. "
-                              f"Training was not started.") from None
+            raise ConfigError(
+                f"{where}: MLflow server not reachable ({reason}) within {timeout_s:g} s; "
+                f"start it (mlflow server --host ... --port ...) or fix tracking.uri. "
+                f"Training was not started."
+            ) from None
     elif uri.startswith("file:"):
         if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("1", "true"):
-            raise ConfigError(f"{where}: MLflow 3 refuses a plain file store; set MLFLOW_ALLOW_FILE_STORE=true, "
-                              f"or give a folder path (histoflow then uses an SQLite store in it)")
+            raise ConfigError(
+                f"{where}: MLflow 3 refuses a plain file store; set MLFLOW_ALLOW_FILE_STORE=true, "
+                f"or give a folder path (histoflow then uses an SQLite store in it)"
+            )
     elif uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):])
+        db = Path(uri[len("sqlite:///") :])
         try:
             db.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -110,8 +116,10 @@ def _check_database(uri: str, where: str, timeout_s: float) -> None:
             pass
         engine.dispose()
     except ModuleNotFoundError as exc:
-        raise ConfigError(f"{where}: the database driver is not installed ({exc.name}); "
-                          f"pip install 'histoflow[postgres]' for PostgreSQL") from None
+        raise ConfigError(
+            f"{where}: the database driver is not installed ({exc.name}); "
+            f"pip install 'histoflow[postgres]' for PostgreSQL"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - any driver error means "cannot use this URL"
         raise ConfigError(f"{where}: cannot connect ({str(exc).splitlines()[0]}). Training was not started.") from None
 
@@ -159,13 +167,18 @@ def tracking_loggers(cfg, run_dir: str | Path) -> list:
     parent = _PARENT_RUN.get()
     if parent:
         tags["mlflow.parentRunId"] = parent
-    logger = MLFlowLogger(experiment_name=cfg.tracking.experiment, run_name=cfg.name, tracking_uri=uri,
-                          tags=None if state.get("run_id") else tags, artifact_location=artifacts,
-                          run_id=state.get("run_id"), log_model=False)
+    logger = MLFlowLogger(
+        experiment_name=cfg.tracking.experiment,
+        run_name=cfg.name,
+        tracking_uri=uri,
+        tags=None if state.get("run_id") else tags,
+        artifact_location=artifacts,
+        run_id=state.get("run_id"),
+        log_model=False,
+    )
     if not state.get("run_id"):
         logger.log_hyperparams(flatten(cfg.model_dump(mode="json")))
-        _write_state(run_dir, {"run_id": logger.run_id, "tracking_uri": uri,
-                               "experiment": cfg.tracking.experiment})
+        _write_state(run_dir, {"run_id": logger.run_id, "tracking_uri": uri, "experiment": cfg.tracking.experiment})
     log.info("MLflow run %s in %s (experiment %s)", logger.run_id, uri, cfg.tracking.experiment)
     return [logger]
 
@@ -241,6 +254,7 @@ def study_run(cfg, name: str, params: dict[str, Any]) -> Iterator[Any]:
 
     Yields an object with `.run_id` and `.client` (None, None when tracking is off).
     """
+
     class Handle:
         run_id = None
         client = None
@@ -279,8 +293,9 @@ def log_evaluation(cfg, out: str | Path, results: dict, run_name: str = "evaluat
     out = Path(out)
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment_id = _ensure_experiment(client, cfg.tracking.experiment, artifacts)
-    run = client.create_run(experiment_id, run_name=run_name, tags={"histoflow.kind": "evaluate",
-                                                                    "histoflow.run_dir": str(out.resolve())})
+    run = client.create_run(
+        experiment_id, run_name=run_name, tags={"histoflow.kind": "evaluate", "histoflow.run_dir": str(out.resolve())}
+    )
     run_id = run.info.run_id
     if isinstance(results.get("checkpoint"), str):
         client.log_param(run_id, "checkpoint", results["checkpoint"])

@@ -98,8 +98,14 @@ class Param:
     def describe(self) -> dict:
         if self.kind == "categorical":
             return {"key": self.key, "kind": self.kind, "choices": list(self.choices)}
-        return {"key": self.key, "kind": self.kind, "low": self.low, "high": self.high, "log": self.log,
-                "step": self.step}
+        return {
+            "key": self.key,
+            "kind": self.kind,
+            "low": self.low,
+            "high": self.high,
+            "log": self.log,
+            "step": self.step,
+        }
 
 
 @dataclass(frozen=True)
@@ -107,10 +113,10 @@ class TuneSettings:
     sampler: str = "tpe"
     pruner: str = "median"
     metric: str = "val_auc"
-    trials: int | None = None        # default for --trials
-    baseline: bool = True            # enqueue the config's own values as trial 0 (the reference)
-    startup_trials: int = 3          # median pruner: trials that are never pruned (a reference first)
-    warmup_epochs: int = 1           # median pruner: epochs of every trial that are never pruned
+    trials: int | None = None  # default for --trials
+    baseline: bool = True  # enqueue the config's own values as trial 0 (the reference)
+    startup_trials: int = 3  # median pruner: trials that are never pruned (a reference first)
+    warmup_epochs: int = 1  # median pruner: epochs of every trial that are never pruned
 
     @property
     def direction(self) -> str:
@@ -124,8 +130,10 @@ class SearchSpace:
 
     def signature(self) -> dict:
         """What a resumed study must agree on (kept in the study's user attrs)."""
-        return {"params": [p.describe() for p in sorted(self.params, key=lambda p: p.key)],
-                "metric": self.settings.metric}
+        return {
+            "params": [p.describe() for p in sorted(self.params, key=lambda p: p.key)],
+            "metric": self.settings.metric,
+        }
 
     def sample(self, trial) -> dict[str, Any]:
         return {p.key: p.suggest(trial) for p in self.params}
@@ -264,8 +272,10 @@ def _params(key: str, spec: Any, source: str) -> list[Param]:
     if isinstance(spec, dict) and spec:
         # a mapping of sub-keys: search inside a section (augment.colour_jitter: {brightness: ...})
         return [p for sub, sub_spec in spec.items() for p in _params(f"{key}.{sub}", sub_spec, source)]
-    raise ConfigError(f"{source}: tune.{key}: expected a range {{low, high[, log, step]}} or a list of choices, "
-                      f"got {spec!r} (a fixed value belongs in the config itself)")
+    raise ConfigError(
+        f"{source}: tune.{key}: expected a range {{low, high[, log, step]}} or a list of choices, "
+        f"got {spec!r} (a fixed value belongs in the config itself)"
+    )
 
 
 def _settings(tune: dict, source: str) -> TuneSettings:
@@ -279,7 +289,9 @@ def _settings(tune: dict, source: str) -> TuneSettings:
     for name in ("trials", "startup_trials", "warmup_epochs"):
         v = s.get(name)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < (1 if name == "trials" else 0)):
-            raise ConfigError(f"{source}: tune.{name}: expected a whole number >= {1 if name == 'trials' else 0}, got {v!r}")
+            raise ConfigError(
+                f"{source}: tune.{name}: expected a whole number >= {1 if name == 'trials' else 0}, got {v!r}"
+            )
     return TuneSettings(**s)
 
 
@@ -310,8 +322,10 @@ def parse_space(tune: dict, base: RunConfig, source: str = "config") -> SearchSp
             continue
         params.extend(_params(str(key), spec, source))
     if not params:
-        raise ConfigError(f"{source}: the tune section names no parameter to search "
-                          f"(e.g. tune: {{train.optimizer.lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}}})")
+        raise ConfigError(
+            f"{source}: the tune section names no parameter to search "
+            f"(e.g. tune: {{train.optimizer.lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}}})"
+        )
     seen: set[str] = set()
     for p in params:
         if p.key in seen:

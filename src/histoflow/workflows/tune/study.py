@@ -69,27 +69,36 @@ def open_storage(url: str, timeout_s: float = STORAGE_TIMEOUT_S):
     from histoflow.workflows.tracking import connect_timeout_args
 
     if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     if url.startswith("sqlite"):
         # concurrent writers (a second worker, optuna-dashboard) wait instead of failing with "database is locked"
         engine_kwargs = {"connect_args": {"timeout": 30}}
     else:
         engine_kwargs = {"connect_args": connect_timeout_args(url, timeout_s)}
-    heartbeat = {} if url.startswith("sqlite") else {
-        # several machines on one study: a trial whose worker died is failed after the grace period
-        "heartbeat_interval": 60, "grace_period": 300,
-        "failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=1)}
+    heartbeat = (
+        {}
+        if url.startswith("sqlite")
+        else {
+            # several machines on one study: a trial whose worker died is failed after the grace period
+            "heartbeat_interval": 60,
+            "grace_period": 300,
+            "failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=1),
+        }
+    )
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
     except ModuleNotFoundError as exc:
-        raise ConfigError(f"--storage {redact(url)}: the database driver is not installed ({exc.name}); "
-                          f"pip install 'histoflow[postgres]' for PostgreSQL") from None
+        raise ConfigError(
+            f"--storage {redact(url)}: the database driver is not installed ({exc.name}); "
+            f"pip install 'histoflow[postgres]' for PostgreSQL"
+        ) from None
     except ImportError as exc:
         raise ConfigError(f"--storage {redact(url)}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - sqlalchemy/driver errors: unusable storage
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"--storage {redact(url)}: cannot open the study storage ({first}). "
-                          f"Training was not started.") from None
+        raise ConfigError(
+            f"--storage {redact(url)}: cannot open the study storage ({first}). Training was not started."
+        ) from None
 
 
 def make_sampler(space: SearchSpace, seed: int, n_trials: int = 12):
@@ -124,7 +133,8 @@ def check_same_space(study, space: SearchSpace, storage_url: str) -> None:
         raise ConfigError(
             f"study {study.study_name!r} in {redact(storage_url)} was created with a different search space:\n  "
             + "\n  ".join(changes)
-            + "\nresume it with the original tune: section, or start a new study (--study NAME or another --out)")
+            + "\nresume it with the original tune: section, or start a new study (--study NAME or another --out)"
+        )
 
 
 def _fail_stale(study, out: Path) -> None:
@@ -147,8 +157,10 @@ def objective_value(run_dir: Path, metric: str) -> float:
         return float(history["val_loss"].min())
     results = json.loads(metrics_path.read_text())
     if "val" not in results:
-        raise ConfigError(f"{run_dir}: no validation data, so {metric} cannot be optimised; "
-                          f"give the data a val split (data.split.val_fraction)")
+        raise ConfigError(
+            f"{run_dir}: no validation data, so {metric} cannot be optimised; "
+            f"give the data a val split (data.split.val_fraction)"
+        )
     value = results["val"]["auc" if metric == "val_auc" else "accuracy"]
     if value is None or not math.isfinite(value):
         raise TrainingError(f"{run_dir}: {metric} is {value}")
@@ -207,8 +219,15 @@ def make_objective(cfg: RunConfig, space: SearchSpace, out: Path, quiet: bool = 
     return objective
 
 
-def run_study(cfg: RunConfig, out: str | Path, n_trials: int | None = None, storage: str | None = None,
-              study_name: str | None = None, source: str = "config", quiet: bool = False) -> StudyResult:
+def run_study(
+    cfg: RunConfig,
+    out: str | Path,
+    n_trials: int | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    source: str = "config",
+    quiet: bool = False,
+) -> StudyResult:
     """Search `cfg.tune` with Optuna; resumable: the same call continues an interrupted study
     until `n_trials` trials have completed or been pruned. `quiet` drops the trials' progress bars."""
     optuna = _optuna()
@@ -226,9 +245,14 @@ def run_study(cfg: RunConfig, out: str | Path, n_trials: int | None = None, stor
     url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     rdb = open_storage(url)
     name = study_name or cfg.name
-    study = optuna.create_study(study_name=name, storage=rdb, load_if_exists=True,
-                                direction=space.settings.direction,
-                                sampler=make_sampler(space, cfg.seed, n_trials), pruner=make_pruner(space, cfg.train.epochs))
+    study = optuna.create_study(
+        study_name=name,
+        storage=rdb,
+        load_if_exists=True,
+        direction=space.settings.direction,
+        sampler=make_sampler(space, cfg.seed, n_trials),
+        pruner=make_pruner(space, cfg.train.epochs),
+    )
     check_same_space(study, space, url)
     if default_storage:
         _fail_stale(study, out)
@@ -240,14 +264,22 @@ def run_study(cfg: RunConfig, out: str | Path, n_trials: int | None = None, stor
     log.info("study %s (%s): %d of %d trials done, %d to run", name, redact(url), done, n_trials, remaining)
     from histoflow.workflows.tracking import study_run
 
-    with study_run(cfg, f"{name}-study", {"tune": space.signature(), "n_trials": n_trials,
-                                          "study": name, "storage": redact(url)}) as parent:
+    with study_run(
+        cfg, f"{name}-study", {"tune": space.signature(), "n_trials": n_trials, "study": name, "storage": redact(url)}
+    ) as parent:
         if remaining:
             # MaxTrialsCallback stops every worker of a shared study once the total is reached
-            callbacks = [optuna.study.MaxTrialsCallback(n_trials, states=done_states),
-                         lambda s, t: write_trials_table(s, out)]
-            study.optimize(make_objective(cfg, space, out, quiet), n_trials=remaining, catch=(TrainingError,),
-                           callbacks=callbacks, gc_after_trial=True)
+            callbacks = [
+                optuna.study.MaxTrialsCallback(n_trials, states=done_states),
+                lambda s, t: write_trials_table(s, out),
+            ]
+            study.optimize(
+                make_objective(cfg, space, out, quiet),
+                n_trials=remaining,
+                catch=(TrainingError,),
+                callbacks=callbacks,
+                gc_after_trial=True,
+            )
         result = write_outputs(study, space, cfg, out, url)
         if parent.run_id:
             _log_study(parent, result, out)
@@ -263,15 +295,15 @@ def _enqueue_baseline(study, space: SearchSpace, cfg: RunConfig) -> None:
         log.info("baseline not enqueued: the config's own values lie outside the search space")
         study.set_user_attr(BASELINE_ATTR, None)
         return
-    study.enqueue_trial({p.key: p.to_optuna(values[p.key]) for p in space.params},
-                        user_attrs={"baseline": True})
+    study.enqueue_trial({p.key: p.to_optuna(values[p.key]) for p in space.params}, user_attrs={"baseline": True})
     study.set_user_attr(BASELINE_ATTR, values)
 
 
 def write_trials_table(study, out: Path) -> Path:
     """trials.csv, rewritten after every trial (atomically) so it is current after a crash."""
-    frame = study.trials_dataframe(attrs=("number", "state", "value", "params", "user_attrs", "duration",
-                                          "datetime_start"))
+    frame = study.trials_dataframe(
+        attrs=("number", "state", "value", "params", "user_attrs", "duration", "datetime_start")
+    )
     frame.columns = [c.replace("params_", "") for c in frame.columns]
     if "duration" in frame:
         frame["duration"] = frame["duration"].dt.total_seconds().round(1)
@@ -300,14 +332,27 @@ def write_outputs(study, space: SearchSpace, cfg: RunConfig, out: Path, url: str
         save_config(best_cfg, out / "best.yaml")
     else:
         log.warning("no trial completed: no best.yaml written")
-    result = StudyResult(out, study.study_name, url, complete, states.count(optuna.trial.TrialState.PRUNED),
-                         states.count(optuna.trial.TrialState.FAIL), best.value if best else None,
-                         best.number if best else None,
-                         {p.key: p.decode(best.params[p.key]) for p in space.params} if best else {},
-                         _baseline_value(study))
-    atomic_write_json(out / "best.json", {**result.as_dict(), "metric": space.settings.metric,
-                                   "direction": space.settings.direction,
-                                   "best_run_dir": best.user_attrs.get("run_dir") if best else None})
+    result = StudyResult(
+        out,
+        study.study_name,
+        url,
+        complete,
+        states.count(optuna.trial.TrialState.PRUNED),
+        states.count(optuna.trial.TrialState.FAIL),
+        best.value if best else None,
+        best.number if best else None,
+        {p.key: p.decode(best.params[p.key]) for p in space.params} if best else {},
+        _baseline_value(study),
+    )
+    atomic_write_json(
+        out / "best.json",
+        {
+            **result.as_dict(),
+            "metric": space.settings.metric,
+            "direction": space.settings.direction,
+            "best_run_dir": best.user_attrs.get("run_dir") if best else None,
+        },
+    )
     from histoflow.workflows.tune.plots import write_plots
 
     write_plots(study, out / "plots")

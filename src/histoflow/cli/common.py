@@ -41,6 +41,8 @@ class CliState:
 
     quiet: bool = False
     debug: bool = False
+    # the config a `--config`/`--set` verb resolved (set by verb_config, recorded in command.yaml)
+    resolved: BaseModel | None = None
 
 
 state = CliState()
@@ -67,6 +69,7 @@ def run_verb(fn, *args, **kwargs):
     permission), which name the path. Anything else is a bug: one line pointing at `--debug`,
     exit code 1; `histoflow --debug VERB` shows every traceback. On success the verb's resolved
     options are written beside its output (record_command)."""
+    state.resolved = None
     try:
         result = fn(*args, **kwargs)
     except HistoflowError as exc:
@@ -106,6 +109,8 @@ def record_command(results: dict | None = None) -> Path | None:
     """Write the running verb and every option it resolved (defaults included) as YAML into its
     `--out` folder (`command.yaml`), or beside an `--out` file (`<name>.command.yaml`): what
     produced an output stays next to it. `train` and `tune` also write their full run config.
+    For a verb that resolved a config (`--config`/`--set`), `options` holds only what was typed
+    and `config` the resolved config: an untyped option's default is not what ran.
     `results`: what the verb found worth keeping with it (e.g. predict's warnings), under `results`."""
     import yaml
 
@@ -124,11 +129,12 @@ def record_command(results: dict | None = None) -> Path | None:
             return [plain(v) for v in value]
         return str(value) if isinstance(value, Path) else value
 
-    record = {
-        "command": ctx.command_path,
-        "options": {k: plain(v) for k, v in ctx.params.items()},
-        "histoflow": __version__,
-    }
+    resolved, state.resolved = state.resolved, None
+    typed = {k: v for k, v in ctx.params.items() if resolved is None or given_on_command_line(k)}
+    record: dict = {"command": ctx.command_path, "options": {k: plain(v) for k, v in typed.items()}}
+    if resolved is not None:
+        record["config"] = resolved.model_dump(mode="json")
+    record["histoflow"] = __version__
     if results:
         record["results"] = results
     return atomic_write_text(target, yaml.safe_dump(record, sort_keys=False, allow_unicode=True))
@@ -178,7 +184,8 @@ def verb_config(
             node = node.setdefault(part, {})
         node[leaf] = str(value) if isinstance(value, Path) else value
     apply_overrides(raw, sets)
-    return validate(model, raw, str(config) if config is not None else "(command line)")
+    state.resolved = validate(model, raw, str(config) if config is not None else "(command line)")
+    return state.resolved
 
 
 def expand_slides(items: list[Path]) -> list[Path]:

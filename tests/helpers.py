@@ -7,6 +7,42 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+# A run small enough for a unit test: 32 px patches, an 8-16 CNN, no worker processes.
+TINY_RUN = [
+    "data.max_per_split=48",
+    "data.image_px=32",
+    "model.params={widths: [8, 16], depth: 1}",
+    "train.epochs=2",
+    "train.batch_size=16",
+    "data.num_workers=0",
+    "normalize.kind=imagenet",
+    "train.optimizer.lr=0.01",
+]
+# The CLI's smallest run: one epoch of two steps.
+TINY_CLI_RUN = [
+    "data.image_px=32",
+    "data.num_workers=0",
+    "model.params={widths: [8, 16], depth: 1}",
+    "train.epochs=1",
+    "train.max_steps_per_epoch=2",
+    "train.batch_size=8",
+    "normalize.kind=imagenet",
+    "train.scheduler.name=cosine",
+]
+
+
+def tiny_config(*extra: str, data=None, base=TINY_RUN):
+    """A RunConfig for TINY_RUN on the real PCam patches (skips when they are absent)."""
+    from histoflow.config import load_config
+    from tests.conftest import need_data
+
+    return load_config(None, [f"data.path={data or need_data('pcam')}", *base, *extra])
+
+
+def sets(*overrides: str) -> list[str]:
+    """`--set` arguments for each override."""
+    return [arg for o in overrides for arg in ("--set", o)]
+
 
 def write_png(path: Path, size=(32, 32), mode="RGB", value=None, seed=0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)

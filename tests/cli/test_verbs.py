@@ -16,24 +16,10 @@ from typer.testing import CliRunner
 
 from histoflow.cli import app
 from tests.conftest import need_data
+from tests.helpers import TINY_CLI_RUN, sets
 
 runner = CliRunner()
-TINY = [
-    "data.max_per_split=24",
-    "data.image_px=32",
-    "data.verify=false",
-    "model.params={widths: [8, 16], depth: 1}",
-    "train.epochs=1",
-    "train.max_steps_per_epoch=2",
-    "train.batch_size=8",
-    "data.num_workers=0",
-    "normalize.kind=imagenet",
-    "train.scheduler.name=cosine",
-]
-
-
-def _sets(*overrides: str) -> list[str]:
-    return [arg for o in overrides for arg in ("--set", o)]
+TINY = ["data.max_per_split=24", "data.verify=false", *TINY_CLI_RUN]
 
 
 def _error_line(result, *words: str, one_line: bool = True) -> str:
@@ -51,9 +37,7 @@ def _error_line(result, *words: str, one_line: bool = True) -> str:
 def tiny_run(tmp_path_factory):
     """`histoflow train` on 24 + 24 real PCam patches, one epoch of two steps."""
     out = tmp_path_factory.mktemp("cli") / "run"
-    result = runner.invoke(
-        app, ["--quiet", "train", "--out", str(out), *_sets(f"data.path={need_data('pcam')}", *TINY)]
-    )
+    result = runner.invoke(app, ["--quiet", "train", "--out", str(out), *sets(f"data.path={need_data('pcam')}", *TINY)])
     assert result.exit_code == 0, result.output
     return out
 

@@ -5,24 +5,13 @@ from __future__ import annotations
 import torch
 
 from histoflow.checkpoint import Checkpoint
-from histoflow.config import load_config
-from tests.conftest import need_data
+from tests.helpers import TINY_RUN, tiny_config
 
-TINY = [
-    "data.max_per_split=48",
-    "data.image_px=32",
-    "model.params={widths: [8, 16], depth: 1}",
-    "model.dropout=0.2",
-    "train.epochs=2",
-    "train.batch_size=16",
-    "data.num_workers=0",
-    "normalize.kind=imagenet",
-    "train.optimizer.lr=0.01",
-]
+TINY = [*TINY_RUN, "model.dropout=0.2"]
 
 
 def tiny(*extra, data=None):
-    return load_config(None, [f"data.path={data or need_data('pcam')}", *TINY, *extra])
+    return tiny_config(*extra, data=data, base=TINY)
 
 
 def weights(run_dir, name="last.pt") -> dict:

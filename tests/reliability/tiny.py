@@ -9,22 +9,10 @@ from typer.testing import CliRunner
 
 from histoflow.cli import app
 from tests.conftest import need_data
+from tests.helpers import TINY_CLI_RUN, sets
 
 runner = CliRunner()
-TINY = [
-    "data.image_px=32",
-    "data.num_workers=0",
-    "model.params={widths: [8, 16], depth: 1}",
-    "train.epochs=1",
-    "train.max_steps_per_epoch=2",
-    "train.batch_size=8",
-    "normalize.kind=imagenet",
-    "train.scheduler.name=cosine",
-]
-
-
-def sets(*overrides: str) -> list[str]:
-    return [arg for o in overrides for arg in ("--set", o)]
+TINY = TINY_CLI_RUN
 
 
 def pcam_folder(root: Path, n_per_class: int = 12, classes: dict[str, str] | None = None, prefix: str = "") -> Path:

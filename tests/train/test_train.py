@@ -22,21 +22,13 @@ from histoflow.predict.folder import predict_to_csv
 from histoflow.train.fit import fit
 from histoflow.workflows.run import run as run_training
 from tests.conftest import need_data
+from tests.helpers import TINY_RUN, tiny_config
 
-TINY = [
-    "data.max_per_split=48",
-    "data.image_px=32",
-    "model.params={widths: [8, 16], depth: 1}",
-    "train.epochs=2",
-    "train.batch_size=16",
-    "data.num_workers=0",
-    "normalize.kind=imagenet",
-    "train.optimizer.lr=0.01",
-]
+TINY = TINY_RUN
 
 
 def tiny(*extra, data=None):
-    return load_config(None, [f"data.path={data or need_data('pcam')}", *TINY, *extra])
+    return tiny_config(*extra, data=data)
 
 
 def test_fit_writes_a_complete_run_folder(tmp_path):

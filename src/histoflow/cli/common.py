@@ -157,26 +157,33 @@ def given_on_command_line(name: str) -> bool:
     return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT", "PROMPT")
 
 
-def verb_config(
-    model: type[M],
-    config: Path | None,
-    sets: list[str] | None,
-    options: dict[str, Any],
-    keys: dict[str, str] | None = None,
-) -> M:
-    """The config of a verb that takes `CONFIG.yaml` and `--set`: the file's values (or the
+def config_option(what: str) -> Any:
+    """The `--config YAML` option of a verb whose settings are the schema `what` names."""
+    return typer.Option(None, "--config", help=f"{what} as YAML; options typed on the command line override it.")
+
+
+def set_option(example: str) -> Any:
+    """The repeatable `--set key=value` option, applied after the file and the typed options."""
+    return typer.Option(None, "--set", help=f"Override a config key: --set {example} (repeatable).")
+
+
+def verb_config(model: type[M], config: Path | None, sets: list[str] | None, keys: dict[str, str] | None = None) -> M:
+    """The config of a verb that takes `--config YAML` and `--set`: the file's values (or the
     schema's defaults), then the options typed on the command line, then `--set key=value`.
 
-    `options` maps option names to their values; `keys` maps an option name to its dotted
-    config key where they differ (e.g. `top_k` -> `aggregate.k`). Options left at their default
-    do not override the file, so a YAML recipe plus one changed flag does what it says.
+    The running verb's options whose names are fields of `model` (or keys of `keys`, which maps
+    an option name to its dotted config key, e.g. `top_k` -> `aggregate.k`) take part. Options
+    left at their default do not override the file, so a YAML recipe plus one changed flag does
+    what it says.
     """
     from histoflow.config.base import apply_overrides, read_yaml, validate
 
     raw = read_yaml(config) if config is not None else {}
     keys = keys or {}
-    for name, value in options.items():
-        if not given_on_command_line(name):
+    ctx = _current_context()
+    params = ctx.params if ctx is not None else {}
+    for name, value in params.items():
+        if (name not in model.model_fields and name not in keys) or not given_on_command_line(name):
             continue
         node = raw
         *parents, leaf = keys.get(name, name).split(".")

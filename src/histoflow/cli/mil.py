@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from histoflow.cli.common import console, expand_slides, run_verb, state, verb_config
+from histoflow.cli.common import config_option, console, expand_slides, run_verb, set_option, state, verb_config
 
 
 def register(app: typer.Typer) -> None:
@@ -17,14 +17,10 @@ def register(app: typer.Typer) -> None:
         slides: Optional[list[Path]] = typer.Argument(None, help="Slide files or folders of slides."),
         checkpoint: Path = typer.Option(..., help="Checkpoint whose frozen backbone embeds the tiles."),
         out: Path = typer.Option(..., help="Output folder: <slide_id>/{embeddings.npy, tiles.parquet, embed.json}."),
-        config: Optional[Path] = typer.Option(
-            None,
-            "--config",
-            help="Embedding config (SlidePredictConfig keys; BagConfig keys with --pcam-bags) YAML; options typed here override it.",
+        config: Optional[Path] = config_option(
+            "Embedding config (SlidePredictConfig keys; BagConfig keys with --pcam-bags)"
         ),
-        set_: Optional[list[str]] = typer.Option(
-            None, "--set", help="Override a config key: --set batch_size=256 (repeatable)."
-        ),
+        set_: Optional[list[str]] = set_option("batch_size=256"),
         mpp: Optional[float] = typer.Option(
             None, help="Tile microns per pixel (required when the checkpoint lacks it)."
         ),
@@ -52,36 +48,14 @@ def register(app: typer.Typer) -> None:
                 from histoflow.config.slides import BagConfig
                 from histoflow.mil.bags import build_pcam_bags
 
-                bags = verb_config(
-                    BagConfig,
-                    config,
-                    set_,
-                    dict(
-                        bag_size=bag_size, bag_k=bag_k, patients=patients, bags_per_patient=bags_per_patient, seed=seed
-                    ),
-                    keys={"bag_k": "k"},
-                )
+                bags = verb_config(BagConfig, config, set_, keys={"bag_k": "k"})
                 return build_pcam_bags(pcam_bags, out, checkpoint, bags, batch_size=batch_size, workers=workers)
             if not slides:
                 raise ConfigError("give slides to embed, or --pcam-bags FOLDER")
             from histoflow.config.slides import SlidePredictConfig
             from histoflow.mil.embed import embed_slides
 
-            cfg = verb_config(
-                SlidePredictConfig,
-                config,
-                set_,
-                dict(
-                    mpp=mpp,
-                    slide_mpp=slide_mpp,
-                    allow_resample=allow_resample,
-                    tiles_dir=tiles_dir,
-                    tissue_threshold=tissue_threshold,
-                    batch_size=batch_size,
-                    workers=workers,
-                    device=device,
-                ),
-            )
+            cfg = verb_config(SlidePredictConfig, config, set_)
             return embed_slides(checkpoint, expand_slides(slides), out, cfg, progress=not state.quiet)
 
         summary = run_verb(work)

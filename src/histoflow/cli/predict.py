@@ -13,7 +13,16 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from histoflow.cli.common import console, expand_slides, record_command, run_verb, state, verb_config
+from histoflow.cli.common import (
+    config_option,
+    console,
+    expand_slides,
+    record_command,
+    run_verb,
+    set_option,
+    state,
+    verb_config,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -63,14 +72,8 @@ def register(app: typer.Typer) -> None:
             ...,
             help="Output folder: <slide_id>/{tiles.parquet, probabilities.npy, heatmap.png, *.geojson, slide.json}.",
         ),
-        config: Optional[Path] = typer.Option(
-            None,
-            "--config",
-            help="Slide prediction config (the keys of SlidePredictConfig) YAML; options typed here override it.",
-        ),
-        set_: Optional[list[str]] = typer.Option(
-            None, "--set", help="Override a config key: --set aggregate.k=20 (repeatable)."
-        ),
+        config: Optional[Path] = config_option("Slide prediction config (the keys of SlidePredictConfig)"),
+        set_: Optional[list[str]] = set_option("aggregate.k=20"),
         mpp: Optional[float] = typer.Option(
             None,
             help="Microns per pixel the model was trained at (required when the checkpoint does not store it; PCam: 0.972).",
@@ -104,29 +107,10 @@ def register(app: typer.Typer) -> None:
         from histoflow.mil.apply import predict_slides_with_mil as predict_slides
 
         def work():
-            options = dict(
-                mpp=mpp,
-                slide_mpp=slide_mpp,
-                allow_resample=allow_resample,
-                aggregate=aggregate,
-                top_k=top_k,
-                threshold=threshold,
-                positive_class=positive_class,
-                mil_checkpoint=mil_checkpoint,
-                tiles_dir=tiles_dir,
-                overlap_px=overlap_px,
-                tissue_threshold=tissue_threshold,
-                batch_size=batch_size,
-                workers=workers,
-                tta=tta,
-                backend=backend,
-                device=device,
-            )
             cfg = verb_config(
                 SlidePredictConfig,
                 config,
                 set_,
-                options,
                 keys={"aggregate": "aggregate.method", "top_k": "aggregate.k", "threshold": "aggregate.threshold"},
             )
             return predict_slides(checkpoint, expand_slides(slides), out, cfg, progress=not state.quiet)

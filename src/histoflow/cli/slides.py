@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from histoflow.cli.common import console, expand_slides, run_verb, state, verb_config
+from histoflow.cli.common import config_option, console, expand_slides, run_verb, set_option, state, verb_config
 
 
 def register(app: typer.Typer) -> None:
@@ -60,12 +60,8 @@ def register(app: typer.Typer) -> None:
     def tile(
         slides: list[Path] = typer.Argument(..., help="Slide files or folders of slides."),
         out: Path = typer.Option(..., help="Output folder (shards/, slides/<id>/report.json, manifest.parquet)."),
-        config: Optional[Path] = typer.Option(
-            None, "--config", help="Tiling config (the keys of TileConfig) YAML; options typed here override it."
-        ),
-        set_: Optional[list[str]] = typer.Option(
-            None, "--set", help="Override a config key: --set tissue_threshold=0.3 (repeatable)."
-        ),
+        config: Optional[Path] = config_option("Tiling config (the keys of TileConfig)"),
+        set_: Optional[list[str]] = set_option("tissue_threshold=0.3"),
         tile_px: int = typer.Option(256, help="Output tile side in pixels."),
         mpp: Optional[float] = typer.Option(
             None, help="Output microns per pixel [default: 0.5 unless --tile-um/--magnification]."
@@ -100,24 +96,7 @@ def register(app: typer.Typer) -> None:
         from histoflow.tiling.extract import extract_tiles
 
         def work():
-            options = dict(
-                tile_px=tile_px,
-                mpp=mpp,
-                tile_um=tile_um,
-                magnification=magnification,
-                overlap_px=overlap_px,
-                tissue_threshold=tissue_threshold,
-                tissue_method=tissue_method,
-                whitespace_max=whitespace_max,
-                blur_min=blur_min,
-                image_format=image_format,
-                jpeg_quality=jpeg_quality,
-                tiles_per_shard=tiles_per_shard,
-                slide_mpp=slide_mpp,
-                backend=backend,
-                on_tile_error=on_tile_error,
-            )
-            cfg = verb_config(TileConfig, config, set_, options)
+            cfg = verb_config(TileConfig, config, set_)
             return extract_tiles(
                 expand_slides(slides),
                 out,

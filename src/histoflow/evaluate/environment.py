@@ -5,22 +5,14 @@ from __future__ import annotations
 import importlib
 import platform
 
+from histoflow.core.version import CORE_PACKAGES
+
 
 def environment() -> dict:
     import torch
 
     versions = {"python": platform.python_version()}
-    for name in (
-        "histoflow",
-        "torch",
-        "torchvision",
-        "timm",
-        "lightning",
-        "torchmetrics",
-        "sklearn",
-        "pytorch_grad_cam",
-        "numpy",
-    ):
+    for name in ("histoflow", *CORE_PACKAGES, "pytorch_grad_cam", "numpy"):
         try:
             versions[name] = str(getattr(importlib.import_module(name), "__version__", "installed"))
         except ImportError:

@@ -21,11 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from histoflow.config.slides import SlidePredictConfig
-from histoflow.core.errors import HistoflowError
 from histoflow.core.io import atomic_write_bytes, atomic_write_json
 from histoflow.predict.model_loop import run_model
 from histoflow.predict.outputs import write_parquet
-from histoflow.predict.slide import Predictor, load_predictor
+from histoflow.predict.slide import Predictor, each_slide, load_predictor
 from histoflow.predict.tiles import open_reader_factory, plan_tiles, shard_tiles
 from histoflow.tiling.readers import slide_id_for
 
@@ -117,14 +116,7 @@ def embed_slides(
 ) -> dict:
     """Embed every slide (resumable); a failing slide is reported, not fatal."""
     pred = load_predictor(checkpoint, cfg or SlidePredictConfig())
-    reports, failed = {}, {}
-    for path in slides:
-        try:
-            rep = embed_slide(pred, str(path), Path(out), progress=progress)
-            reports[rep["slide_id"]] = rep
-        except HistoflowError as exc:
-            log.error("%s", exc)
-            failed[str(path)] = str(exc)
+    reports, failed = each_slide(slides, lambda path: embed_slide(pred, str(path), Path(out), progress=progress))
     summary = {
         "out": str(out),
         "checkpoint_fingerprint": pred.fingerprint,

@@ -22,7 +22,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +42,7 @@ from histoflow.tiling.readers import in_memory_slide, slide_id_for
 
 __all__ = [
     "Predictor",
+    "each_slide",
     "SlidePredictConfig",
     "is_complete",
     "load_predictor",
@@ -174,6 +175,24 @@ def predict_slide(pred: Predictor, slide_path: str | Path, out: str | Path, prog
 
 
 # -- many slides --------------------------------------------------------------------------------------
+def each_slide(slides: Sequence[str | Path], one_slide: Callable[[str | Path], dict]) -> tuple[dict, dict]:
+    """Run `one_slide` on every slide: (reports by slide id, errors by slide). A slide that fails,
+    by raising a HistoflowError or by reporting status `failed`, is recorded, never fatal."""
+    reports: dict[str, dict] = {}
+    failed: dict[str, str] = {}
+    for path in slides:
+        try:
+            rep = one_slide(path)
+        except HistoflowError as exc:
+            log.error("%s", exc)
+            failed[str(path)] = str(exc)
+            continue
+        reports[rep["slide_id"]] = rep
+        if rep.get("status") == "failed":
+            failed[rep["slide_id"]] = rep["error"]
+    return reports, failed
+
+
 def predict_slides(
     checkpoint: str | Path,
     slides: Sequence[str | Path],
@@ -195,16 +214,8 @@ def predict_slides(
     pred = load_predictor(checkpoint, cfg, aggregator)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    reports, failed, t0 = {}, {}, time.perf_counter()
-    for path in slides:
-        try:
-            rep = predict_slide(pred, path, out, progress=progress)
-            reports[rep["slide_id"]] = rep
-            if rep["status"] == "failed":
-                failed[rep["slide_id"]] = rep["error"]
-        except HistoflowError as exc:
-            log.error("%s", exc)
-            failed[str(path)] = str(exc)
+    t0 = time.perf_counter()
+    reports, failed = each_slide(slides, lambda path: predict_slide(pred, path, out, progress=progress))
     summary = {
         "out": str(out),
         "checkpoint": str(checkpoint),

@@ -23,23 +23,15 @@ import pyarrow.parquet as pq
 from histoflow.core.errors import DataError
 from histoflow.core.io import atomic_path
 
-SCHEMA = pa.schema(
-    [
-        ("tile_id", pa.string()),
-        ("slide_id", pa.string()),
-        ("x", pa.int64()),
-        ("y", pa.int64()),
-        ("level", pa.int16()),
-        ("size_px0", pa.int32()),
-        ("mpp", pa.float64()),
-        ("tile_px", pa.int32()),
-        ("tissue_fraction", pa.float32()),
-        ("whitespace_fraction", pa.float32()),
-        ("blur_var", pa.float32()),
-        ("image_format", pa.string()),
-        ("image", pa.binary()),
-    ]
-)
+# the schema reads as a table: the formatter leaves it so
+# fmt: off
+SCHEMA = pa.schema([
+    ("tile_id", pa.string()), ("slide_id", pa.string()), ("x", pa.int64()), ("y", pa.int64()),
+    ("level", pa.int16()), ("size_px0", pa.int32()), ("mpp", pa.float64()), ("tile_px", pa.int32()),
+    ("tissue_fraction", pa.float32()), ("whitespace_fraction", pa.float32()), ("blur_var", pa.float32()),
+    ("image_format", pa.string()), ("image", pa.binary()),
+])
+# fmt: on
 META_KEY = b"histoflow.shard"
 ROW_GROUP_ROWS = 64  # TileDataset reads one row group per random access: keep it a few MB
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -83,19 +84,11 @@ class FitResult:
     notes: list[str] = field(default_factory=list)  # for metrics.json: what this run did unusually
 
 
-def fit(
-    cfg: RunConfig,
-    out: str | Path,
-    resume: bool = False,
-    callbacks: list | None = None,
-    loggers: list | None = None,
-    quiet: bool = False,
-    make_loggers: Callable[[RunConfig, Path], list] | None = None,
-) -> Path:
-    """Train per `cfg` into folder `out` (training only: no evaluation); returns the run folder."""
-    return fit_run(
-        cfg, out, resume=resume, callbacks=callbacks, loggers=loggers, quiet=quiet, make_loggers=make_loggers
-    ).run_dir
+def fit(cfg: RunConfig, out: str | Path, **options: Any) -> Path:
+    """Train per `cfg` into folder `out` (training only: no evaluation); returns the run folder.
+
+    `options` are those of `fit_run` (resume, callbacks, loggers, quiet, make_loggers)."""
+    return fit_run(cfg, out, **options).run_dir
 
 
 def fit_run(

@@ -11,6 +11,8 @@ import platform
 import shutil
 import subprocess
 
+from histoflow.core.version import CORE_PACKAGES
+
 
 def _version(module: str) -> tuple[bool, str]:
     try:
@@ -53,18 +55,7 @@ def _accelerator() -> tuple[bool, str]:
 
 def checks() -> list[tuple[str, bool, str]]:
     rows = [("python", True, platform.python_version()), ("histoflow", *_version("histoflow"))]
-    for name in (
-        "torch",
-        "torchvision",
-        "timm",
-        "lightning",
-        "torchmetrics",
-        "sklearn",
-        "cv2",
-        "tifffile",
-        "h5py",
-        "pyarrow",
-    ):
+    for name in (*CORE_PACKAGES, "cv2", "tifffile", "h5py", "pyarrow"):
         rows.append((name, *_version(name)))
     rows.append(("openslide", *_openslide()))
     rows.append(("accelerator", *_accelerator()))

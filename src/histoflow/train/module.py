@@ -7,6 +7,7 @@ optional class weights and label smoothing). Validation AUC comes from torchmetr
 from __future__ import annotations
 
 import math
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -43,8 +44,8 @@ class ClassifierModule(L.LightningModule):
         else:
             self.class_weights = None
         n = model.num_classes
-        task = "binary" if self.binary else "multiclass"
-        kw = {} if self.binary else {"num_classes": n}
+        task: Literal["binary", "multiclass"] = "binary" if self.binary else "multiclass"
+        kw: dict[str, Any] = {} if self.binary else {"num_classes": n}
         self.val_auc = torchmetrics.AUROC(task=task, **kw)
         self.val_acc = torchmetrics.Accuracy(task=task, **kw)
 

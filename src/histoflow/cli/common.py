@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -141,6 +142,7 @@ def record_command(results: dict | None = None) -> Path | None:
 
 
 def _current_context():
+    get_current_context: Callable[..., Any]  # typer's copy of click or click's, whichever is there
     try:  # typer >= 0.20 carries its own copy of click
         from typer._click.globals import get_current_context
     except ImportError:  # pragma: no cover

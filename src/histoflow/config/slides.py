@@ -21,7 +21,7 @@ class AggregateConfig(FrozenConfig):
 
     method: Literal["max", "mean", "topk_mean", "fraction"] = "topk_mean"  # reported as `score` in slide.json
     k: PositiveInt = 10  # top-k mean: tiles averaged (fewer when the slide has fewer)
-    threshold: float = Field(0.5, ge=0, le=1)  # fraction above threshold; also the GeoJSON threshold
+    threshold: float = Field(default=0.5, ge=0, le=1)  # fraction above threshold; also the GeoJSON threshold
 
 
 class SlidePredictConfig(FrozenConfig):
@@ -29,14 +29,14 @@ class SlidePredictConfig(FrozenConfig):
     slide_mpp: PositiveFloat | None = None  # level-0 mpp for slides whose file lacks it
     allow_resample: bool = False  # upsample when the slide is coarser than the checkpoint needs
     overlap_px: NonNegativeInt = 0
-    tissue_threshold: float = Field(0.5, ge=0, le=1)
+    tissue_threshold: float = Field(default=0.5, ge=0, le=1)
     mask_um_per_px: PositiveFloat = 4.0
     batch_size: PositiveInt = 64
     workers: NonNegativeInt = 2  # reader threads (0: read in the model's thread, no overlap)
     prefetch: PositiveInt = 4  # batches decoded ahead of the model
     tta: bool = False
     positive_class: str | None = None  # class shown in heatmaps and scored; default: last class
-    aggregate: AggregateConfig = Field(default_factory=AggregateConfig)
+    aggregate: AggregateConfig = Field(default_factory=lambda: AggregateConfig())
     backend: str = "auto"
     device: str | None = None
     thumbnail_px: PositiveInt = 1200
@@ -56,6 +56,6 @@ class BagConfig(FrozenConfig):
     bags_per_patient: PositiveInt = 10
     bag_size: PositiveInt = 32
     k: int = 2  # positive bag: at least k tumour patches (range checked against bag_size by plan_bags)
-    max_fraction: float = Field(0.5, gt=0, le=1)
+    max_fraction: float = Field(default=0.5, gt=0, le=1)
     grade_cuts: tuple[float, float] = (0.1, 0.3)  # grade 1 below 10% tumour, 2 below 30%, else 3
     seed: int = 0

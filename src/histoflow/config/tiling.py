@@ -30,21 +30,21 @@ DEFAULT_MPP = 0.5  # the field's usual resolution (20x on most scanners)
 class TileConfig(FrozenConfig):
     """Everything that decides which tiles a slide gives and what their pixels are."""
 
-    tile_px: int = Field(256, ge=8, strict=True)
+    tile_px: int = Field(default=256, ge=8, strict=True)
     mpp: PositiveFloat | None = None  # output microns per pixel (0.5 when no tile_um/magnification)
     tile_um: PositiveFloat | None = None  # alternative: physical tile side (mpp = tile_um / tile_px)
     magnification: PositiveFloat | None = None  # alternative: e.g. 20 (uses the slide's objective power)
-    overlap_px: int = Field(0, ge=0)  # output px shared by neighbours (stride = tile_px - overlap_px)
-    tissue_threshold: float = Field(0.5, ge=0, le=1)  # keep tiles with at least this tissue fraction
+    overlap_px: int = Field(default=0, ge=0)  # output px shared by neighbours (stride = tile_px - overlap_px)
+    tissue_threshold: float = Field(default=0.5, ge=0, le=1)  # keep tiles with at least this tissue fraction
     # the methods of histoflow.tiling.tissue.METHODS (config sits below tiling, so they are spelt out)
     tissue_method: Literal["saturation", "od"] = "saturation"
     mask_um_per_px: float = 4.0  # resolution of the tissue mask view
     min_tissue_um2: float = 5000.0  # drop tissue specks smaller than this
     reject_pen: bool = True
-    whitespace_max: float | None = Field(0.8, ge=0, le=1)  # QC: reject tiles with more glass than this fraction
+    whitespace_max: float | None = Field(default=0.8, ge=0, le=1)  # QC: reject tiles with more glass than this fraction
     blur_min: float | None = None  # QC: reject tiles whose Laplacian variance is below this
     image_format: Literal["jpeg", "png"] = "jpeg"
-    jpeg_quality: int = Field(90, ge=1, le=100)
+    jpeg_quality: int = Field(default=90, ge=1, le=100)
     tiles_per_shard: PositiveInt = 256
     slide_mpp: PositiveFloat | None = None  # override/supply the slides' level-0 mpp
     backend: str = "auto"

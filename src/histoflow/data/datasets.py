@@ -19,6 +19,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, cast, overload
 
 import numpy as np
 import torch
@@ -80,7 +81,13 @@ class StackedSamples(Sequence):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, k: int):
+    @overload
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, int]: ...
+
+    @overload
+    def __getitem__(self, k: slice) -> NoReturn: ...  # no slices: the bounds check raises TypeError
+
+    def __getitem__(self, k):
         if not -len(self) <= k < len(self):
             raise IndexError(k)
         return self.images[k], int(self.labels[k])
@@ -157,7 +164,7 @@ class PatchDataset(Dataset):
         self.transform = transform
         self.size_policy = size_policy
         self.non_rgb = non_rgb
-        self._h5: dict[str, object] = {}
+        self._h5: dict[str, Any] = {}  # h5py datasets (h5py ships no type hints)
         self._batch_arrays = ReusedBatchArrays()
         self._cache: np.ndarray | None = None
         if cache == "memory":
@@ -226,7 +233,7 @@ class PatchDataset(Dataset):
             return True
         return self.image_px is not None and not self._has_h5
 
-    def __getitems__(self, indices: list[int]) -> list:
+    def __getitems__(self, indices: list[int]) -> list | StackedSamples:
         """A whole batch at once (torch's DataLoader calls this when it exists).
 
         Images are decoded straight into one (B, H, W, 3) uint8 array, handed on as a
@@ -236,7 +243,7 @@ class PatchDataset(Dataset):
         if self.transform is not None or (self.image_px is None and self._cache is None):
             return [self[i] for i in indices]
         rows = [int(i) for i in indices]
-        side = self.crop_px or self.image_px
+        side = cast(int, self.crop_px or self.image_px)  # sized: image_px is set (the cache needs it too)
         if get_worker_info() is not None:
             # filled in place in shared memory: the batch reaches the main process as a file
             # descriptor, with no copy (a private buffer would be copied into shm on the way)

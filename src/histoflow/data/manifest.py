@@ -245,7 +245,7 @@ def read_pcam_h5(root: Path, **_) -> Manifest:
     import h5py
 
     x_files = [root] if root.is_file() else sorted(root.glob("camelyonpatch_level_2_split_*_x.h5"))
-    rows = []
+    rows: list[dict[str, object]] = []
     for x_file in x_files:
         match = PCAM_H5.search(x_file.name)
         if not match:

@@ -26,5 +26,9 @@ def balanced_sampler(
     weights = per_class[labels]
     generator = torch.Generator().manual_seed(seed)
     return WeightedRandomSampler(
-        torch.as_tensor(weights, dtype=torch.double), num_samples or len(labels), replacement=True, generator=generator
+        # torch's stub says Sequence[float]; the sampler takes a tensor (torch.as_tensor inside)
+        torch.as_tensor(weights, dtype=torch.double),  # type: ignore[arg-type]
+        num_samples or len(labels),
+        replacement=True,
+        generator=generator,
     )

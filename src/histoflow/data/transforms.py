@@ -25,7 +25,7 @@ class RandomDihedral(torch.nn.Module):
 
 def dihedral_views(batch: torch.Tensor) -> list[torch.Tensor]:
     """All 8 dihedral views of an NCHW batch (test-time augmentation)."""
-    views = []
+    views: list[torch.Tensor] = []
     for flip in (False, True):
         b = batch.flip(-1) if flip else batch
         views.extend(torch.rot90(b, k, dims=(-2, -1)) for k in range(4))
@@ -74,8 +74,8 @@ def build_transform(cfg: AugmentConfig, image_px: int) -> v2.Compose | None:
     if cfg.hsv_jitter is not None:
         from histoflow.preprocess.augment import HsvJitter
 
-        j = cfg.hsv_jitter
-        steps.append(v2.RandomApply([HsvJitter(hue=j.hue, saturation=j.saturation, value=j.value)], p=j.p))
+        hsv = cfg.hsv_jitter
+        steps.append(v2.RandomApply([HsvJitter(hue=hsv.hue, saturation=hsv.saturation, value=hsv.value)], p=hsv.p))
     if cfg.gaussian_blur is not None:
         b = cfg.gaussian_blur
         k = b.kernel_px if b.kernel_px % 2 else b.kernel_px + 1

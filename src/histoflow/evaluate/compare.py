@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, cast
 
 import pandas as pd
 
@@ -12,7 +13,7 @@ from histoflow.evaluate.run_folder import SPLIT_KEYS, Run
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
+    out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         out.update(_flatten(v, key + ".") if isinstance(v, dict) else {key: v})
@@ -73,7 +74,7 @@ def same_data_notes(runs: list[Run], split: str) -> list[str]:
     if any(s is None for s in sets):
         return [f"cannot tell whether the runs share their {split} images (a splits.csv is missing)"]
     if all(s == sets[0] for s in sets[1:]):
-        return [f"all runs were evaluated on the same {len(sets[0])} {split} images"]
+        return [f"all runs were evaluated on the same {len(cast(set, sets[0]))} {split} images"]  # none is None
     return [f"the runs were evaluated on different {split} images: differences mix model and data"]
 
 

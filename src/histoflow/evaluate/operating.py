@@ -142,8 +142,9 @@ def bootstrap_ci(
     out["grouped_by"] = group_name if groups is not None else None
     members = _group_members(groups) if groups is not None else None
     rng = np.random.default_rng(seed)
-    aucs, sens = [], {k: [] for k in thresholds}
-    spec = {k: [] for k in thresholds}
+    aucs: list[float] = []
+    sens: dict[str, list[float]] = {k: [] for k in thresholds}
+    spec: dict[str, list[float]] = {k: [] for k in thresholds}
     skipped = 0
     for _ in range(n_boot):
         idx = _resample_indices(rng, len(y), members)

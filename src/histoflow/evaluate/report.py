@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -30,7 +31,7 @@ def metrics_section(result: dict) -> str:
     ci = result.get("ci") or {}
     thr_name = f"threshold {result.get('threshold'):g}" if result.get("threshold") is not None else None
     at = _ci_at(result, thr_name) if thr_name else {}
-    rows = [
+    rows: list[list[Any]] = [
         ["n (patches)", result.get("n")],
         ["ROC AUC", fmt(result.get("auc"), ci.get("auc"))],
         ["PR AUC (average precision)", fmt(result.get("pr_auc"))],

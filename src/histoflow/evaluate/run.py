@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -50,13 +51,14 @@ def clinical_results(
             y,
             p,
             thresholds,
-            groups=None if by is None else groups[by].to_numpy(),
+            groups=None if by is None else cast(pd.DataFrame, groups)[by].to_numpy(),  # by: one of its columns
             n_boot=n_boot,
             seed=seed,
             group_name=by or "patient",
         )
         out["aggregate"] = {
-            col: group_level_metrics(y, p, groups[col].to_numpy(), col, threshold) for col in group_cols
+            col: group_level_metrics(y, p, cast(pd.DataFrame, groups)[col].to_numpy(), col, threshold)
+            for col in group_cols  # only when groups is given
         }
     elif len(class_names) > 2:
         out["operating_points"] = {"points": [], "notes": ["operating points are defined for binary models only"]}

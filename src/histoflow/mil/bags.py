@@ -83,14 +83,15 @@ def build_pcam_bags(
 
     cfg = cfg or BagConfig()
     root, out = Path(pcam_root) / cfg.split, Path(out)
-    paths, labels = [], []
+    paths: list[Path] = []
+    label_list: list[int] = []
     for lab in (0, 1):
         files = sorted((root / str(lab)).glob("*.jpg")) + sorted((root / str(lab)).glob("*.png"))
         paths += files
-        labels += [lab] * len(files)
+        label_list += [lab] * len(files)
     if not paths:
         raise DataError(f"{root}: no patches under 0/ and 1/ (expected a PCam-style class-folder split)")
-    labels = np.asarray(labels)
+    labels = np.asarray(label_list)
     # patch checkpoints carry no mpp; embedding files needs none (patches are used as they are)
     pred = load_predictor(checkpoint, SlidePredictConfig(mpp=1.0, batch_size=batch_size, workers=workers))
     cache = out / "patches.npy"

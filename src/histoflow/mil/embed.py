@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -27,6 +28,9 @@ from histoflow.predict.outputs import write_parquet
 from histoflow.predict.slide import Predictor, each_slide, load_predictor
 from histoflow.predict.tiles import open_reader_factory, plan_tiles, shard_tiles
 from histoflow.tiling.readers import slide_id_for
+
+if TYPE_CHECKING:
+    from histoflow.predict.pipeline import TileSource
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,7 @@ def embed_slide(pred: Predictor, slide_path: str, out: Path, progress: bool = Fa
         rep = json.loads(done.read_text())
         if rep.get("checkpoint_fingerprint") == pred.fingerprint and rep.get("status") == "complete":
             return {**rep, "resumed": True}
+    source: TileSource
     if cfg.tiles_dir:
         _, plan, source = shard_tiles(cfg.tiles_dir, slide_id, pred.tile_px, pred.mpp)
     else:
@@ -75,7 +80,8 @@ def embed_slide(pred: Predictor, slide_path: str, out: Path, progress: bool = Fa
     xs = np.array([s.x for s in specs], np.int64)
     ys = np.array([s.y for s in specs], np.int64)
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_npy(out_dir / "embeddings.npy", res.features.astype(np.float32))
+    features = cast(np.ndarray, res.features)  # run with want_features=True
+    save_npy(out_dir / "embeddings.npy", features.astype(np.float32))
     write_parquet(
         out_dir / "tiles.parquet",
         pa.table(
@@ -95,7 +101,7 @@ def embed_slide(pred: Predictor, slide_path: str, out: Path, progress: bool = Fa
         "tiles": len(specs),
         "skipped_read_errors": len(res.errors),
         "errors": [m for _, m in res.errors[:20]],
-        "features": int(res.features.shape[1]),
+        "features": int(features.shape[1]),
         "tile_px": pred.tile_px,
         "mpp": pred.mpp,
         "grid": g.to_dict(),
@@ -165,4 +171,4 @@ def embed_images(pred: Predictor, paths: Sequence[str | Path], progress: bool = 
     )
     if res.errors:
         raise DataError(f"{len(res.errors)} patch(es) could not be read, first: {res.errors[0][1]}")
-    return res.features
+    return cast(np.ndarray, res.features)  # run with want_features=True

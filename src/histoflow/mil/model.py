@@ -26,6 +26,9 @@ MIL_FORMAT = 1
 
 
 class GatedAttentionMIL(nn.Module):
+    feat_mean: torch.Tensor  # buffers, registered in __init__
+    feat_std: torch.Tensor
+
     def __init__(
         self,
         in_features: int,

@@ -17,6 +17,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -211,7 +212,9 @@ def _train(cfg: MILConfig, out: Path, rng) -> dict:
     model.feat_std.copy_(torch.from_numpy(tiles.std(0) + 1e-6))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     key = _select_key(cfg.data.task)
-    best, best_state, history = -np.inf, None, []
+    best_state: dict[str, torch.Tensor] | None = None
+    history: list[dict] = []
+    best = -np.inf
     t0 = time.perf_counter()
     for epoch in range(cfg.train.epochs):
         model.train()
@@ -232,7 +235,8 @@ def _train(cfg: MILConfig, out: Path, rng) -> dict:
         log.info("epoch %d loss %.4f val %s %.4f", epoch, history[-1]["train_loss"], key, score)
         if score > best:
             best, best_state = score, {k: v.clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(best_state)
+    # set by the first epoch; None only when no epoch ran or every score was NaN (torch then raises)
+    model.load_state_dict(cast(dict[str, torch.Tensor], best_state))
     results = {s: _evaluate(model, parts[s], cfg.data.task) for s in ("train", "val", "test")}
     emb_meta = _embedding_meta(Path(cfg.data.embeddings))
     save_mil(

@@ -73,6 +73,8 @@ class ColourHistogram(nn.Module):
     """
 
     sklearn_fit = True
+    feat_mean: torch.Tensor  # buffers, registered in __init__
+    feat_std: torch.Tensor
 
     def __init__(self, bins: int = 32, thumbnail_px: int = 8):
         super().__init__()

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -42,12 +44,13 @@ class Classifier(nn.Module):
         self.preprocess = Preprocess(mean, std)
         self.backbone = backbone
         self.head = nn.Sequential(
-            nn.Dropout(dropout) if dropout else nn.Identity(), nn.Linear(backbone.num_features, self.num_outputs)
+            nn.Dropout(dropout) if dropout else nn.Identity(),
+            nn.Linear(cast(int, backbone.num_features), self.num_outputs),
         )
 
     @property
     def gradcam_layer(self) -> nn.Module:
-        return self.backbone.gradcam_layer
+        return cast(nn.Module, self.backbone.gradcam_layer)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(self.preprocess(x))

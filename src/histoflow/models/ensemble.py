@@ -6,6 +6,8 @@ The Kaggle HCD study's Xception + NASNet ensemble is `concat` with
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -17,11 +19,11 @@ class ConcatBackbone(nn.Module):
     def __init__(self, members: list[nn.Module]):
         super().__init__()
         self.members = nn.ModuleList(members)
-        self.num_features = sum(m.num_features for m in members)
+        self.num_features = sum(cast(int, m.num_features) for m in members)
 
     @property
     def gradcam_layer(self) -> nn.Module:
-        return self.members[0].gradcam_layer  # explain through the first member
+        return cast(nn.Module, self.members[0].gradcam_layer)  # explain through the first member
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([m(x) for m in self.members], dim=1)

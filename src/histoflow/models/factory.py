@@ -50,6 +50,7 @@ def load_backbone_weights(model: Classifier, path: str | Path) -> None:
 
     path = Path(path)
     blob = load_torch_file(path, what="weights file")
+    state: object  # a state dict once checked below
     if isinstance(blob, dict) and "histoflow_version" in blob:
         state = {k[len("backbone.") :]: v for k, v in blob["state_dict"].items() if k.startswith("backbone.")}
     else:

@@ -121,11 +121,16 @@ def _feature(ring: list[list[float]], name: str, cls: str, color: tuple[int, int
 
 def tiles_geojson(xs, ys, values, region_px0: int, threshold: float, cls: str, color=(220, 30, 30)) -> dict:
     """One square annotation per tile at or above the threshold."""
-    feats = []
+    feats: list[dict] = []
     for x, y, v in zip(xs, ys, values):
         if np.isfinite(v) and v >= threshold:
             x, y = int(x), int(y)
-            ring = [[x, y], [x + region_px0, y], [x + region_px0, y + region_px0], [x, y + region_px0]]
+            ring: list[list[float]] = [
+                [x, y],
+                [x + region_px0, y],
+                [x + region_px0, y + region_px0],
+                [x, y + region_px0],
+            ]
             feats.append(_feature(ring, f"tile {x},{y}", cls, color, {"probability": v}))
     return {"type": "FeatureCollection", "features": feats}
 
@@ -142,7 +147,7 @@ def regions_geojson(
     import cv2
 
     above = np.nan_to_num(values, nan=-1.0) >= threshold
-    feats = []
+    feats: list[dict] = []
     if not above.any():
         return {"type": "FeatureCollection", "features": feats}
     m = cv2.resize(

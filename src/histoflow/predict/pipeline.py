@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -30,6 +31,16 @@ class Batch:
     indices: np.ndarray  # positions (in the source's order) of the tiles that were read
     images: np.ndarray  # (n, tile_px, tile_px, 3) uint8
     errors: list[tuple[int, str]] = field(default_factory=list)  # (position, message) of tiles that failed
+
+
+class TileSource(Protocol):
+    """What the reader threads read tiles from: SlideTileSource or EncodedTileSource."""
+
+    def __len__(self) -> int: ...
+
+    def read(self, i: int) -> np.ndarray: ...
+
+    def close(self) -> None: ...
 
 
 class SlideTileSource:

@@ -36,7 +36,7 @@ from histoflow.predict.aggregate import TileAggregator
 from histoflow.predict.checkpoint_info import checkpoint_resolution
 from histoflow.predict.model_loop import device_of, run_model
 from histoflow.predict.outputs import write_outputs
-from histoflow.predict.pipeline import SlideTileSource
+from histoflow.predict.pipeline import SlideTileSource, TileSource
 from histoflow.predict.tiles import open_reader_factory, plan_tiles, shard_tiles
 from histoflow.tiling.readers import in_memory_slide, slide_id_for
 
@@ -137,6 +137,7 @@ def predict_slide(pred: Predictor, slide_path: str | Path, out: str | Path, prog
         if (memory is not None or Path(slide_path).exists() or not cfg.tiles_dir)
         else None
     )
+    source: TileSource
     try:
         if cfg.tiles_dir:
             _, plan, source = shard_tiles(cfg.tiles_dir, slide_id, pred.tile_px, pred.mpp)

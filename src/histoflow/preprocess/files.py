@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -40,7 +40,7 @@ def _write_image(array, path: Path) -> None:
     from PIL import Image
 
     # JPEG sources stay JPEG (same names), at a quality that does not undo the normalisation
-    options = {"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}
+    options: dict[str, Any] = {"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}
     with atomic_path(path) as tmp:
         Image.fromarray(array).save(tmp, **options)
 
@@ -65,7 +65,7 @@ def normalize_files(
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
     if method == "reinhard" and target is None:
         raise ConfigError("--target is required with --method reinhard (it matches the target's LAB statistics)")
-    cfg = {"stain_norm": method, "target": str(target) if target else None}
+    cfg: dict[str, Any] = {"stain_norm": method, "target": str(target) if target else None}
     if method == "macenko":
         try:
             cfg["io"] = io if io == "auto" else float(io)

@@ -22,7 +22,7 @@ stores it and prediction normalises exactly as training did.
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 
@@ -98,7 +98,7 @@ class StainNormalizer:
     def from_state(cls, state: dict[str, Any]) -> StainNormalizer:
         """Rebuild a fitted normaliser from `state_dict()` (of any method)."""
         method = state.get("method") if isinstance(state, dict) else None
-        klass = NORMALIZERS.get(method)
+        klass = NORMALIZERS.get(method) if method is not None else None
         if klass is None:
             raise ConfigError(
                 f"stain normaliser state: unknown method {method!r} (expected one of {sorted(NORMALIZERS)})"
@@ -199,7 +199,7 @@ class ReinhardNormalizer(StainNormalizer):
         lab = rgb_to_lab(values / 255.0)
         std, mean = torch.std_mean(lab, dim=-1, unbiased=False, keepdim=True)
         t_mean = self.target_mean.to(lab.device)[:, None]
-        t_std = self.target_std.to(lab.device)[:, None]
+        t_std = cast(torch.Tensor, self.target_std).to(lab.device)[:, None]  # fitted with target_mean
         out = (lab - mean) / std.clamp_min(self.min_std) * t_std + t_mean
         rgb = lab_to_rgb(out) * 255.0
         flat = (std[:, 0, 0] < self.min_std) | (tissue_fraction(values) < self.min_tissue_fraction)
@@ -215,7 +215,7 @@ class ReinhardNormalizer(StainNormalizer):
         return {
             "method": self.method,
             "target_mean": self.target_mean.tolist(),
-            "target_std": self.target_std.tolist(),
+            "target_std": cast(torch.Tensor, self.target_std).tolist(),  # fitted with target_mean
             "min_std": self.min_std,
             "min_tissue_fraction": self.min_tissue_fraction,
         }
@@ -360,7 +360,8 @@ class MacenkoNormalizer(StainNormalizer):
         ref_max = self.max_conc.to(values.device)
         # io auto: a field without tissue (empty glass) is left as it is, like Reinhard's: its
         # glass noise and vignetting projected on the stain plane would come out as pink/blue speckle
-        empty = original = None
+        empty: torch.Tensor | None = None
+        original: torch.Tensor | None = None
         if self.io_auto:
             empty = tissue_fraction(self._sample(values)) < self.min_tissue_fraction
             if bool(empty.any()):
@@ -388,7 +389,7 @@ class MacenkoNormalizer(StainNormalizer):
         out = torch.bmm(remix, od).neg_().exp_().mul_(self.io)
         out = out.clamp_(0.0, 255.0)
         if empty is not None:
-            out = torch.where(empty[:, None, None], original, out)
+            out = torch.where(empty[:, None, None], cast(torch.Tensor, original), out)  # cloned with empty
         return out
 
     def state_dict(self) -> dict[str, Any]:

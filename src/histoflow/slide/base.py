@@ -17,7 +17,7 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -64,9 +64,13 @@ class BaseSlide:
 
     backend = "base"
 
+    if TYPE_CHECKING:
+        # every backend defines it (SlideReader's signature); declared for the shared readers below
+        def read_region(self, xy_level0: tuple[int, int], level: int, size_px: tuple[int, int]) -> np.ndarray: ...
+
     def __init__(
         self,
-        path: str,
+        path: str | Path,
         level_dimensions,
         level_downsamples,
         mpp: float | None,

@@ -15,6 +15,7 @@ import csv
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,7 +48,8 @@ def read_labels(path: str | Path) -> tuple[dict[str, str], list[tuple]]:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: label CSV not found")
-    slide_labels, regions = {}, []
+    slide_labels: dict[str, str] = {}
+    regions: list[tuple] = []
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
         cols = set(reader.fieldnames or [])
@@ -87,7 +89,10 @@ class TileDataset(Dataset):
 
         self.files = _shard_files(shards)
         index_cols = ["tile_id", "slide_id", "x", "y", "size_px0"]
-        file_idx, rg_idx, row_idx, meta = [], [], [], {c: [] for c in index_cols}
+        file_idx: list[int] = []
+        rg_idx: list[int] = []
+        row_idx: list[int] = []
+        meta: dict[str, list[Any]] = {c: [] for c in index_cols}
         for f_i, path in enumerate(self.files):
             try:
                 pf = pq.ParquetFile(path)
@@ -100,9 +105,9 @@ class TileDataset(Dataset):
                 row_idx += list(range(t.num_rows))
                 for c in index_cols:
                     meta[c] += t.column(c).to_pylist()
-        self.tile_ids = np.array(meta["tile_id"], dtype=np.bytes_)
-        self.slide_ids = np.array(meta["slide_id"], dtype=np.bytes_)
-        self._loc = (
+        self.tile_ids: np.ndarray = np.array(meta["tile_id"], dtype=np.bytes_)
+        self.slide_ids: np.ndarray = np.array(meta["slide_id"], dtype=np.bytes_)
+        self._loc: np.ndarray = (
             np.stack([np.array(file_idx, np.int32), np.array(rg_idx, np.int32), np.array(row_idx, np.int32)], 1)
             if file_idx
             else np.zeros((0, 3), np.int32)
@@ -114,14 +119,14 @@ class TileDataset(Dataset):
             raise DataError(f"{labels}: label(s) {unknown} are not among the classes {names}")
         index = {n: i for i, n in enumerate(names)}
         self.class_names = names
-        self.labels = np.array([index.get(lab, -1) for lab in labels_txt], dtype=np.int64)
+        self.labels: np.ndarray = np.array([index.get(lab, -1) for lab in labels_txt], dtype=np.int64)
         if drop_unlabelled:
             keep = self.labels >= 0
             self.tile_ids, self.slide_ids, self._loc, self.labels = (
                 a[keep] for a in (self.tile_ids, self.slide_ids, self._loc, self.labels)
             )
         self.transform = transform
-        self._files: dict[int, object] = {}
+        self._files: dict[int, Any] = {}  # pyarrow.parquet.ParquetFile (pyarrow ships no type hints)
         self._cached: tuple | None = None
 
     @staticmethod

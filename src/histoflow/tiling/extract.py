@@ -18,8 +18,9 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 from histoflow.config.tiling import TileConfig
 from histoflow.core.errors import ConfigError
@@ -31,6 +32,22 @@ from histoflow.tiling.readers import register_in_memory, slide_id_for
 from histoflow.tiling.shards import shard_path, shard_stats, slide_dir, write_manifest
 
 log = logging.getLogger(__name__)
+
+
+class TilingEngine(Protocol):
+    """What extract_tiles needs of an engine (LocalEngine, SparkEngine, or one passed in)."""
+
+    name: str
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, *exc: Any) -> None: ...
+
+    def plan(self, paths: Sequence[str], cfg: TileConfig) -> list[SlidePlan]: ...
+
+    def extract(
+        self, out: Path, plans: Sequence[SlidePlan], todo: dict, cfg: TileConfig, on_shard: Callable[[dict], None]
+    ) -> None: ...
 
 
 def _slide_paths(slides: Iterable) -> list[str]:
@@ -71,7 +88,7 @@ def extract_tiles(
     slides: Iterable,
     out: str | Path,
     cfg: TileConfig | None = None,
-    engine: str | object = "local",
+    engine: str | TilingEngine = "local",
     workers: int | None = None,
     spark_master: str | None = None,
     progress: bool = True,
@@ -98,7 +115,7 @@ def extract_tiles(
     elif isinstance(engine, str):
         raise ConfigError(f"engine must be 'local' or 'spark', got {engine!r}")
 
-    ids = {}
+    ids: dict[str, str] = {}
     for p in paths:
         sid = slide_id_for(p)
         if sid in ids and ids[sid] != p:

@@ -11,6 +11,7 @@ from collections import Counter, deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from histoflow.config.tiling import TileConfig
 from histoflow.core.errors import ConfigError
@@ -21,6 +22,10 @@ from histoflow.tiling.plan import SlidePlan, plan_slide
 from histoflow.tiling.readers import add_in_memory, close_readers, in_memory_slides
 from histoflow.tiling.shards import shard_path, write_shard
 from histoflow.tiling.work import ShardAccumulator, process_tiles, write_slide_shard
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing.context import BaseContext
 
 
 class LocalEngine:
@@ -55,7 +60,7 @@ class LocalEngine:
         self.min_pool_tiles = min_pool_tiles
         self.max_thread_slides = max_thread_slides
         self.pool_started = False
-        self._pool = None
+        self._pool: ProcessPoolExecutor | None = None
 
     def __enter__(self):
         return self
@@ -69,6 +74,7 @@ class LocalEngine:
         # Not fork: a parent that already ran OpenCV/OpenMP/glib thread pools (any caller that
         # touched an image) can deadlock its forked children. forkserver forks from a clean
         # server that preloads this module, so workers still start in milliseconds.
+        ctx: BaseContext
         if "forkserver" in mp.get_all_start_methods():
             ctx = mp.get_context("forkserver")
             ctx.set_forkserver_preload(["histoflow.tiling.local"])
@@ -158,7 +164,8 @@ class LocalEngine:
         pending = set()
         with progress_bar(len(specs), "tiles", quiet=not self.progress) as bar:
             for group in groups.values():
-                pending.add(self._pool.submit(write_slide_shard, str(out), group, cfg))
+                # only called with the pool started (see extract)
+                pending.add(cast("ProcessPoolExecutor", self._pool).submit(write_slide_shard, str(out), group, cfg))
                 if len(pending) >= 2 * self.workers:  # bounded: the spec lists stay here until needed
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for fut in done:

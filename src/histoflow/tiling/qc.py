@@ -21,7 +21,8 @@ def tile_qc(img: np.ndarray) -> tuple[float, float]:
     gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
     r, g, b = cv2.split(img)
     spread = cv2.subtract(cv2.max(cv2.max(r, g), b), cv2.min(cv2.min(r, g), b))
-    glass = cv2.bitwise_and(cv2.compare(gray, 220, cv2.CMP_GT), cv2.compare(spread, 25, cv2.CMP_LT))
+    # OpenCV's stubs accept only arrays for compare's src2; the C++ API takes a scalar too
+    glass = cv2.bitwise_and(cv2.compare(gray, 220, cv2.CMP_GT), cv2.compare(spread, 25, cv2.CMP_LT))  # type: ignore[call-overload]
     whitespace = cv2.countNonZero(glass) / glass.size
     _mean, std = cv2.meanStdDev(cv2.Laplacian(gray, cv2.CV_16S))  # exact for uint8 input, faster than float
     return float(whitespace), float(std[0, 0] ** 2)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -55,7 +56,7 @@ def read_tile(slide, spec: TileSpec) -> np.ndarray:
 class Block:
     """Neighbouring tiles read as one region: level px offsets from (x0, y0) in level-0 px."""
 
-    specs: list
+    specs: list[TileSpec]
     x0: int
     y0: int
     ds: float
@@ -118,7 +119,8 @@ def read_tiles(slide, specs: Sequence[TileSpec]) -> list[np.ndarray | Exception]
         for spec in b.specs:
             try:
                 if region is not None:
-                    ox, oy = b.offset(spec)
+                    # group_blocks admits a spec to a block only when its offset is whole
+                    ox, oy = cast(tuple[int, int], b.offset(spec))
                     tile = region[oy : oy + spec.read_px, ox : ox + spec.read_px]
                     out.append(resize_tile(np.ascontiguousarray(tile), spec))
                 else:

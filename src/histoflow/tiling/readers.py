@@ -13,15 +13,15 @@ import threading
 from collections import OrderedDict
 
 from histoflow.config.tiling import TileConfig
-from histoflow.slide.base import slide_id_of
+from histoflow.slide.base import BaseSlide, slide_id_of
 
 MAX_OPEN_READERS = 8  # per process: bounded file handles and OpenSlide caches
-_READERS: OrderedDict[tuple, object] = OrderedDict()
-_IN_MEMORY: dict[str, object] = {}  # "<array ...>" path -> ArraySlide, for tests and montages
+_READERS: OrderedDict[tuple, BaseSlide] = OrderedDict()
+_IN_MEMORY: dict[str, BaseSlide] = {}  # "<array ...>" path -> ArraySlide, for tests and montages
 _READERS_LOCK = threading.Lock()  # small jobs read tiles on threads (see LocalEngine.extract)
 
 
-def cached_reader(path: str, cfg: TileConfig):
+def cached_reader(path: str, cfg: TileConfig) -> BaseSlide:
     """The reader of `path` in this process (opened on first use, then cached)."""
     if path in _IN_MEMORY:
         return _IN_MEMORY[path]
@@ -46,23 +46,23 @@ def close_readers() -> None:
             _READERS.popitem(last=False)[1].close()
 
 
-def register_in_memory(slide) -> str:
+def register_in_memory(slide: BaseSlide) -> str:
     """Make an in-memory slide (ArraySlide) addressable by its path in this and forked processes."""
     _IN_MEMORY[slide.path] = slide
     return slide.path
 
 
-def in_memory_slide(path: str):
+def in_memory_slide(path: str) -> BaseSlide | None:
     """The registered in-memory slide of `path`, or None for a slide file."""
     return _IN_MEMORY.get(path)
 
 
-def in_memory_slides() -> dict[str, object]:
+def in_memory_slides() -> dict[str, BaseSlide]:
     """A copy of this process's registered in-memory slides (to hand to pool workers)."""
     return dict(_IN_MEMORY)
 
 
-def add_in_memory(slides: dict[str, object]) -> None:
+def add_in_memory(slides: dict[str, BaseSlide]) -> None:
     """Register slides handed over by the process that started this one."""
     _IN_MEMORY.update(slides)
 

@@ -14,11 +14,15 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from histoflow.config.tiling import TileConfig
 from histoflow.core.optional import require
 from histoflow.tiling.plan import SlidePlan, plan_slide
 from histoflow.tiling.work import write_slide_shard
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +59,7 @@ class SparkEngine:
         self.tasks_per_core = tasks_per_core  # a few per core: stragglers even out, overhead stays small
         self._given = session
         self._conf = conf
-        self.spark = None
+        self.spark: SparkSession | None = None  # set while the engine is entered
 
     def __enter__(self):
         self._owned = False
@@ -84,7 +88,7 @@ class SparkEngine:
         self.spark = None
 
     def plan(self, paths: Sequence[str], cfg: TileConfig) -> list[SlidePlan]:
-        sc = self.spark.sparkContext
+        sc = cast("SparkSession", self.spark).sparkContext  # engines are used entered
         return sc.parallelize(list(paths), max(1, len(paths))).map(lambda p: plan_slide(p, cfg)).collect()
 
     def extract(self, out: Path, plans: Sequence[SlidePlan], todo: dict, cfg: TileConfig, on_shard) -> None:
@@ -99,7 +103,7 @@ class SparkEngine:
         if not tasks:
             return
         out_str = str(Path(out).resolve())
-        sc = self.spark.sparkContext
+        sc = cast("SparkSession", self.spark).sparkContext  # engines are used entered
         # A shard stays the unit of output and resume (each is written atomically by one call),
         # but a Spark task carries several: with one task per shard, task overhead costs a
         # sizeable share of the throughput (bench/bench_tiling.py measures it).

@@ -93,7 +93,7 @@ def tissue_mask(
     # would split pale collagen from dense nuclei and drop the pale tissue.)
     threshold = max(otsu_threshold(signal), float(floor)) if signal.size else 255.0
     mask = (signal > threshold) & ~glass
-    pen = np.zeros_like(mask)
+    pen: np.ndarray = np.zeros_like(mask)
     if reject_pen:
         pen = pen_mask(rgb)
         # isolated bluish pixels are dark nuclei, not ink: keep only solid ink strokes, then grow
@@ -117,7 +117,7 @@ def clean_mask(
     """Close gaps, drop specks, fill holes, remove components below the minimum area."""
     import cv2
 
-    m = mask.astype(np.uint8)
+    m: np.ndarray = mask.astype(np.uint8)
     k = 3 if max(m.shape) < 2000 else 5
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
     m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, kernel)

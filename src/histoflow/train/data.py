@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -149,7 +150,7 @@ def build_run_data(cfg: RunConfig, run_dir: Path | None = None, notes: list[str]
     pre = build_preprocessor(cfg.preprocess)
     preprocess = None if pre.is_identity else pre
     mean, std = normalisation(cfg, train_m, preprocess)
-    common = dict(
+    common: dict[str, Any] = dict(
         image_px=d.image_px,
         size_policy=d.size_policy,
         non_rgb=d.non_rgb,

@@ -120,9 +120,9 @@ def fit_run(
     if done is not None:  # training finished before the interruption: nothing to retrain or rewrite
         log.info("%s: training already finished; resuming with evaluation", run_dir)
         data = build_run_data(cfg, None, notes=[])
-        return FitResult(
-            run_dir, data, done.get("train_seconds", 0.0), rank_zero_only.rank == 0, list(done.get("notes", []))
-        )
+        # lightning sets `rank` on the rank_zero_only function at import; its stub does not declare it
+        is_main = rank_zero_only.rank == 0  # type: ignore[attr-defined]
+        return FitResult(run_dir, data, done.get("train_seconds", 0.0), is_main, list(done.get("notes", [])))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     keep_freed_memory_in_heap()  # glibc would hand freed batch memory back to the OS each step; see core.runtime
     started = time.perf_counter()
@@ -186,11 +186,12 @@ def fit_run(
             quiet,
             monitor_val_loss=bool(notes),
         )
-        if t.ema_decay and val_loader is None and rank_zero_only.rank == 0:
+        if t.ema_decay and val_loader is None and rank_zero_only.rank == 0:  # type: ignore[attr-defined]  # as above
             save("last.pt", {"epoch": t.epochs - 1})  # no validation: EMA copied its averages in at train end
 
     wall = time.perf_counter() - started
-    main_process = rank_zero_only.rank == 0  # DDP: only rank 0 goes on to evaluate and write
+    # DDP: only rank 0 goes on to evaluate and write (`rank`: set by lightning, not in its stub)
+    main_process = rank_zero_only.rank == 0  # type: ignore[attr-defined]
     if main_process:
         log.info("training took %.0f s", wall)
         mark_training_done(run_dir, wall, notes)

@@ -7,6 +7,7 @@ optional class weights and label smoothing). Validation AUC comes from torchmetr
 from __future__ import annotations
 
 import math
+from typing import Any, Literal, cast
 
 import lightning as L
 import torch
@@ -43,8 +44,8 @@ class ClassifierModule(L.LightningModule):
         else:
             self.class_weights = None
         n = model.num_classes
-        task = "binary" if self.binary else "multiclass"
-        kw = {} if self.binary else {"num_classes": n}
+        task: Literal["binary", "multiclass"] = "binary" if self.binary else "multiclass"
+        kw: dict[str, Any] = {} if self.binary else {"num_classes": n}
         self.val_auc = torchmetrics.AUROC(task=task, **kw)
         self.val_acc = torchmetrics.Accuracy(task=task, **kw)
 
@@ -106,6 +107,8 @@ class ClassifierModule(L.LightningModule):
     def configure_optimizers(self):
         o = self.cfg.optimizer
         params = [p for p in self.parameters() if p.requires_grad]
+        opt: torch.optim.Optimizer
+        sched: torch.optim.lr_scheduler.LRScheduler
         if o.name == "sgd":
             opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=True)
         elif o.name == "adam":
@@ -120,9 +123,11 @@ class ClassifierModule(L.LightningModule):
             sched = torch.optim.lr_scheduler.StepLR(opt, step_size=s.step_epochs, gamma=s.gamma)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
         if s.name == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
+            # fit always gives the Trainer max_epochs
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cast(int, epochs)))
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
         if s.name == "plateau":
+            mode: Literal["min", "max"]
             monitor, mode = ("val_auc", "max") if self.log_val_auc else ("val_loss", "min")
             sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=mode, factor=s.gamma, patience=s.patience)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": monitor, "interval": "epoch"}}

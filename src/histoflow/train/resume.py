@@ -28,6 +28,7 @@ import json
 import logging
 import random
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -82,7 +83,8 @@ def loader_generators(loader) -> list[torch.Generator]:
 
 
 def _rng_state(generators: list[torch.Generator]) -> dict:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    # legacy=True (the default) gives the tuple form; numpy's stub returns it or the dict form
+    kind, keys, pos, has_gauss, cached = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     state = {
         "torch": torch.get_rng_state(),
         "numpy": {

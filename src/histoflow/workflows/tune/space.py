@@ -23,7 +23,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ValidationError
 
@@ -75,7 +75,9 @@ class Param:
         if self.kind == "float":
             return trial.suggest_float(self.key, self.low, self.high, log=self.log, step=self.step)
         if self.kind == "int":
-            return trial.suggest_int(self.key, int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
+            # ranges (float, int) always have both ends: see _range_param
+            low, high = cast(float, self.low), cast(float, self.high)
+            return trial.suggest_int(self.key, int(low), int(high), log=self.log, step=int(self.step or 1))
         if self._encoded:
             return json.loads(trial.suggest_categorical(self.key, [json.dumps(c) for c in self.choices]))
         return trial.suggest_categorical(self.key, list(self.choices))
@@ -93,7 +95,7 @@ class Param:
             return value in self.choices
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return False
-        return self.low <= value <= self.high
+        return cast(float, self.low) <= value <= cast(float, self.high)  # a range: both ends set
 
     def describe(self) -> dict:
         if self.kind == "categorical":
@@ -301,7 +303,7 @@ def _check_values(space: SearchSpace, base: RunConfig, source: str) -> None:
     from histoflow.models.factory import get_factory
 
     for p in space.params:
-        values = list(p.choices) if p.kind == "categorical" else [p.low, p.high]
+        values: list[Any] = list(p.choices) if p.kind == "categorical" else [p.low, p.high]
         for v in values:
             try:
                 space.apply(base, {p.key: v})

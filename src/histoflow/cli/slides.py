@@ -90,6 +90,9 @@ def register(app: typer.Typer) -> None:
         engine: str = typer.Option("local", help="local (process pool) or spark."),
         workers: Optional[int] = typer.Option(None, help="Local engine processes [default: all cores]."),
         spark_master: str = typer.Option("local[*]", help="Spark master: local[*], spark://host:7077, yarn."),
+        pool_min_tiles: Optional[int] = typer.Option(
+            None, hidden=True, help="Local engine: use the process pool from this many tiles (tests force it with 0)."
+        ),
     ) -> None:
         """Tissue-detect and tile slides into Parquet shards (resumable; failed slides are reported)."""
         from histoflow.config.tiling import TileConfig
@@ -105,6 +108,7 @@ def register(app: typer.Typer) -> None:
                 workers=workers,
                 spark_master=spark_master,
                 progress=not state.quiet,
+                pool_min_tiles=pool_min_tiles,
             )
 
         summary = run_verb(work)

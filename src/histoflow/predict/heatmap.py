@@ -101,14 +101,20 @@ def render_heatmap(
 
 
 # -- GeoJSON for QuPath ------------------------------------------------------------------------------
-def _feature(ring: list[list[float]], name: str, cls: str, color: tuple[int, int, int], measurements: dict) -> dict:
-    ring = [[round(float(x), 1), round(float(y), 1)] for x, y in ring]
-    if ring[0] != ring[-1]:
-        ring.append(ring[0])  # GeoJSON rings are closed
+def _feature(rings: list, name: str, cls: str, color: tuple[int, int, int], measurements: dict) -> dict:
+    """A polygon annotation: `rings` is one ring of [x, y] points, or the outline and its holes."""
+    if not isinstance(rings[0][0], (list, tuple)):
+        rings = [rings]
+    coords = []
+    for ring in rings:
+        ring = [[round(float(x), 1), round(float(y), 1)] for x, y in ring]
+        if ring[0] != ring[-1]:
+            ring.append(ring[0])  # GeoJSON rings are closed
+        coords.append(ring)
     # QuPath (0.3+) reads objectType/classification/measurements from the properties
     return {
         "type": "Feature",
-        "geometry": {"type": "Polygon", "coordinates": [ring]},
+        "geometry": {"type": "Polygon", "coordinates": coords},
         "properties": {
             "objectType": "annotation",
             "name": name,
@@ -135,14 +141,14 @@ def tiles_geojson(xs, ys, values, region_px0: int, threshold: float, cls: str, c
     return {"type": "FeatureCollection", "features": feats}
 
 
-def regions_geojson(
-    values: np.ndarray, geom: GridGeometry, threshold: float, cls: str, color=(220, 30, 30), upscale: int = 8
-) -> dict:
-    """Connected regions of grid cells at or above the threshold, as polygons in level-0 px.
+def regions_geojson(values: np.ndarray, geom: GridGeometry, threshold: float, cls: str, color=(220, 30, 30)) -> dict:
+    """Connected regions (8-neighbour) of grid cells at or above the threshold, as polygons in
+    level-0 px: the exact outline of the cells' painted squares (see overlay_image), holes as
+    interior rings, so a region's polygon area is its `area_px0` (cells x stride^2).
 
-    The cell mask is upscaled before tracing so the polygon follows cell edges (contours of a
-    1-px-per-cell mask would run through cell centres and shrink every region by half a tile).
-    Holes are not traced: a region is its outer boundary.
+    Outlines follow cell edges: contours traced through an upscaled mask (cv2.findContours) run
+    through boundary pixel centres and shrank every region by one upscaled pixel (a one-tile
+    region of 187 px was drawn 163.6 px wide).
     """
     import cv2
 
@@ -150,31 +156,79 @@ def regions_geojson(
     feats: list[dict] = []
     if not above.any():
         return {"type": "FeatureCollection", "features": feats}
-    m = cv2.resize(
-        above.astype(np.uint8), (above.shape[1] * upscale, above.shape[0] * upscale), interpolation=cv2.INTER_NEAREST
-    )
-    m = np.pad(m, 1)
-    contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    cell = geom.stride_px0 / upscale
+    n_labels, labels = cv2.connectedComponents(above.astype(np.uint8), connectivity=8)
+    s = geom.stride_px0
     pad = (geom.region_px0 - geom.stride_px0) / 2
-    for n, cnt in enumerate(contours):
-        pts = cnt.reshape(-1, 2).astype(np.float64) - 1 + 0.5  # undo the pad; pixel centre -> edge-ish
-        if len(pts) < 3:
-            continue
-        ring = [[geom.x0 + pad + px * cell, geom.y0 + pad + py * cell] for px, py in pts]
-        # mean and max probability of the cells inside this region
-        inside = np.zeros(m.shape, np.uint8)
-        cv2.drawContours(inside, [cnt], -1, 1, thickness=-1)
-        cells = inside[1:-1, 1:-1][upscale // 2 :: upscale, upscale // 2 :: upscale].astype(bool) & above
+    for n in range(1, n_labels):
+        cells = labels == n
+        rings = sorted(_cell_rings(cells), key=lambda r: -abs(_ring_area(r)))  # the outline first, then holes
+        polygon = [[[geom.x0 + pad + c * s, geom.y0 + pad + r * s] for c, r in ring] for ring in rings]
         v = values[cells]
         meas = {
             "tiles": int(cells.sum()),
-            "mean_probability": float(v.mean()) if v.size else 0.0,
-            "max_probability": float(v.max()) if v.size else 0.0,
-            "area_px0": float(cells.sum()) * geom.stride_px0**2,
+            "mean_probability": float(v.mean()),
+            "max_probability": float(v.max()),
+            "area_px0": float(cells.sum()) * s**2,
         }
-        feats.append(_feature(ring, f"region {n + 1}", cls, color, meas))
+        feats.append(_feature(polygon, f"region {n}", cls, color, meas))
     return {"type": "FeatureCollection", "features": feats}
+
+
+def _cell_rings(cells: np.ndarray) -> list[list[tuple[int, int]]]:
+    """The closed boundaries of a set of grid cells, as rings of (col, row) cell-corner points.
+
+    Every cell edge between a cell in the set and one outside is a directed edge with the cell on
+    its right; chaining them gives each boundary once. Where two cells meet only at a corner, the
+    left turn is taken, which keeps diagonal neighbours in one outline (8-connectivity).
+    """
+    padded = np.pad(cells, 1)
+    out: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for r, c in zip(*np.nonzero(cells)):
+        pr, pc = r + 1, c + 1
+        if not padded[pr - 1, pc]:
+            out.setdefault((c, r), []).append((c + 1, r))  # top, going right
+        if not padded[pr, pc + 1]:
+            out.setdefault((c + 1, r), []).append((c + 1, r + 1))  # right, going down
+        if not padded[pr + 1, pc]:
+            out.setdefault((c + 1, r + 1), []).append((c, r + 1))  # bottom, going left
+        if not padded[pr, pc - 1]:
+            out.setdefault((c, r + 1), []).append((c, r))  # left, going up
+    rings = []
+    while out:
+        # start where one edge leaves (a plain corner): then returning to it closes the ring
+        start = next((v for v, ends in out.items() if len(ends) == 1), next(iter(out)))
+        ring, here, heading = [], start, None
+        while True:
+            ring.append(here)
+            ends = out[here]
+            end = ends[0]
+            if len(ends) > 1 and heading is not None:  # a corner shared by two cells: turn left
+                left = (heading[1], -heading[0])
+                end = next((e for e in ends if (e[0] - here[0], e[1] - here[1]) == left), end)
+            ends.remove(end)
+            if not ends:
+                del out[here]
+            heading, here = (end[0] - here[0], end[1] - here[1]), end
+            if here == start:
+                break
+        rings.append(_corners(ring))
+    return rings
+
+
+def _corners(ring: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The ring without the points in the middle of a straight run."""
+    n = len(ring)
+    keep = []
+    for i, (x, y) in enumerate(ring):
+        (ax, ay), (bx, by) = ring[i - 1], ring[(i + 1) % n]
+        if (x - ax) * (by - y) - (y - ay) * (bx - x) != 0:
+            keep.append((x, y))
+    return keep
+
+
+def _ring_area(ring) -> float:
+    xs, ys = np.array([p[0] for p in ring], float), np.array([p[1] for p in ring], float)
+    return 0.5 * float(np.dot(xs, np.roll(ys, -1)) - np.dot(ys, np.roll(xs, -1)))
 
 
 def write_geojson(path, collection: dict) -> None:

@@ -126,7 +126,8 @@ def _write_pictures(pred, slide, slide_id, out_dir, plan, values, xs, ys, pos, r
         return
     score = report["score"]
     title = (
-        f"{slide_id}: {report['score_method']} = {'n/a' if score is None else f'{score:.3f}'}  "
+        f"{slide_id}: {report['score_method']} of P({report['positive_class']}) = "
+        f"{'n/a' if score is None else f'{score:.3f}'}  "
         f"({report['tiles']['scored']} tiles, {report['tile_px']} px @ {report['mpp']:g} um/px)"
     )
     render_heatmap(

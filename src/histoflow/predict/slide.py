@@ -223,6 +223,7 @@ def predict_slides(
         "tile_px": pred.tile_px,
         "mpp": pred.mpp,
         "device": str(pred.device),
+        "positive_class": pred.class_names[pred.positive],  # what every score is the probability of
         "slides": len(slides),
         "complete": len(reports) - sum(r["status"] == "failed" for r in reports.values()),
         "failed": failed,

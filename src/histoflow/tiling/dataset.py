@@ -105,8 +105,10 @@ class TileDataset(Dataset):
                 row_idx += list(range(t.num_rows))
                 for c in index_cols:
                     meta[c] += t.column(c).to_pylist()
-        self.tile_ids: np.ndarray = np.array(meta["tile_id"], dtype=np.bytes_)
-        self.slide_ids: np.ndarray = np.array(meta["slide_id"], dtype=np.bytes_)
+        # UTF-8 bytes (decoded with .decode()), not numpy's ASCII str->bytes cast, which fails on
+        # the tiles of 'pätient é.svs'; bytes, not str objects, so workers share the pages
+        self.tile_ids: np.ndarray = np.array([t.encode() for t in meta["tile_id"]], dtype=np.bytes_)
+        self.slide_ids: np.ndarray = np.array([t.encode() for t in meta["slide_id"]], dtype=np.bytes_)
         self._loc: np.ndarray = (
             np.stack([np.array(file_idx, np.int32), np.array(rg_idx, np.int32), np.array(row_idx, np.int32)], 1)
             if file_idx

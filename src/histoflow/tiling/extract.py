@@ -92,6 +92,7 @@ def extract_tiles(
     workers: int | None = None,
     spark_master: str | None = None,
     progress: bool = True,
+    pool_min_tiles: int | None = None,
 ) -> dict:
     """Tile every slide into Parquet shards under `out`; returns a summary with one report per slide.
 
@@ -107,7 +108,7 @@ def extract_tiles(
     if not paths:
         raise ConfigError("no slides given")
     if engine == "local":
-        engine = LocalEngine(workers=workers, progress=progress)
+        engine = LocalEngine(workers=workers, progress=progress, **_given(min_pool_tiles=pool_min_tiles))
     elif engine == "spark":
         from histoflow.tiling.spark import SparkEngine
 
@@ -190,6 +191,10 @@ def extract_tiles(
         "tiles_per_s": round(kept / elapsed, 2) if elapsed > 0 else None,
         "reports": reports,
     }
+
+
+def _given(**options) -> dict:
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def _slide_report(plan: SlidePlan, shards: list[dict], cfg: TileConfig, extract_s: float) -> dict:

@@ -7,6 +7,10 @@ Engines differ only in how they map the work of tiling.work over the specs; orch
 from __future__ import annotations
 
 import os
+import select
+import signal
+import sys
+import time
 from collections import Counter, deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -81,7 +85,7 @@ class LocalEngine:
         else:  # pragma: no cover - Windows
             ctx = mp.get_context("spawn")
         self._pool = ProcessPoolExecutor(
-            self.workers, mp_context=ctx, initializer=_worker_init, initargs=(in_memory_slides(),)
+            self.workers, mp_context=ctx, initializer=_worker_init, initargs=(in_memory_slides(), os.getpid())
         )
         self.pool_started = True
 
@@ -178,7 +182,9 @@ class LocalEngine:
                 bar.advance(stats["tiles"])
 
 
-def _worker_init(in_memory: dict) -> None:
+def _worker_init(in_memory: dict, driver_pid: int | None = None) -> None:
+    if driver_pid is not None:
+        die_with(driver_pid)
     add_in_memory(in_memory)  # in-memory slides travel once per worker, not once per tile
     try:
         import cv2
@@ -186,3 +192,52 @@ def _worker_init(in_memory: dict) -> None:
         cv2.setNumThreads(1)  # one process per core already; OpenCV threads would oversubscribe
     except ImportError:  # pragma: no cover
         pass
+
+
+def die_with(driver_pid: int) -> None:
+    """End this worker when the process that started the pool ends, however it ends.
+
+    A pool worker blocks on its task queue, whose pipe every worker also holds open, so a
+    driver killed with SIGKILL never sends the EOF that would end it: workers lived on,
+    finished the queued tasks (writing shards for a run nobody waits for) and kept the
+    forkserver (which ends when the last holder of its alive pipe does) and the resource
+    tracker alive. A forkserver worker's parent is the forkserver, not the driver, so
+    PR_SET_PDEATHSIG alone covers the forkserver's death; a thread waiting on a pidfd of the
+    driver covers the driver's (polling os.kill where pidfds are missing).
+    """
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # pragma: no cover - no prctl
+            pass
+    try:
+        fd = os.pidfd_open(driver_pid)
+    except ProcessLookupError:
+        os._exit(1)  # the driver is already gone
+    except (AttributeError, OSError):  # pragma: no cover - not Linux >= 5.3
+        fd = None
+
+    def watch() -> None:
+        if fd is not None:
+            select.select([fd], [], [])  # readable once the driver has exited
+        else:  # pragma: no cover
+            while _alive(driver_pid):
+                time.sleep(0.5)
+        os._exit(1)  # no cleanup: a shard being written stays a temporary file, which a rerun ignores
+
+    threading.Thread(target=watch, name="histoflow-die-with-driver", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:  # pragma: no cover - the fallback of die_with
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -25,7 +25,7 @@ demo: setup
 	$(VENV)/bin/histoflow demo --data-root "$(HISTOFLOW_DATA)"
 
 # lint first: a layering or style break fails in seconds, before the suite runs
-test: setup
+test: setup lint
 	$(PY) -m pytest -m "not slow" -q
 
 lint: setup

@@ -188,7 +188,12 @@ def read_class_folders(root: Path, **_) -> Manifest:
     else:
         layout = [("", d) for d in subdirs]
     for split, class_dir in layout:
-        for path in _images_in(class_dir, recursive=True):
+        images = _images_in(class_dir, recursive=True)
+        if not images:  # said, not silently dropped: an empty class may be a copy that went wrong
+            log.warning(
+                "%s: class folder holds no images; %r is not a class of this dataset", class_dir, class_dir.name
+            )
+        for path in images:
             row = {"path": str(path), "label": class_dir.name, "split": split}
             row.update(_breakhis_fields(path.name))
             rows.append(row)
@@ -283,6 +288,13 @@ def read_csv_manifest(csv_path: Path, label_column: str = "label", path_column: 
     base = csv_path.parent
     table["path"] = [str(p if Path(p).is_absolute() else (base / p)) for p in table["path"].astype(str)]
     table["label"] = table["label"].fillna("").astype(str).str.replace(r"\.0$", "", regex=True)
+    blank = table.index[table["label"].str.strip() == ""]
+    if 0 < len(blank) < len(table):  # some rows labelled, some not: a gap in the table, not unlabelled data
+        lines = ", ".join(str(i + 2) for i in blank[:10]) + (" ..." if len(blank) > 10 else "")
+        raise DataError(
+            f"{csv_path}: {len(blank)} of {len(table)} rows have an empty {label_column!r} (CSV lines {lines}); "
+            f"fill or remove them (a column that is empty in every row means unlabelled images)"
+        )
     if "split" in table.columns:
         table["split"] = [
             SPLIT_ALIASES.get(str(s).lower(), str(s)) if isinstance(s, str) else "" for s in table["split"]

@@ -87,3 +87,16 @@ def test_resume_needs_something_to_resume(tmp_path):
     with pytest.raises(ConfigError, match="holds no .*resume.ckpt"):
         fit(tiny(), tmp_path / "nothing", resume=True)
     assert not (tmp_path / "nothing").exists()
+
+
+def test_kill_in_the_first_epoch_resumes_from_the_start(tmp_path):
+    """Killed before the first epoch-start checkpoint (config.yaml written, no resume.ckpt):
+    --resume trains again from the beginning, which is the uninterrupted run."""
+    cfg = tiny("train.epochs=1")
+    whole = fit(cfg, tmp_path / "whole")
+    out = fit(cfg, tmp_path / "killed")
+    (out / "checkpoints" / DONE).unlink()  # as if killed after config.yaml, before any resume point
+    assert not (out / "checkpoints" / RESUME_CKPT).exists()
+    fit(cfg, out, resume=True)
+    assert same_weights(weights(whole, "best.pt"), weights(out, "best.pt"))
+    assert len(pd.read_csv(out / "history.csv")) == 1  # rewritten, not appended to

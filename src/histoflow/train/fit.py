@@ -110,10 +110,15 @@ def fit_run(
     run_dir = Path(out)
     ckpt_dir = run_dir / "checkpoints"
     if resume and not can_resume(run_dir):
-        raise ConfigError(
-            f"--resume: {run_dir} holds no {ckpt_dir / RESUME_CKPT} (nor a finished training) to resume from"
-        )
-    if not resume and can_resume(run_dir):
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(
+                f"--resume: {run_dir} holds no {ckpt_dir / RESUME_CKPT} (nor a finished training) to resume from"
+            )
+        # killed in the first epoch, before any epoch-start checkpoint: its start is the beginning,
+        # so training again from scratch is the exact resume (history.csv and best.pt are rewritten)
+        log.warning("%s: interrupted in the first epoch; training again from the start", run_dir)
+        resume = False
+    elif not resume and can_resume(run_dir):
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
     check_run_config(cfg)  # every cheap check before any data work or run folder
     done = training_done(run_dir) if resume else None

@@ -127,3 +127,26 @@ def tiles_of(out: Path) -> dict[str, bytes]:
         t = pq.read_table(shard, columns=["tile_id", "image"]).to_pydict()
         found.update(zip(t["tile_id"], t["image"]))
     return found
+
+
+SLIDES = ("a", "b")
+
+
+def two_slides(root: Path) -> tuple[Path, Path]:
+    """Two copies of the CMU slide and an untrained checkpoint: a kill between the slides leaves
+    one complete and one not started. Returns (folder, checkpoint)."""
+    import shutil
+
+    from tests.conftest import need_data
+    from tests.predict.test_slide import _tiny_checkpoint
+
+    for name in SLIDES:
+        shutil.copy(need_data("wsi", "cmu-1-small-region.svs"), root / f"{name}.svs")
+    return root, _tiny_checkpoint(root / "m.pt")
+
+
+def slides_cmd(verb: str, inputs: tuple[Path, Path], out: Path, settings: list[str]) -> list[str]:
+    """`histoflow VERB a.svs b.svs --checkpoint m.pt --out OUT SETTINGS...`."""
+    root, ckpt = inputs
+    slides = [str(root / f"{n}.svs") for n in SLIDES]
+    return cli(verb, *slides, "--checkpoint", str(ckpt), "--out", str(out), *settings)

@@ -4,35 +4,35 @@ uninterrupted run, nothing half-written, no process left behind (issue 15)."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import need_data
-from tests.predict.test_slide import _tiny_checkpoint
-from tests.reliability.kill import assert_no_orphans, assert_whole, cli, first, kill_when, run
+from tests.reliability.kill import (
+    SLIDES,
+    assert_no_orphans,
+    assert_whole,
+    first,
+    kill_when,
+    run,
+    slides_cmd,
+    two_slides,
+)
 
 pytestmark = pytest.mark.slow
 
-SLIDES = ("a", "b")
 SETTINGS = ["--mpp", "0.972", "--workers", "2", "--aggregate", "max"]
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("predict-slide")
-    for name in SLIDES:  # two slides: a kill between them leaves one complete, one not started
-        shutil.copy(need_data("wsi", "cmu-1-small-region.svs"), root / f"{name}.svs")
-    return root, _tiny_checkpoint(root / "m.pt")
+    return two_slides(tmp_path_factory.mktemp("predict-slide"))
 
 
 def _cmd(inputs, out: Path) -> list[str]:
-    root, ckpt = inputs
-    slides = [str(root / f"{n}.svs") for n in SLIDES]
-    return cli("predict-slide", *slides, "--checkpoint", str(ckpt), "--out", str(out), *SETTINGS)
+    return slides_cmd("predict-slide", inputs, out, SETTINGS)
 
 
 def _outputs(out: Path) -> dict:

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from histoflow.config.slides import BagConfig
 from histoflow.core.errors import CheckpointError, DataError
-from histoflow.mil.bags import BagConfig, build_pcam_bags, grade_of, plan_bags
+from histoflow.mil.bags import build_pcam_bags, grade_of, plan_bags
 from histoflow.mil.model import GatedAttentionMIL, load_mil, predict_bag, save_mil
 from histoflow.mil.train import load_mil_config, split_groups, train_mil
 from tests.conftest import need_data

@@ -26,7 +26,7 @@ from histoflow.config.slides import BagConfig, SlidePredictConfig
 from histoflow.core.errors import DataError
 from histoflow.core.io import atomic_write_bytes, atomic_write_json
 
-__all__ = ["BagConfig", "build_pcam_bags", "grade_of", "plan_bags"]
+__all__ = ["build_pcam_bags", "grade_of", "plan_bags"]
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from histoflow.config.slides import AGGREGATE_METHODS as METHODS
 from histoflow.config.slides import AggregateConfig
 from histoflow.core.errors import ConfigError
 
-__all__ = ["METHODS", "AggregateConfig", "TileAggregator", "aggregate", "all_scores"]
+__all__ = ["METHODS", "TileAggregator", "aggregate", "all_scores"]
 
 
 class TileAggregator(Protocol):

@@ -43,7 +43,6 @@ from histoflow.tiling.readers import in_memory_slide, slide_id_for
 __all__ = [
     "Predictor",
     "each_slide",
-    "SlidePredictConfig",
     "is_complete",
     "load_predictor",
     "predict_slide",

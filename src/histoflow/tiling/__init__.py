@@ -1,7 +1,8 @@
 """Tissue detection, tile grids and tile extraction to Parquet shards (local or Spark)."""
 
+from histoflow.config.tiling import TileConfig
 from histoflow.tiling.extract import extract_tiles
-from histoflow.tiling.grid import TileConfig, TileSpec, tile_grid, tile_id
+from histoflow.tiling.grid import TileSpec, tile_grid, tile_id
 from histoflow.tiling.local import LocalEngine
 from histoflow.tiling.plan import plan_slide
 from histoflow.tiling.read import read_tile

@@ -17,6 +17,9 @@ class MILData(Strict):
     id_column: str = "bag_id"
     label_column: str = "label"
     group_column: str | None = "patient"  # split by this; None: each bag is its own group
+    # the labels' own train/val/test split when every row has one (as tile training keeps it), so
+    # MIL and tile models are compared on the same held-out slides; else a grouped split is made
+    split_column: str | None = "split"
     task: Literal["binary", "multiclass", "ordinal"] = "binary"
     classes: list[str] | None = None  # class order (ordinal: low to high); default sorted labels
     val_fraction: float = 0.2

@@ -27,16 +27,25 @@ class SplitConfig(Strict):
 
 
 class BalanceConfig(Strict):
-    sampler: bool = False  # class-balanced WeightedRandomSampler for training batches
+    # class-balanced WeightedRandomSampler for training batches (tiles: classes balanced over slides)
+    sampler: bool = False
     loss_weights: bool = False  # inverse-frequency class weights in the loss
 
 
 class DataConfig(Strict):
     path: str = "${HISTOFLOW_DATA}/pcam"
+    # whole slides: a `histoflow tile` output folder and its slide label CSV (slide,label[,patient]
+    # [,split], or region rows slide,x,y,width,height,label); then `path` is not used
+    tiles: str | None = None
+    labels: str | None = None
+    tiles_per_slide: PositiveInt | None = None  # tiles: at most this many per slide per epoch, drawn afresh
+    # microns per pixel of the images: recorded in the checkpoint so predict-slide/embed need no
+    # --mpp (tiles: read from the shards; a different value here is refused)
+    mpp: PositiveFloat | None = None
     format: str = "auto"
     label_column: str = "label"
     label_pattern: str | None = None  # regex with one group: label from file name (flat folders)
-    image_px: PositiveInt = 96
+    image_px: PositiveInt = 96  # tiles: the tiles' size unless set
     crop_px: PositiveInt | None = None  # centre crop after sizing (PCam: the label is the central 32 px)
     size_policy: Literal["resize", "pad", "raise"] = "resize"
     non_rgb: Literal["convert", "raise"] = "convert"

@@ -28,6 +28,7 @@ from torch.utils.data import Dataset, get_worker_info
 from histoflow.core.errors import ConfigError, DataError
 from histoflow.core.images import decode_bytes, decode_jpeg_into, read_file, read_image
 from histoflow.data.manifest import Manifest
+from histoflow.data.shard_rows import ShardRows
 
 log = logging.getLogger(__name__)
 SIZE_POLICIES = ("resize", "pad", "raise")
@@ -154,7 +155,10 @@ class PatchDataset(Dataset):
         # os.fsencode, not numpy's ASCII str->bytes cast, which fails on 'Dätä/pätient é/...'
         self.paths = np.array([os.fsencode(p) for p in frame["path"].tolist()], dtype=np.bytes_)
         self.items = frame["item"].to_numpy(dtype=np.int64)
-        self._has_h5 = bool((self.items >= 0).any())  # rows that are items of an HDF5 file
+        # rows that are items of a container file: a tile shard (Parquet) or an HDF5 file
+        self._in_shard = (self.items >= 0) & np.array([p.endswith(b".parquet") for p in self.paths], dtype=bool)
+        self._has_h5 = bool(((self.items >= 0) & ~self._in_shard).any())
+        self._shards = ShardRows()
         self.labels = np.array([index.get(lbl, -1) for lbl in frame["label"]], dtype=np.int64)
         self.image_px = image_px
         if crop_px is not None and image_px is not None and crop_px > image_px:
@@ -184,7 +188,11 @@ class PatchDataset(Dataset):
         if self._cache is not None:
             return self._cache[i]
         path, item = self.path(i), int(self.items[i])
-        if item >= 0:
+        if item >= 0 and self._in_shard[i]:
+            where = f"{path} row {item}"
+            img = decode_bytes(data or self._shards.row_bytes(path, item), where, self.non_rgb)
+            path = where
+        elif item >= 0:
             img = self._read_h5(path, item)
         elif data:
             img = decode_bytes(data, path, self.non_rgb)
@@ -272,12 +280,18 @@ class PatchDataset(Dataset):
         two threads; bench/bench_data.py has the fill loop's rows).
         """
         in_place = self.preprocess is None and not self.crop_px
-        paths, items, has_h5 = self.paths, self.items, self._has_h5
+        paths, items, in_shard = self.paths, self.items, self._in_shard
         rows = list(rows)
         for start in range(0, len(rows), READ_AHEAD):
             chunk = rows[start : start + READ_AHEAD]
-            # HDF5 rows have no file of their own: load() reads them (data None)
-            files = [None if has_h5 and items[i] >= 0 else _read_or_none(paths[i]) for i in chunk]
+            # HDF5 rows have no file of their own: load() reads them (data None); shard rows are
+            # read together, each Parquet row group once
+            files: list[bytes | None] = [None if items[i] >= 0 else _read_or_none(paths[i]) for i in chunk]
+            tiles = [k for k, i in enumerate(chunk) if in_shard[i]]
+            if tiles:
+                found = self._shards.rows_bytes([(os.fsdecode(paths[chunk[k]]), int(items[chunk[k]])) for k in tiles])
+                for k, tile_bytes in zip(tiles, found):
+                    files[k] = tile_bytes
             for k, i, data in zip(range(start, start + len(chunk)), chunk, files):
                 if not (in_place and data and decode_jpeg_into(pixels[k], data)):
                     pixels[k] = self.load(i, data)

@@ -25,6 +25,7 @@ from histoflow.evaluate.operating import bootstrap_ci, operating_points
 from histoflow.predict.patches import predict_dataset
 
 log = logging.getLogger(__name__)
+TILE_COLUMNS = ("tile_id", "x", "y", "size_px0")  # of tile manifests (histoflow.data.tiles)
 
 
 def clinical_results(
@@ -96,7 +97,8 @@ def evaluate_split(
         plots.confusion_plot(result["confusion_matrix"], ckpt.class_names, report / f"confusion_{name}.png")
     frame = pd.DataFrame({"path": [dataset.path(i) for i in range(len(dataset))], "label": y})
     if groups is not None and len(groups) == len(frame):
-        for col in group_columns(groups):
+        # patient/slide when known, and where a tile lies on its slide (whole-slide data)
+        for col in [*group_columns(groups), *(c for c in TILE_COLUMNS if c in groups)]:
             frame[col] = groups[col].to_numpy()
     for k, cname in enumerate(ckpt.class_names):
         frame[f"p_{cname}"] = probs[:, k]
@@ -134,7 +136,8 @@ def evaluate_run(run_dir: Path, data, tta: bool = False, train_seconds: float | 
     seed = ckpt.seed
     for name, ds in (("val", data.val), ("test", data.test)):
         if ds is not None and len(ds):
-            groups = data.manifest.split(name).frame[["patient", "slide"]]
+            frame = data.manifest.split(name).frame
+            groups = frame[["patient", "slide", *(c for c in TILE_COLUMNS if c in frame)]]
             results[name], _ = evaluate_split(model, ckpt, ds, run_dir, name, tta=False, groups=groups, seed=seed)
             if tta:
                 results[f"{name}_tta"], _ = evaluate_split(

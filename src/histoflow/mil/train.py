@@ -30,6 +30,7 @@ from histoflow.core.io import atomic_write_bytes, atomic_write_json
 from histoflow.mil.model import GatedAttentionMIL, predict_bag, save_mil
 
 log = logging.getLogger(__name__)
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
 
 def load_mil_config(path: str | Path | None, overrides: list[str] | None = None) -> MILConfig:
@@ -82,6 +83,9 @@ def load_bags(cfg: MILData) -> tuple[list[dict], list[str]]:
                 "id": r[cfg.id_column],
                 "group": r[cfg.group_column] if cfg.group_column else r[cfg.id_column],
                 "y": classes.index(r[cfg.label_column]),
+                "split": SPLIT_NAMES.get((r.get(cfg.split_column) or "").strip().lower(), "")
+                if cfg.split_column
+                else "",
                 "x": feats,
                 "inst": inst,
             }
@@ -201,9 +205,13 @@ def _train(cfg: MILConfig, out: Path, rng) -> dict:
     if cfg.data.task == "binary" and len(classes) != 2:
         raise ConfigError(f"data.task binary needs 2 classes, got {classes} (use multiclass or ordinal)")
     y = np.array([b["y"] for b in bags])
-    split = split_groups(
-        y, np.array([b["group"] for b in bags]), cfg.data.val_fraction, cfg.data.test_fraction, cfg.train.seed
-    )
+    given = np.array([b["split"] for b in bags], dtype=object)
+    if all(given) and "train" in set(given):  # the labels' own split, as tile training keeps it
+        split = given
+    else:
+        split = split_groups(
+            y, np.array([b["group"] for b in bags]), cfg.data.val_fraction, cfg.data.test_fraction, cfg.train.seed
+        )
     parts = {s: [b for b, t in zip(bags, split) if t == s] for s in ("train", "val", "test")}
     in_features = bags[0]["x"].shape[1]
     model = GatedAttentionMIL(in_features, len(classes), cfg.data.task, **cfg.model.model_dump())

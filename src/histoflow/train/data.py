@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +11,13 @@ import numpy as np
 
 from histoflow.config import RunConfig
 from histoflow.core.errors import DataError
+from histoflow.core.paths import expand
 from histoflow.data.datasets import PatchDataset
 from histoflow.data.manifest import Manifest, read_manifest
+from histoflow.data.samplers import SlideEpochSampler, balanced_sampler
 from histoflow.data.splits import split_manifest
 from histoflow.data.summary import channel_stats
+from histoflow.data.tiles import TileCohort, read_tile_cohort
 from histoflow.data.transforms import build_transform
 from histoflow.data.verify import verify_manifest
 from histoflow.models.classifier import IMAGENET_MEAN, IMAGENET_STD
@@ -32,6 +35,10 @@ class RunData:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     preprocess_state: dict | None = None  # fitted stain normaliser / CLAHE, stored in checkpoints
+    # data.* values the data decided (tiles: image_px and mpp from the shards): fit records them
+    # in config.yaml and the checkpoint
+    resolved: dict = field(default_factory=dict)
+    cohort: TileCohort | None = None  # whole-slide data: the slides and what was left out
 
 
 def load_manifest(cfg: RunConfig, verify: bool | None = None) -> Manifest:
@@ -125,14 +132,56 @@ def check_val_classes(manifest: Manifest, cfg: RunConfig, notes: list[str] | Non
         notes.append(note)
 
 
+def load_tiles(cfg: RunConfig) -> tuple[TileCohort, dict]:
+    """The tile cohort of `data.tiles` and the data.* values it decides (image_px, mpp)."""
+    d = cfg.data
+    if not d.tiles or not d.labels:
+        raise DataError(f"data.tiles ({d.tiles}) needs data.labels: a CSV with slide,label[,patient][,split]")
+    cohort = read_tile_cohort(expand(d.tiles), expand(d.labels))
+    if d.mpp is not None and cohort.mpp is not None and abs(d.mpp - cohort.mpp) > 1e-3 * cohort.mpp:
+        raise DataError(
+            f"data.mpp is {d.mpp:g} but the tiles in {d.tiles} are at {cohort.mpp:g} um/px: "
+            f"remove data.mpp (it is read from the tiles) or tile again at {d.mpp:g}"
+        )
+    resolved: dict = {"mpp": cohort.mpp}
+    if "image_px" not in d.model_fields_set:  # default: train at the tiles' size
+        resolved["image_px"] = cohort.tile_px
+    return cohort, resolved
+
+
+def require_training_slides(manifest: Manifest, source: str) -> None:
+    """Whole-slide data: at least two classes among the training slides, said in slides."""
+    train = manifest.split("train").frame
+    per_class = train.groupby("label")["slide"].nunique()
+    if len(per_class) < 2:
+        described = ", ".join(f"{c!r}: {n} slide(s)" for c, n in per_class.items()) or "none"
+        raise DataError(
+            f"{source}: the training slides hold one class only ({described}); a classifier needs "
+            f"slides of at least two classes in training (check the labels and the split column)"
+        )
+
+
 def build_run_data(cfg: RunConfig, run_dir: Path | None = None, notes: list[str] | None = None) -> RunData:
     """`notes` collects what metrics.json should say about the data (a one-class val split)."""
     # split and subsample first, then decode-check only the rows that will be used
-    manifest = assign_splits(load_manifest(cfg, verify=False), cfg)
+    cohort: TileCohort | None = None
+    resolved: dict = {}
+    if cfg.data.tiles:
+        cohort, resolved = load_tiles(cfg)
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update=resolved)})
+        if notes is not None:
+            notes.extend(n for n in cohort.notes if n not in notes)
+        base = cohort.manifest.with_positive_class(cfg.data.positive_class)
+    else:
+        base = load_manifest(cfg, verify=False)
+    manifest = assign_splits(base, cfg)
     manifest = subsample(manifest, cfg.data.max_per_split, cfg.seed)
+    if cohort is not None:
+        require_training_slides(manifest, cohort.manifest.source)
     check_val_classes(manifest, cfg)  # before any decoding: label counts are enough
     d = cfg.data
-    if d.verify:
+    # tiles were decoded and encoded by the tiler: no second decode pass over every tile
+    if d.verify and cohort is None:
         manifest = verify_manifest(manifest, on_error=d.on_error, non_rgb=d.non_rgb, size_policy=d.size_policy)
         if manifest.skipped:
             log.warning(
@@ -163,5 +212,26 @@ def build_run_data(cfg: RunConfig, run_dir: Path | None = None, notes: list[str]
     val = PatchDataset(manifest.split("val"), **common) if "val" in manifest.splits else None
     test = PatchDataset(manifest.split("test"), **common) if "test" in manifest.splits else None
     return RunData(
-        manifest, manifest.class_names, train, val, test, mean, std, None if preprocess is None else pre.state_dict()
+        manifest,
+        manifest.class_names,
+        train,
+        val,
+        test,
+        mean,
+        std,
+        None if preprocess is None else pre.state_dict(),
+        resolved,
+        cohort,
     )
+
+
+def train_sampler(cfg: RunConfig, data: RunData):
+    """The training sampler: per-epoch draws from whole slides (tiles), class-balanced draws
+    (data.balance.sampler), or None (a plain shuffle)."""
+    d = cfg.data
+    if data.cohort is not None and (d.tiles_per_slide or d.balance.sampler):
+        slides = data.manifest.split("train").frame["slide"].to_numpy()
+        return SlideEpochSampler(slides, data.train.labels, d.tiles_per_slide, d.balance.sampler, cfg.seed)
+    if d.balance.sampler:
+        return balanced_sampler(data.train.labels, len(data.class_names), cfg.seed)
+    return None

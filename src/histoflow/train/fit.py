@@ -31,11 +31,11 @@ from histoflow.core.errors import ConfigError
 from histoflow.core.runtime import keep_freed_memory_in_heap
 from histoflow.data.classes import positive_class_of
 from histoflow.data.loading import make_loader
-from histoflow.data.samplers import balanced_sampler, class_weights
+from histoflow.data.samplers import class_weights
 from histoflow.data.sizes import common_size
 from histoflow.models.factory import create_model, set_backbone_trainable
 from histoflow.train.callbacks import HistoflowCheckpoint, HistoryWriter, StopOnNonFiniteLoss, ema_weights
-from histoflow.train.data import RunData, build_run_data
+from histoflow.train.data import RunData, build_run_data, train_sampler
 from histoflow.train.module import ClassifierModule
 from histoflow.train.preflight import check_run_config, quiet_lightning
 from histoflow.train.resume import (
@@ -60,6 +60,17 @@ def resolve_precision(precision: str, accelerator: str) -> str:
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     capability = torch.backends.cpu.get_cpu_capability()
     return "bf16-mixed" if ("AVX512_BF16" in capability or "AMX" in capability) else "32-true"
+
+
+def training_resolution(cfg: RunConfig, data: RunData, source_size: list[int] | None) -> dict:
+    """What predict-slide and embed read from the checkpoint instead of --mpp: the microns per
+    pixel of the training images and their side in pixels at that mpp (tiles: as tiled)."""
+    if cfg.data.mpp is None:
+        return {}
+    if data.cohort is not None:
+        return {"mpp": cfg.data.mpp, "tile_px": data.cohort.tile_px}
+    square = source_size is not None and source_size[0] == source_size[1]
+    return {"mpp": cfg.data.mpp, "tile_px": source_size[0] if square and source_size else cfg.data.image_px}
 
 
 def _progress_bar(quiet: bool) -> list:
@@ -134,6 +145,8 @@ def fit_run(
 
     notes: list[str] = []
     data = build_run_data(cfg, None, notes=notes)  # data errors (columns, classes, files) leave no run folder
+    if data.resolved:  # decided by the data (tiles: their size and mpp): config.yaml says what ran
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update=data.resolved)})
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     data.manifest.to_csv(run_dir / "splits.csv")
@@ -142,6 +155,7 @@ def fit_run(
     model_cfg = cfg.model.model_dump(mode="json")
 
     source_size = common_size(data.manifest.split("train"))  # evaluate/predict warn on other sizes
+    resolution = training_resolution(cfg, data, source_size)
 
     def save(name: str, extra: dict) -> None:
         save_checkpoint(
@@ -152,12 +166,17 @@ def fit_run(
             image_px=cfg.data.image_px,
             run_config=cfg.model_dump(mode="json"),
             preprocess=data.preprocess_state,
-            extra={"positive_class": positive_class_of(data.class_names), "source_image_size": source_size, **extra},
+            extra={
+                "positive_class": positive_class_of(data.class_names),
+                "source_image_size": source_size,
+                **resolution,
+                **extra,
+            },
         )
 
     t = cfg.train
     weights = class_weights(data.train.labels, n_classes) if cfg.data.balance.loss_weights else None
-    sampler = balanced_sampler(data.train.labels, n_classes, cfg.seed) if cfg.data.balance.sampler else None
+    sampler = train_sampler(cfg, data)
     # Several devices need torch DataLoaders (Lightning swaps in distributed samplers); on one,
     # make_loader picks thread workers where the data decodes outside the GIL
     threads = None if str(t.devices) in ("1", "auto") and t.strategy in ("auto", "single_device") else False

@@ -46,10 +46,7 @@ def config_problems(cfg: RunConfig) -> list[str]:
         get_factory(cfg.model.name)
     except ConfigError as e:
         problems.append(f"model.name: {e}")
-    data_path = expand(cfg.data.path)
-    if not data_path.exists():
-        hint = " (set HISTOFLOW_DATA or data.path)" if "HISTOFLOW_DATA" in cfg.data.path else ""
-        problems.append(f"data.path: {data_path} does not exist{hint}")
+    problems += data_problems(cfg)
     for key, value in (("model.weights", cfg.model.weights), ("preprocess.target", cfg.preprocess.target)):
         if value and not expand(value).exists():
             problems.append(f"{key}: {expand(value)} does not exist")
@@ -70,6 +67,31 @@ def config_problems(cfg: RunConfig) -> list[str]:
     es = cfg.train.early_stopping
     if es is not None and es.monitor not in MONITORS:
         problems.append(f"train.early_stopping.monitor: {es.monitor!r} is not logged; use one of {sorted(MONITORS)}")
+    return problems
+
+
+def data_problems(cfg: RunConfig) -> list[str]:
+    """Where the data comes from: a patch dataset (data.path) or tile shards (data.tiles + labels)."""
+    d = cfg.data
+    if d.tiles is None:
+        data_path = expand(d.path)
+        problems = []
+        if not data_path.exists():
+            hint = " (set HISTOFLOW_DATA or data.path)" if "HISTOFLOW_DATA" in d.path else ""
+            problems.append(f"data.path: {data_path} does not exist{hint}")
+        for key, value in (("data.labels", d.labels), ("data.tiles_per_slide", d.tiles_per_slide)):
+            if value is not None:
+                problems.append(f"{key}: only for whole-slide data; set data.tiles to a `histoflow tile` output folder")
+        return problems
+    problems = []
+    if d.path != type(d).model_fields["path"].default:  # a saved config.yaml holds the default: fine
+        problems.append("data.path and data.tiles: give one source of images (data.tiles reads tile shards)")
+    if not (expand(d.tiles) / "manifest.parquet").is_file():
+        problems.append(f"data.tiles: {expand(d.tiles)} is not a `histoflow tile` output (no manifest.parquet)")
+    if d.labels is None:
+        problems.append("data.labels: tiles need a label CSV (slide,label[,patient][,split])")
+    elif not expand(d.labels).is_file():
+        problems.append(f"data.labels: {expand(d.labels)} does not exist")
     return problems
 
 

@@ -64,7 +64,6 @@ STRATA = (
     ("mid", 0.70 / 3, (0.14, 0.36)),
     ("low", 0.70 / 3, (0.02, 0.10)),
 )  # order = tie-break order of the allocation: a 2-slide split gets none + high
-SPLITS = (("train", "train", 1), ("val", "train", 2), ("test", "valid", 3))  # split, PCam source, seed code
 MIN_TISSUE_CELLS = 20  # so the low stratum (2-10%) holds a whole number of tumour cells
 MIN_GRID = 8
 SCRIPT_VERSION = 1

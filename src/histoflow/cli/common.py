@@ -15,25 +15,10 @@ from rich.console import Console
 
 from histoflow.core.errors import HistoflowError
 from histoflow.core.io import atomic_write_text
+from histoflow.slide.files import expand_slides  # noqa: F401 - the verbs import it from here
 
 M = TypeVar("M", bound=BaseModel)
 console = Console()
-SLIDE_SUFFIXES = (
-    ".svs",
-    ".ndpi",
-    ".mrxs",
-    ".scn",
-    ".vms",
-    ".vmu",
-    ".bif",
-    ".tif",
-    ".tiff",
-    ".btf",
-    ".svslide",
-    ".png",
-    ".jpg",
-    ".jpeg",
-)
 
 
 @dataclass
@@ -195,14 +180,3 @@ def verb_config(model: type[M], config: Path | None, sets: list[str] | None, key
     apply_overrides(raw, sets)
     state.resolved = validate(model, raw, str(config) if config is not None else "(command line)")
     return state.resolved
-
-
-def expand_slides(items: list[Path]) -> list[Path]:
-    """Files as given (missing ones too: they get a failure report); folders expand to slide files."""
-    out = []
-    for p in items:
-        if p.is_dir():
-            out += sorted(q for q in p.iterdir() if q.is_file() and q.name.lower().endswith(SLIDE_SUFFIXES))
-        else:
-            out.append(p)
-    return out

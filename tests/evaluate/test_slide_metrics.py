@@ -183,3 +183,12 @@ def test_a_slide_without_an_external_score_is_left_out_of_that_column_only():
     assert res["aggregations"]["mean"]["n"] == 4 and res["aggregations"]["attention_mil"]["n"] == 3
     assert any("attention_mil: 1 slide(s)" in n for n in res["notes"])
     json.dumps(res, allow_nan=False)
+
+
+def test_one_class_slides_say_the_figures_are_undefined():
+    sc, lab = _frames({"mean": [0.2, 0.3, 0.4]}, ["g1", "g1", "g1"])
+    res = slide_level_metrics(sc, lab, GRADES, ordinal=True, val_scores=sc, val_labels=lab, n_boot=50)
+    m = res["aggregations"]["mean"]
+    assert m["quadratic_kappa"] is None and m["rule_from"].startswith("default")  # no cuts from one class
+    assert res["best"] is None and any("undefined" in n for n in res["notes"])
+    json.dumps(res, allow_nan=False)

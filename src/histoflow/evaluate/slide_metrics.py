@@ -44,6 +44,7 @@ TUPAC16_REFERENCE = (
 LISTED = 50  # slide names listed per unlabelled/missing set; the count is always the total
 RESERVED = ("slide", "n_tiles")
 HEADLINE = {"binary": "auc", "ordinal": "quadratic_kappa"}
+HEADLINE_NAME = {"auc": "ROC AUC", "quadratic_kappa": "quadratic weighted kappa"}
 
 
 def score_columns(scores: pd.DataFrame, group_column: str | None = "patient") -> list[str]:
@@ -141,10 +142,11 @@ def _binary(y, s, threshold: float, members, n_boot: int, seed: int) -> dict:
 def _ordinal(y, s, cuts: list[float], n_classes: int, members, n_boot: int, seed: int) -> dict:
     pred = classify(s, cuts)
     labels = list(range(n_classes))
-    kappa = skm.cohen_kappa_score(y, pred, weights="quadratic", labels=labels) if len(y) else None
+    defined = qwk(y, pred, n_classes) is not None  # sklearn warns and gives NaN otherwise
+    kappa = skm.cohen_kappa_score(y, pred, weights="quadratic", labels=labels) if defined else None
     out: dict = {
         "n": len(y),
-        "quadratic_kappa": r6(kappa) if qwk(y, pred, n_classes) is not None else None,
+        "quadratic_kappa": r6(kappa),
         "accuracy": r6((pred == y).mean()) if len(y) else None,
         "spearman": r6(spearman(y, s)),
         "cut_points": [r6(c) for c in cuts],
@@ -252,6 +254,11 @@ def slide_level_metrics(
         val_figure[col] = figure
         out["aggregations"][col] = res
     out["best"] = _best(out["aggregations"], val_figure, task, val is not None)
+    key = HEADLINE[task]
+    if any(a.get(key) is None for a in out["aggregations"].values()):
+        out["notes"].append(f"{HEADLINE_NAME[key]} undefined where the slides hold one class (or nothing varies)")
+    if out["best"] is None and columns:
+        out["notes"].append("no best aggregation: no figure to rank them by")
     out["slides"] = slide_table(frame, columns, task, names, out["best"], rules)
     return out
 
@@ -273,7 +280,7 @@ def _rule_text(task: str, from_val: bool) -> str:
 def _best(aggs: dict, val_figure: dict, task: str, from_val: bool) -> dict | None:
     """The aggregation with the best validation figure (else this data's, said to be optimistic)."""
     key = HEADLINE[task]
-    label = {"auc": "ROC AUC", "quadratic_kappa": "quadratic weighted kappa"}[key]
+    label = HEADLINE_NAME[key]
     figures = val_figure if from_val else {c: a.get(key) for c, a in aggs.items()}
     ranked = [(v, c) for c, v in figures.items() if v is not None]
     if not ranked:

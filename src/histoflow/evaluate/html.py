@@ -20,11 +20,16 @@ img.wide{max-width:100%;border:1px solid #ddd}.note{background:#fff4d6;border-le
 .missing{background:#fde8e8;border-left:4px solid #c0392b;padding:4px 10px;margin:4px 0}
 pre{background:#f6f7f9;padding:10px;font-size:.8em;max-height:420px;overflow:auto}
 .headline{font-size:1.1em;background:#eef7ee;border-left:4px solid #2e8b57;padding:6px 12px}
+img.thumb{max-width:240px;display:block}
 """
 
 
+class Raw(str):
+    """Markup a table cell holds as is (an embedded image); everything else is escaped."""
+
+
 def esc(value) -> str:
-    return html.escape(str(value))
+    return value if isinstance(value, Raw) else html.escape(str(value))
 
 
 def img_tag(path: Path | None, alt: str, css: str = "") -> str:

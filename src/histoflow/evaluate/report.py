@@ -19,6 +19,7 @@ from histoflow.core.io import atomic_write_text
 from histoflow.evaluate.compare import compare_section
 from histoflow.evaluate.html import esc, fmt, img_tag, notes_html, page, table
 from histoflow.evaluate.run_folder import Run, load_runs
+from histoflow.evaluate.slide_report import slides_section
 
 log = logging.getLogger(__name__)
 
@@ -232,6 +233,8 @@ def run_section(run: Run, level: int = 2) -> str:
         parts.append(f"<h3>Operating points ({esc(name)})</h3>" + operating_section(result))
         if result.get("aggregate"):
             parts.append(f"<h3>Patient / slide level ({esc(name)})</h3>" + aggregate_section(result))
+    if isinstance(run.metrics.get("slides"), dict) and run.metrics["slides"]:
+        parts.append(f"<{h}>Slides</{h}>" + slides_section(run.metrics["slides"], run.path, level + 1))
     cal = run.path / "calibration.json"
     if cal.is_file():
         c = json.loads(cal.read_text())

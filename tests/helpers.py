@@ -87,3 +87,18 @@ def pcam_h5_from_jpegs(jpeg_root: Path, out_dir: Path, n_per_class: int = 8, spl
     with h5py.File(out_dir / f"camelyonpatch_level_2_split_{split}_y.h5", "w") as f:
         f.create_dataset("y", data=np.array(labels, dtype=np.uint8).reshape(-1, 1, 1, 1))
     return out_dir
+
+
+def build_pcam_cohort(out: Path, **options) -> Path:
+    """A small whole-slide cohort from the real PCam patches (scripts/make_pcam_cohort.py), or a
+    skip when they are absent. `options`: build_cohort's (n_train, n_val, n_test, grid, seed)."""
+    import importlib.util
+
+    from tests.conftest import REPO, need_data
+
+    spec = importlib.util.spec_from_file_location("make_pcam_cohort", REPO / "scripts" / "make_pcam_cohort.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.build_cohort(need_data("pcam"), out, **{"min_slides": 0, "quiet": True, **options})
+    return out

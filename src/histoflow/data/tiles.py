@@ -44,6 +44,7 @@ class TileCohort:
     """The tile Manifest plus what the cohort is: resolution, and the slides left out and why."""
 
     manifest: Manifest
+    tiles_dir: Path
     mpp: float | None
     tile_px: int
     slides: list[str]  # slides with labelled tiles
@@ -186,7 +187,7 @@ def read_tile_cohort(tiles_dir: str | Path, labels: str | Path, class_names: lis
         raise DataError(f"{labels}: no labelled tiles in {tiles_dir}")
     mpp = float(table["mpp"].iloc[0]) if len(table) and table["mpp"].iloc[0] > 0 else None
     tile_px = int(table["tile_px"].iloc[0])
-    return TileCohort(manifest, mpp, tile_px, sorted(set(frame["slide"])), excluded, notes)
+    return TileCohort(manifest, tiles_dir, mpp, tile_px, sorted(set(frame["slide"])), excluded, notes)
 
 
 def _tile_labels(table: pd.DataFrame, label_frame: pd.DataFrame) -> list[str]:

@@ -143,9 +143,33 @@ def evaluate_run(run_dir: Path, data, tta: bool = False, train_seconds: float | 
                 results[f"{name}_tta"], _ = evaluate_split(
                     model, ckpt, ds, run_dir, f"{name}_tta", tta=True, groups=groups, seed=seed
                 )
+    cohort = getattr(data, "cohort", None)
+    if cohort is not None:  # whole-slide data: how the tile predictions read per slide
+        results["slides"] = slide_results(run_dir, ckpt.class_names, cohort.tiles_dir, seed)
     plots.history_plot(run_dir / "history.csv", run_dir / "report" / "training_curves.png")
     atomic_write_json(run_dir / "metrics.json", results)
     return results
+
+
+def slide_results(run_dir: Path, class_names: list[str], tiles_dir: Path | None, seed: int = 0) -> dict:
+    """Slide-level results of a run trained on tiles, from its predictions_<split>.csv: every
+    aggregation per slide, rules fixed on the validation slides (histoflow.evaluate.slide_results).
+    Integer class names with more than two classes (a score 1/2/3) are read as ordinal."""
+    from histoflow.evaluate.slide_results import evaluate_slides
+    from histoflow.evaluate.slide_scores import labels_from_tiles
+
+    tiles = {
+        split: pd.read_csv(path, dtype={"slide": str, "patient": str})
+        for split in ("val", "test")
+        if (path := run_dir / f"predictions_{split}.csv").is_file()
+    }
+    if not tiles:
+        return {}
+    labelled = [labels_from_tiles(t, class_names)[0].assign(split=split) for split, t in tiles.items()]
+    ordinal = len(class_names) > 2 and all(c.lstrip("-").isdigit() for c in class_names)
+    return evaluate_slides(
+        tiles, pd.concat(labelled), class_names, ordinal=ordinal, seed=seed, out_dir=run_dir, tiling_dir=tiles_dir
+    )
 
 
 def labelled_manifest(

@@ -68,7 +68,7 @@ def study_task(cfg: StudyConfig, labels: pd.DataFrame) -> tuple[str, list[str]]:
 
 def run_study(cfg: StudyConfig, out: str | Path, quiet: bool = False) -> dict:
     """Run (or finish, or update) the study into `out`; returns study.json's content."""
-    out = Path(out)
+    out = Path(out).resolve()  # the tile model's config.yaml names the tiles: absolute, as resume needs
     labels = read_slide_labels(cfg.labels)
     task, class_names = study_task(cfg, labels)
     slides = expand_slides(cfg.slides if isinstance(cfg.slides, list) else [cfg.slides])

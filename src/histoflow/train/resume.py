@@ -168,6 +168,6 @@ class ResumeCheckpoint(Checkpoint):
             return
         if trainer.is_global_zero:
             with atomic_path(self.path) as tmp:
-                trainer.save_checkpoint(tmp)
+                trainer.save_checkpoint(tmp, weights_only=False)  # the whole state: --resume needs it
         else:
-            trainer.save_checkpoint(self.path)  # only rank 0 writes; the others join its barrier
+            trainer.save_checkpoint(self.path, weights_only=False)  # rank 0 writes; the others join its barrier

@@ -53,10 +53,11 @@ def comparison(results: dict[str, dict], task: str, has_mil: bool) -> dict:
     aggs = result.get("aggregations") or {}
     val_aggs = (results.get("val") or {}).get("aggregations") or {}
     tile_cols = [c for c in aggs if c != MIL]
-    # the tile arm's aggregation is picked on validation slides only (never on the reported ones)
-    ranked = [(val_aggs[c].get(f"validation_{key}") or val_aggs[c].get(key), c) for c in tile_cols if c in val_aggs]
-    ranked = [(v, c) for v, c in ranked if v is not None]
-    best_tile = max(ranked)[1] if ranked else (tile_cols[0] if tile_cols else None)
+    # the tile arm's aggregation is picked on the validation slides only (never on the reported
+    # ones), by its validation figure under the rule fitted there; ties go to the first listed
+    figures = {c: _validation_figure(aggs, val_aggs, c, key) for c in tile_cols}
+    ranked = [c for c in tile_cols if figures[c] is not None]
+    best_tile = max(ranked, key=lambda c: (figures[c], -tile_cols.index(c))) if ranked else None
     arms = []
     for name, col in (("tiles + " + str(best_tile), best_tile), ("attention MIL", MIL if has_mil else None)):
         if col is None or col not in aggs:
@@ -72,7 +73,7 @@ def comparison(results: dict[str, dict], task: str, has_mil: bool) -> dict:
                 "ci": a.get(f"{key}_ci"),
                 "accuracy": a.get("accuracy"),
                 "accuracy_ci": a.get("accuracy_ci"),
-                "validation": (val_aggs.get(col) or {}).get(key),
+                "validation": _validation_figure(aggs, val_aggs, col, key),
             }
         )
     out: dict = {"split": split, "metric": label, "arms": arms, "n_slides": result.get("n_slides")}
@@ -88,6 +89,13 @@ def comparison(results: dict[str, dict], task: str, has_mil: bool) -> dict:
             + ("; the 95% CIs overlap, so this cohort cannot separate them" if overlap else "; the CIs do not overlap")
         )
     return out
+
+
+def _validation_figure(aggs: dict, val_aggs: dict, col: str, key: str) -> float | None:
+    """The validation slides' figure of a score column with the rule fitted on them (recorded with
+    the reported split); on the validation split itself, its own figure."""
+    fitted = (aggs.get(col) or {}).get(f"validation_{key}")
+    return fitted if fitted is not None else (val_aggs.get(col) or {}).get(key)
 
 
 def evaluate_study(

@@ -123,6 +123,18 @@ def test_a_folder_that_is_not_a_study_is_refused(cohort, tmp_path):
     assert (tmp_path / "out" / "tiles" / "mine.txt").read_text() == "user data"
 
 
+def test_slides_without_a_label_are_left_out_and_said(cohort, tmp_path):
+    labels = pd.read_csv(cohort / "labels.csv")
+    dropped = labels[labels["split"] == "train"]["slide"].iloc[0]
+    partial = tmp_path / "partial.csv"
+    labels[labels["slide"] != dropped].to_csv(partial, index=False)
+    path = _study(tmp_path, cohort, labels=str(partial), mil={"enabled": False})
+    record = _run(path, tmp_path / "out")
+    assert any("no label" in n and dropped in n for n in record["notes"]), record["notes"]
+    assert "mil" not in _actions(record)
+    assert dropped in (tmp_path / "out" / "report.html").read_text()
+
+
 def test_bad_labels_are_refused_before_any_work(cohort, tmp_path):
     one_class = tmp_path / "one.csv"
     one_class.write_text("slide,label\npcam-train-001,1\npcam-train-002,1\n")

@@ -35,6 +35,7 @@ def render_study_report(out: Path, record: dict) -> str:
         f"{record['slides']} slides given, {len(record['tiles'].get('complete', []))} tiled "
         f"({record['tiles'].get('tiles')} tiles kept).</p>"
     )
+    body += notes_html(record.get("notes") or [])
     if comparison.get("arms"):
         body += f"<h2>Held-out slides: tiles + aggregation vs attention MIL ({esc(comparison['split'])})</h2>"
         if comparison.get("verdict"):
@@ -77,6 +78,8 @@ def print_study(console: Console, record: dict) -> None:
     for s in record["stages"]:
         stages.add_row(s["stage"], s["action"], str(s["seconds"]))
     console.print(stages)
+    for note in record.get("notes") or []:
+        console.print(f"  note: {note}", highlight=False)
     comparison = (record.get("evaluation") or {}).get("comparison") or {}
     for a in comparison.get("arms", []):
         console.print(

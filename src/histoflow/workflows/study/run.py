@@ -128,6 +128,7 @@ def run_study(cfg: StudyConfig, out: str | Path, quiet: bool = False) -> dict:
     )
     record = {
         "name": cfg.name,
+        "notes": _notes(model.folder, tiles.output),
         "task": task,
         "classes": class_names,
         "slides": len(slides),
@@ -140,6 +141,18 @@ def run_study(cfg: StudyConfig, out: str | Path, quiet: bool = False) -> dict:
 
     atomic_write_text(out / "report.html", render_study_report(out, record))
     return record
+
+
+def _notes(model_folder: Path, tiles: dict) -> list[str]:
+    """What the study left out, said once: failed slides, and the tile model's data notes
+    (slides without a label, without tiles, region tiles outside every region)."""
+    import json
+
+    notes = [f"{len(tiles['failed'])} slide(s) failed to tile: {', '.join(tiles['failed'])}"] if tiles["failed"] else []
+    metrics = model_folder / "metrics.json"
+    if metrics.is_file():
+        notes += [n for n in json.loads(metrics.read_text()).get("notes") or [] if n not in notes]
+    return notes
 
 
 # -- stages ---------------------------------------------------------------------------------------------

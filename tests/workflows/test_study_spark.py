@@ -33,4 +33,6 @@ def test_study_tiles_on_spark_like_the_local_engine(tmp_path):
     assert _actions(record)["tiles"] == "ran" and record["tiles"]["failed"] == []
     local = tmp_path / "local"
     extract_tiles(sorted((cohort / "slides").glob("*.tif")), local, TileConfig(**settings), workers=1, progress=False)
-    assert pq.read_table(tmp_path / "out" / "tiles" / "manifest.parquet").equals(pq.read_table(local / "manifest.parquet"))
+    assert pq.read_table(tmp_path / "out" / "tiles" / "manifest.parquet").equals(
+        pq.read_table(local / "manifest.parquet")
+    )

@@ -26,7 +26,10 @@ def register(app: typer.Typer) -> None:
         from histoflow.workflows.study.run import resolve_paths, run_study
 
         def work():
-            cfg = resolve_paths(load_model_config(StudyConfig, config, list(set_ or [])), config.resolve().parent)
+            from histoflow.core.paths import find_recipe
+
+            path = config if config.exists() else (find_recipe(config) or config)  # a recipe by name
+            cfg = resolve_paths(load_model_config(StudyConfig, path, list(set_ or [])), path.resolve().parent)
             folder = out or Path("runs") / cfg.name
             return folder, run_study(cfg, folder, quiet=state.quiet)
 

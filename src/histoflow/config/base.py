@@ -64,6 +64,13 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 def read_yaml(path: str | os.PathLike) -> dict:
     """A YAML mapping from a file, with errors that name the file (missing, invalid, duplicate key)."""
+    if not Path(path).exists():  # a bare recipe name works from any folder: `histoflow train pcam_simple_cnn`
+        from histoflow.core.paths import find_recipe, recipe_names
+
+        recipe = find_recipe(path)
+        if recipe is None:
+            raise ConfigError(f"{path}: config file not found (recipes by name: {', '.join(recipe_names())})")
+        path = recipe
     try:
         raw = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
     except FileNotFoundError as exc:

@@ -34,11 +34,18 @@ def test_help_on_every_verb():
         "embed",
         "train-mil",
         "tune",
+        "study",
     ]
     for verb in verbs:
         assert verb in result.output
         sub = runner.invoke(app, [verb, "--help"])
         assert sub.exit_code == 0, sub.output
+
+
+def test_help_texts_keep_their_square_brackets():
+    # rich markup once ate "[default: 0.5 unless ...]" written in a help text ("microns per pixel .")
+    sub = runner.invoke(app, ["tile", "--help"], terminal_width=200)
+    assert "[default: 0.5 unless --tile-um/--magnification]" in " ".join(sub.output.split())
 
 
 def test_data_inspect_idc_writes_manifest_and_summary(tmp_path):

@@ -16,6 +16,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # help texts are plain text: rich markup would eat "[default: ...]" written in them
+    rich_markup_mode=None,
 )
 
 

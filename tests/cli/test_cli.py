@@ -48,6 +48,15 @@ def test_help_texts_keep_their_square_brackets():
     assert "[default: 0.5 unless --tile-um/--magnification]" in " ".join(sub.output.split())
 
 
+def test_global_flags_work_after_the_verb(tmp_path):
+    slide = str(need_data("wsi", "cmu-1-small-region.svs"))
+    for args in (["info", slide, "-q"], ["-q", "info", slide], ["info", "--quiet", slide]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, (args, result.output)
+    nested = runner.invoke(app, ["data", "inspect", str(need_data("idc", "8975")), "--out", str(tmp_path), "-q"])
+    assert nested.exit_code == 0, nested.output
+
+
 def test_data_inspect_idc_writes_manifest_and_summary(tmp_path):
     result = runner.invoke(app, ["data", "inspect", str(need_data("idc", "8975")), "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output

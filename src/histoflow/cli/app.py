@@ -7,11 +7,27 @@ Each stage module (data, slides, train, evaluate, predict, mil, system) adds its
 from __future__ import annotations
 
 import typer
+from typer.core import TyperGroup
 
 from histoflow.cli import data, evaluate, mil, predict, slides, study, system, train
 from histoflow.cli.common import setup_logging, state
 
+GLOBAL_FLAGS = ("-q", "--quiet", "--debug")
+
+
+class GlobalFlagsAnywhere(TyperGroup):
+    """`histoflow predict ... -q` means `histoflow -q predict ...`: the global flags are taken
+    wherever they are typed, so nobody has to know they belong before the verb."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        if args and args[0] not in GLOBAL_FLAGS and not args[0].startswith("-"):
+            flags = [a for a in args[1:] if a in GLOBAL_FLAGS]
+            args = flags + [args[0]] + [a for a in args[1:] if a not in GLOBAL_FLAGS]
+        return super().parse_args(ctx, args)
+
+
 app = typer.Typer(
+    cls=GlobalFlagsAnywhere,
     help="histoflow: computational pathology from patches and whole slides.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

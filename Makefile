@@ -29,8 +29,8 @@ test: setup lint
 	$(PY) -m pytest -m "not slow" -q
 
 lint: setup
-	$(VENV)/bin/ruff check src tests bench scripts
-	$(VENV)/bin/ruff format --check src tests bench scripts
+	$(VENV)/bin/ruff check src tests bench scripts examples
+	$(VENV)/bin/ruff format --check src tests bench scripts examples
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/mypy
 

@@ -3,10 +3,15 @@
 The public API, one name per step of the data flow (none shares its name with a subpackage,
 so importing `histoflow.predict` or `histoflow.evaluate` never replaces one of them):
 
-    cfg = load_config("recipe.yaml", ["train.epochs=3"])       # RunConfig
-    run_dir = run(cfg, "runs/demo")                            # fit -> evaluate -> report
-    evaluate_checkpoint(run_dir / "checkpoints/best.pt", data, out)
-    predict_folder(checkpoint, images, "predictions.csv")
+    cfg = load_config("pcam_simple_cnn", ["train.epochs=3"])   # a recipe by name -> RunConfig
+    manifest = read_manifest("/data/patches")                  # every image, its label, patient, split
+    run_dir = run(cfg, "runs/demo", manifest=manifest)         # fit -> evaluate -> report
+    evaluate_checkpoint(run_dir / "checkpoints/best.pt", "/data/holdout", "runs/demo/holdout")
+    probs = predict_images(run_dir / "checkpoints/best.pt", arrays_or_paths)   # in memory
+    predict_folder(checkpoint, "/data/unlabelled", "predictions.csv")
+    predict_slides(checkpoint, ["slide.svs"], "preds")          # heatmaps, GeoJSON, slide scores
+
+examples/notebook_api.py runs this flow end to end on real data (CI executes it).
 """
 
 from histoflow.config import RunConfig, load_config  # noqa: E402
@@ -27,6 +32,7 @@ __all__ = [
     "load_config",
     "open_slide",
     "predict_folder",
+    "predict_images",
     "predict_slides",
     "read_manifest",
     "run",
@@ -41,6 +47,7 @@ _LAZY = {
     "run": ("histoflow.workflows.run", "run"),
     "evaluate_checkpoint": ("histoflow.evaluate.run", "evaluate_checkpoint"),
     "predict_folder": ("histoflow.predict.folder", "predict_to_csv"),
+    "predict_images": ("histoflow.predict.images", "predict_images"),
     "predict_slides": ("histoflow.mil.apply", "predict_slides_with_mil"),  # plain or with a MIL aggregator
 }
 

@@ -182,6 +182,12 @@ class TrackingConfig(Strict):
 
 
 class RunConfig(Strict):
+    """One training run: where the images come from (`data`: a patch dataset, or tile shards of
+    whole slides), how they are augmented and normalised, the model, the optimisation, colour
+    preprocessing and tracking. Every field has a default; `load_config("pcam_simple_cnn",
+    ["train.epochs=3"])` reads a recipe (by name or path) and applies `--set`-style overrides;
+    unknown keys are errors naming the closest valid key."""
+
     name: str = "run"
     seed: int = 42
     data: DataConfig = Field(default_factory=DataConfig)

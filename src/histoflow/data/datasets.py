@@ -57,6 +57,26 @@ def fit_size(img: np.ndarray, image_px: int | None, policy: str, source: str) ->
     raise ConfigError(f"size_policy must be one of {SIZE_POLICIES}, got {policy!r}")
 
 
+def prepare_image(
+    img: np.ndarray,
+    image_px: int | None,
+    size_policy: str = "resize",
+    preprocess: Callable | None = None,
+    crop_px: int | None = None,
+    source: str = "image",
+) -> np.ndarray:
+    """An HxWx3 uint8 image as a model sees it: sized, colour-preprocessed, centre-cropped (the
+    order training used; `PatchDataset.load` and in-memory prediction both come here)."""
+    img = fit_size(img, image_px, size_policy, source)
+    if preprocess is not None:
+        img = preprocess(img)
+    if crop_px:  # centre crop, e.g. PCam's label lives in the central 32x32 px
+        top = (img.shape[0] - crop_px) // 2
+        left = (img.shape[1] - crop_px) // 2
+        img = img[top : top + crop_px, left : left + crop_px]
+    return img
+
+
 READ_AHEAD = 256  # rows whose files PatchDataset._fill_rows reads before decoding them
 
 
@@ -198,14 +218,7 @@ class PatchDataset(Dataset):
             img = decode_bytes(data, path, self.non_rgb)
         else:
             img = read_image(path, self.non_rgb)
-        img = fit_size(img, self.image_px, self.size_policy, path)
-        if self.preprocess is not None:
-            img = self.preprocess(img)
-        if self.crop_px:  # centre crop, e.g. PCam's label lives in the central 32x32 px
-            top = (img.shape[0] - self.crop_px) // 2
-            left = (img.shape[1] - self.crop_px) // 2
-            img = img[top : top + self.crop_px, left : left + self.crop_px]
-        return img
+        return prepare_image(img, self.image_px, self.size_policy, self.preprocess, self.crop_px, path)
 
     def _read_h5(self, path: str, item: int) -> np.ndarray:
         handle = self._h5.get(path)
@@ -318,20 +331,23 @@ def dataset_for_checkpoint(
             raise DataError(f"{manifest.source}: class(es) {unknown} are not known to the model (it knows {known})")
     else:
         manifest = Manifest(manifest.frame.assign(label=""), known, manifest.format, manifest.source)
+    return PatchDataset(manifest, class_names=known, **checkpoint_preparation(ckpt, size_policy))
+
+
+def checkpoint_preparation(ckpt, size_policy: str | None = None) -> dict[str, Any]:
+    """How the checkpoint's training images were prepared: image_px, size_policy, non_rgb,
+    crop_px and the fitted colour preprocessor (the stain normaliser travels in the checkpoint)."""
     data_cfg = ckpt.data_config
     preprocess = None
-    if ckpt.preprocess:  # the fitted stain normaliser travels in the checkpoint
+    if ckpt.preprocess:
         from histoflow.preprocess.pipeline import Preprocessor
 
         pre = Preprocessor.from_state(ckpt.preprocess)
         preprocess = None if pre.is_identity else pre
-    policy = size_policy if size_policy in ("resize", "pad") else data_cfg.get("size_policy", "resize")
-    return PatchDataset(
-        manifest,
-        image_px=ckpt.image_px,
-        size_policy=policy,
-        non_rgb=data_cfg.get("non_rgb", "convert"),
-        class_names=known,
-        crop_px=data_cfg.get("crop_px"),
-        preprocess=preprocess,
-    )
+    return {
+        "image_px": ckpt.image_px,
+        "size_policy": size_policy if size_policy in ("resize", "pad") else data_cfg.get("size_policy", "resize"),
+        "non_rgb": data_cfg.get("non_rgb", "convert"),
+        "crop_px": data_cfg.get("crop_px"),
+        "preprocess": preprocess,
+    }

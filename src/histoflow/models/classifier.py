@@ -58,9 +58,19 @@ class Classifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
-    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """(N, num_classes) probabilities from logits, for binary and multi-class alike."""
-        logits = logits.float()
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, num_classes) probabilities, for binary and multi-class alike, from the model's
+        logits, or from a batch of images (N, 3, H, W): uint8 0-255, or float scaled to 0-1.
+
+        Images are run through the model first; a float batch on the 0-255 scale is refused,
+        because scaling happens only for uint8 and it would give confident nonsense."""
+        if x.dim() == 4:
+            if x.is_floating_point() and x.numel() and float(x.max()) > 1.5:
+                raise ValueError(
+                    "probabilities(): float images must be scaled to 0-1; pass uint8 (0-255) images as they are"
+                )
+            x = self(x)
+        logits = x.float()
         if self.num_outputs == 1:
             p = torch.sigmoid(logits.reshape(-1))
             return torch.stack([1 - p, p], dim=1)

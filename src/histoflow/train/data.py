@@ -161,8 +161,11 @@ def require_training_slides(manifest: Manifest, source: str) -> None:
         )
 
 
-def build_run_data(cfg: RunConfig, run_dir: Path | None = None, notes: list[str] | None = None) -> RunData:
-    """`notes` collects what metrics.json should say about the data (a one-class val split)."""
+def build_run_data(
+    cfg: RunConfig, run_dir: Path | None = None, notes: list[str] | None = None, manifest: Manifest | None = None
+) -> RunData:
+    """`notes` collects what metrics.json should say about the data (a one-class val split);
+    `manifest`: data already read (a notebook's Manifest) instead of `cfg.data.path`."""
     # split and subsample first, then decode-check only the rows that will be used
     cohort: TileCohort | None = None
     resolved: dict = {}
@@ -172,6 +175,8 @@ def build_run_data(cfg: RunConfig, run_dir: Path | None = None, notes: list[str]
         if notes is not None:
             notes.extend(n for n in cohort.notes if n not in notes)
         base = cohort.manifest.with_positive_class(cfg.data.positive_class)
+    elif manifest is not None:
+        base = manifest.with_positive_class(cfg.data.positive_class)
     else:
         base = load_manifest(cfg, verify=False)
     manifest = assign_splits(base, cfg)

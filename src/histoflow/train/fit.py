@@ -31,6 +31,7 @@ from histoflow.core.errors import ConfigError
 from histoflow.core.runtime import keep_freed_memory_in_heap
 from histoflow.data.classes import positive_class_of
 from histoflow.data.loading import make_loader
+from histoflow.data.manifest import Manifest
 from histoflow.data.samplers import class_weights
 from histoflow.data.sizes import common_size
 from histoflow.models.factory import create_model, set_backbone_trainable
@@ -95,11 +96,14 @@ class FitResult:
     notes: list[str] = field(default_factory=list)  # for metrics.json: what this run did unusually
 
 
-def fit(cfg: RunConfig, out: str | Path, **options: Any) -> Path:
+def fit(cfg: RunConfig, out: str | Path, manifest: Manifest | None = None, **options: Any) -> Path:
     """Train per `cfg` into folder `out` (training only: no evaluation); returns the run folder.
 
-    `options` are those of `fit_run` (resume, callbacks, loggers, quiet, make_loggers)."""
-    return fit_run(cfg, out, **options).run_dir
+    `manifest`: the images to train on, as `read_manifest` (and `split_manifest`) returned them,
+    instead of `cfg.data.path`; the run folder keeps it as `data.csv`, which its config.yaml
+    names, so `--resume` and `evaluate` find the same data. `options` are those of `fit_run`
+    (resume, callbacks, loggers, quiet, make_loggers)."""
+    return fit_run(cfg, out, manifest=manifest, **options).run_dir
 
 
 def fit_run(
@@ -110,6 +114,7 @@ def fit_run(
     loggers: list | None = None,
     quiet: bool = False,
     make_loggers: Callable[[RunConfig, Path], list] | None = None,
+    manifest: Manifest | None = None,
 ) -> FitResult:
     """Train per `cfg` into folder `out`.
 
@@ -131,7 +136,7 @@ def fit_run(
         resume = False
     elif not resume and can_resume(run_dir):
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
-    check_run_config(cfg)  # every cheap check before any data work or run folder
+    check_run_config(cfg, data_given=manifest is not None)  # every cheap check before any data work or run folder
     done = training_done(run_dir) if resume else None
     if done is not None:  # training finished before the interruption: nothing to retrain or rewrite
         log.info("%s: training already finished; resuming with evaluation", run_dir)
@@ -144,10 +149,16 @@ def fit_run(
     started = time.perf_counter()
 
     notes: list[str] = []
-    data = build_run_data(cfg, None, notes=notes)  # data errors (columns, classes, files) leave no run folder
+    # data errors (columns, classes, files) leave no run folder
+    data = build_run_data(cfg, None, notes=notes, manifest=manifest)
     if data.resolved:  # decided by the data (tiles: their size and mpp): config.yaml says what ran
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update=data.resolved)})
     run_dir.mkdir(parents=True, exist_ok=True)
+    if manifest is not None:  # data given in memory: kept in the run, and config.yaml points at it
+        given = data.manifest.to_csv(run_dir / "data.csv")
+        cfg = cfg.model_copy(
+            update={"data": cfg.data.model_copy(update={"path": str(given.resolve()), "format": "csv"})}
+        )
     save_config(cfg, run_dir / "config.yaml")
     data.manifest.to_csv(run_dir / "splits.csv")
     n_classes = len(data.class_names)

@@ -37,8 +37,9 @@ PRECISIONS = {
 MONITORS = {"val_auc", "val_acc", "val_loss", "train_loss"}  # what ClassifierModule logs
 
 
-def config_problems(cfg: RunConfig) -> list[str]:
-    """Each problem as `key: what is wrong; what to do`."""
+def config_problems(cfg: RunConfig, data_given: bool = False) -> list[str]:
+    """Each problem as `key: what is wrong; what to do`. `data_given`: the images come as a
+    Manifest, not from data.path."""
     from histoflow.models.factory import get_factory
 
     problems = []
@@ -46,7 +47,8 @@ def config_problems(cfg: RunConfig) -> list[str]:
         get_factory(cfg.model.name)
     except ConfigError as e:
         problems.append(f"model.name: {e}")
-    problems += data_problems(cfg)
+    if not data_given:
+        problems += data_problems(cfg)
     for key, value in (("model.weights", cfg.model.weights), ("preprocess.target", cfg.preprocess.target)):
         if value and not expand(value).exists():
             problems.append(f"{key}: {expand(value)} does not exist")
@@ -95,9 +97,9 @@ def data_problems(cfg: RunConfig) -> list[str]:
     return problems
 
 
-def check_run_config(cfg: RunConfig) -> None:
+def check_run_config(cfg: RunConfig, data_given: bool = False) -> None:
     """Raise one ConfigError listing every problem `config_problems` finds."""
-    problems = config_problems(cfg)
+    problems = config_problems(cfg, data_given)
     if len(problems) == 1:
         raise ConfigError(problems[0])
     if problems:

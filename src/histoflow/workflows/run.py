@@ -22,10 +22,12 @@ def run(
     quiet: bool = False,
     callbacks: list | None = None,
     loggers: list | None = None,
+    manifest=None,
 ) -> Path:
     """Train, evaluate, report and track per `cfg` into folder `out`; returns the run folder.
 
-    `callbacks` / `loggers`: extra Lightning callbacks and loggers, passed to `fit`.
+    `callbacks` / `loggers`: extra Lightning callbacks and loggers, passed to `fit`; `manifest`:
+    the images to use instead of `cfg.data.path` (a `read_manifest` result), as in `fit`.
     """
     from histoflow.evaluate.run import evaluate_run
     from histoflow.train.fit import fit_run
@@ -39,7 +41,14 @@ def run(
         check_tracking(cfg)
         make_loggers = tracking_loggers
     fitted = fit_run(
-        cfg, out, resume=resume, callbacks=callbacks, loggers=loggers, quiet=quiet, make_loggers=make_loggers
+        cfg,
+        out,
+        resume=resume,
+        callbacks=callbacks,
+        loggers=loggers,
+        quiet=quiet,
+        make_loggers=make_loggers,
+        manifest=manifest,
     )
     run_dir = fitted.run_dir
     if not fitted.main_process:  # DDP: the other ranks stop after training

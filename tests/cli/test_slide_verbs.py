@@ -59,7 +59,7 @@ def test_tile_config_file_then_options_then_set(tmp_path):
         "0.2",
         "--set",
         "jpeg_quality=70",
-        "--workers",
+        "--processes",
         "1",
     )
     assert result.exit_code == 0, result.output

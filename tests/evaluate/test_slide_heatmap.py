@@ -102,7 +102,7 @@ def test_thumbnail_over_a_real_tiled_slide(tmp_path):
     """CMU-1-Small-Region tiled by `histoflow tile`: tiles from its manifest, drawn on its thumbnail."""
     slide = need_data("wsi", "cmu-1-small-region.svs")
     out = tmp_path / "tiles"
-    cmd = [sys.executable, "-m", "histoflow.cli", "tile", str(slide), "--out", str(out), "--workers", "1"]
+    cmd = [sys.executable, "-m", "histoflow.cli", "tile", str(slide), "--out", str(out), "--processes", "1"]
     subprocess.run(cmd + ["--tile-px", "128"], check=True, cwd=REPO, capture_output=True, timeout=300)
     m = pd.read_parquet(out / "manifest.parquet")
     values = np.where(m["y"] > m["y"].median(), 0.9, 0.1)

@@ -23,7 +23,7 @@ from tests.reliability.kill import (
 
 pytestmark = pytest.mark.slow
 
-SETTINGS = ["--mpp", "0.972", "--workers", "2", "--aggregate", "max"]
+SETTINGS = ["--mpp", "0.972", "--reader-threads", "2", "--aggregate", "max"]
 
 
 @pytest.fixture(scope="module")

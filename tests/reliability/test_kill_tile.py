@@ -13,7 +13,7 @@ from tests.reliability.kill import assert_no_orphans, assert_whole, cli, first, 
 pytestmark = pytest.mark.slow
 
 # small tiles in small shards: enough shards that a kill lands mid-run
-OPTIONS = ["--tile-px", "64", "--tiles-per-shard", "8", "--workers", "2"]
+OPTIONS = ["--tile-px", "64", "--tiles-per-shard", "8", "--processes", "2"]
 ENGINES = {"pool": ["--pool-min-tiles", "0"], "threads": []}
 
 

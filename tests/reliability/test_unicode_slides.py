@@ -24,7 +24,7 @@ def test_accented_slide_name_end_to_end(tmp_path):
     folder.mkdir()
     slide = shutil.copy(need_data("wsi", "cmu-1-small-region.svs"), folder / f"{SID}.svs")
     tiles = tmp_path / "tiles"
-    res = invoke("tile", str(slide), "--out", str(tiles), "--tile-px", "96", "--mpp", "0.972", "--workers", "1")
+    res = invoke("tile", str(slide), "--out", str(tiles), "--tile-px", "96", "--mpp", "0.972", "--processes", "1")
     assert res.exit_code == 0, res.output
 
     ds = TileDataset(tiles / "shards")

@@ -285,7 +285,7 @@ def test_tile_command_exit_codes(tmp_path, pyramid):
     from histoflow.cli import app
 
     runner = CliRunner()
-    args = ["tile", str(pyramid), "--out", str(tmp_path / "o"), "--tile-px", "128", "--mpp", "1", "--workers", "1"]
+    args = ["tile", str(pyramid), "--out", str(tmp_path / "o"), "--tile-px", "128", "--mpp", "1", "--processes", "1"]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "1/1 slides complete" in res.output

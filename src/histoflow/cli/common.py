@@ -144,6 +144,40 @@ def given_on_command_line(name: str) -> bool:
     return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT", "PROMPT")
 
 
+# -- the shared vocabulary: an option name means one thing in every verb -------------------------------
+# (tests/cli/test_vocabulary.py holds every verb to it: same name, same help, same kind of value)
+def slide_mpp_option() -> Any:
+    """The level-0 resolution of the slides, for files that lack it (never the output resolution)."""
+    return typer.Option(None, "--slide-mpp", help="Microns per level-0 pixel of slides whose files lack it.")
+
+
+def model_mpp_option() -> Any:
+    """The resolution tiles are read at for a model (output resolution of tile, input of predict)."""
+    return typer.Option(
+        None,
+        "--mpp",
+        help="Microns per pixel of the tiles the model sees [default: what the checkpoint records; PCam: 0.972].",
+    )
+
+
+def batch_size_option(default: int) -> Any:
+    return typer.Option(default, "--batch-size", help="Images (patches or tiles) per batch.")
+
+
+def device_option() -> Any:
+    return typer.Option(None, "--device", help="cpu, cuda or cuda:N [default: cuda when available, else cpu].")
+
+
+def reader_threads_option() -> Any:
+    return typer.Option(
+        2, "--reader-threads", help="Threads reading and decoding tiles ahead of the model (0: no overlap)."
+    )
+
+
+def split_option() -> Any:
+    return typer.Option(None, "--split", help="Only this split of the data: train, val (or valid) or test.")
+
+
 def config_option(what: str) -> Any:
     """The `--config YAML` option of a verb whose settings are the schema `what` names."""
     return typer.Option(None, "--config", help=f"{what} as YAML; options typed on the command line override it.")

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from histoflow.cli.common import console, run_verb, state
+from histoflow.cli.common import batch_size_option, console, run_verb, state
 from histoflow.core.io import atomic_write_json
 from histoflow.workflows.display import print_summary
 
@@ -55,7 +55,7 @@ def data_inspect(
 def data_download(
     name: str = typer.Argument("pcam", help="Dataset name (pcam)."),
     out: Path = typer.Option(None, help="Destination folder [default: $HISTOFLOW_DATA/<name>_h5]."),
-    split: list[str] = typer.Option(None, help="Only these splits (train, valid, test)."),
+    split: list[str] = typer.Option(None, help="Only these splits: train, val (or valid) or test."),
 ) -> None:
     """Download a public dataset and verify its checksums (resumable, never half-written)."""
     from histoflow.core.paths import data_root
@@ -64,7 +64,9 @@ def data_download(
     dest = out or data_root() / f"{name}_h5"
     files = None
     if split:
-        files = [f for f in PCAM_MD5 if any(f"_split_{s}_" in f for s in split)]
+        # PCam's files call the validation split "valid"; histoflow says val elsewhere: both work
+        wanted = {"valid" if s.lower() in ("val", "valid", "validation") else s.lower() for s in split}
+        files = [f for f in PCAM_MD5 if any(f"_split_{s}_" in f for s in wanted)]
     paths = run_verb(download, name, dest, files=files)
     for p in paths:
         console.print(f"verified {p}")
@@ -81,7 +83,7 @@ def register(app: typer.Typer) -> None:
         method: str = typer.Option("macenko", help="macenko or reinhard."),
         clahe_clip: Optional[float] = typer.Option(None, help="Also apply CLAHE (on L of LAB) with this clip limit."),
         clahe_grid: int = typer.Option(8, help="CLAHE grid (tiles per side)."),
-        batch_size: int = typer.Option(32, help="Images per batched normalisation call."),
+        batch_size: int = batch_size_option(32),
         io: str = typer.Option(
             "240",
             help="Macenko: brightness of empty glass (uint8), e.g. 215 for BreakHis, "

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from histoflow.cli.common import console, run_verb
+from histoflow.cli.common import batch_size_option, console, device_option, run_verb, split_option
 from histoflow.workflows.display import print_metrics
 
 
@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
     def evaluate(
         checkpoint: Path = typer.Option(..., help="A histoflow checkpoint (best.pt)."),
         data: Path = typer.Option(..., help="Labelled patches: folder, CSV manifest, Kaggle folder or PCam HDF5."),
-        split: Optional[str] = typer.Option(None, help="Only this split of the data (train/val/test)."),
+        split: Optional[str] = split_option(),
         tta: bool = typer.Option(False, help="Average the 8 dihedral views."),
         threshold: float = typer.Option(0.5, help="Decision threshold on the positive-class probability."),
         out: Path = typer.Option(Path("runs/evaluate"), help="Output folder (metrics.json, plots)."),
@@ -25,6 +25,8 @@ def register(app: typer.Typer) -> None:
             help="Images of another size than the training images: resize or pad them (a warning in "
             "metrics.json), or raise (refuse) [default: the training run's data.size_policy].",
         ),
+        batch_size: int = batch_size_option(256),
+        device: Optional[str] = device_option(),
     ) -> None:
         """Evaluate a checkpoint: metrics.json, ROC/PR/confusion plots."""
         from histoflow.evaluate.run import evaluate_checkpoint
@@ -38,6 +40,8 @@ def register(app: typer.Typer) -> None:
             tta=tta,
             threshold=threshold,
             size_policy=size_policy,
+            batch_size=batch_size,
+            device=device,
         )
         print_metrics(console, out / "metrics.json")
         console.print(f"wrote {out / 'metrics.json'}")
@@ -49,7 +53,7 @@ def register(app: typer.Typer) -> None:
         n: int = typer.Option(32, help="Cases in the gallery (a quarter each of TP, FP, FN, TN)."),
         out: Path = typer.Option(Path("runs/explain"), help="Output folder (gallery.png, gallery.csv, cams/)."),
         method: str = typer.Option("gradcam", help="gradcam or gradcam++."),
-        split: Optional[str] = typer.Option(None, help="Only this split of the data (train/val/test)."),
+        split: Optional[str] = split_option(),
         threshold: float = typer.Option(0.5, help="Decision threshold on the positive-class probability."),
     ) -> None:
         """Grad-CAM gallery of the most confident true/false positives and negatives."""
@@ -78,10 +82,15 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def calibrate(
         run_dir: Path = typer.Argument(..., help="A run folder (uses predictions_<split>.csv)."),
-        split: str = typer.Option("val", help="Predictions to fit the temperature on."),
+        split: str = typer.Option(
+            "val", "--split", help="Predictions to fit the temperature on: val (or valid) or test."
+        ),
     ) -> None:
         """Temperature scaling: fit on validation predictions, store it in checkpoints/best.pt."""
+        from histoflow.data.manifest import SPLIT_ALIASES
         from histoflow.evaluate.calibration import calibrate_run
+
+        split = SPLIT_ALIASES.get(split.lower(), split)
 
         summary = run_verb(calibrate_run, run_dir, split)
         console.print(

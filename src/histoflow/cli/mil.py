@@ -8,7 +8,20 @@ from typing import Optional
 
 import typer
 
-from histoflow.cli.common import config_option, console, expand_slides, run_verb, set_option, state, verb_config
+from histoflow.cli.common import (
+    batch_size_option,
+    config_option,
+    console,
+    device_option,
+    expand_slides,
+    model_mpp_option,
+    reader_threads_option,
+    run_verb,
+    set_option,
+    slide_mpp_option,
+    state,
+    verb_config,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -21,10 +34,8 @@ def register(app: typer.Typer) -> None:
             "Embedding config (SlidePredictConfig keys; BagConfig keys with --pcam-bags)"
         ),
         set_: Optional[list[str]] = set_option("batch_size=256"),
-        mpp: Optional[float] = typer.Option(
-            None, help="Tile microns per pixel (required when the checkpoint lacks it)."
-        ),
-        slide_mpp: Optional[float] = typer.Option(None, help="Microns per level-0 pixel for slides lacking it."),
+        mpp: Optional[float] = model_mpp_option(),
+        slide_mpp: Optional[float] = slide_mpp_option(),
         allow_resample: bool = typer.Option(False, help="Upsample slides coarser than --mpp."),
         tiles_dir: Optional[Path] = typer.Option(None, help="Read tiles from this `histoflow tile` run."),
         tissue_threshold: float = typer.Option(0.5, help="Embed tiles with at least this tissue fraction."),
@@ -36,9 +47,9 @@ def register(app: typer.Typer) -> None:
         patients: int = typer.Option(30, help="--pcam-bags: disjoint patient pools."),
         bags_per_patient: int = typer.Option(10, help="--pcam-bags: bags drawn per patient."),
         seed: int = typer.Option(0, help="--pcam-bags: seed."),
-        batch_size: int = typer.Option(128, help="Tiles per batch."),
-        workers: int = typer.Option(2, help="Reader threads."),
-        device: Optional[str] = typer.Option(None, help="cpu or cuda [default: cuda when available]."),
+        batch_size: int = batch_size_option(128),
+        reader_threads: int = reader_threads_option(),
+        device: Optional[str] = device_option(),
     ) -> None:
         """Tile embeddings from a frozen backbone, stored per slide for fast MIL training (resumable)."""
         from histoflow.core.errors import ConfigError
@@ -49,13 +60,13 @@ def register(app: typer.Typer) -> None:
                 from histoflow.mil.bags import build_pcam_bags
 
                 bags = verb_config(BagConfig, config, set_, keys={"bag_k": "k"})
-                return build_pcam_bags(pcam_bags, out, checkpoint, bags, batch_size=batch_size, workers=workers)
+                return build_pcam_bags(pcam_bags, out, checkpoint, bags, batch_size=batch_size, workers=reader_threads)
             if not slides:
                 raise ConfigError("give slides to embed, or --pcam-bags FOLDER")
             from histoflow.config.slides import SlidePredictConfig
             from histoflow.mil.embed import embed_slides
 
-            cfg = verb_config(SlidePredictConfig, config, set_)
+            cfg = verb_config(SlidePredictConfig, config, set_, keys={"reader_threads": "workers"})
             return embed_slides(checkpoint, expand_slides(slides), out, cfg, progress=not state.quiet)
 
         summary = run_verb(work)

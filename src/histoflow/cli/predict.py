@@ -14,12 +14,17 @@ import typer
 from rich.table import Table
 
 from histoflow.cli.common import (
+    batch_size_option,
     config_option,
     console,
+    device_option,
     expand_slides,
+    model_mpp_option,
+    reader_threads_option,
     record_command,
     run_verb,
     set_option,
+    slide_mpp_option,
     state,
     verb_config,
 )
@@ -38,6 +43,8 @@ def register(app: typer.Typer) -> None:
             help="Images of another size than the training images: resize or pad them (with a warning), "
             "or raise (refuse) [default: the training run's data.size_policy].",
         ),
+        batch_size: int = batch_size_option(256),
+        device: Optional[str] = device_option(),
     ) -> None:
         """Class probabilities and predicted label for every image."""
         from histoflow.predict.folder import predict_to_csv
@@ -51,6 +58,8 @@ def register(app: typer.Typer) -> None:
             threshold=threshold,
             size_policy=size_policy,
             quiet=state.quiet,
+            batch_size=batch_size,
+            device=device,
         )
         notes = frame.attrs.get("notes") or []
         if notes or frame.attrs.get("positive_class"):  # kept beside the CSV, in <name>.command.yaml
@@ -74,11 +83,8 @@ def register(app: typer.Typer) -> None:
         ),
         config: Optional[Path] = config_option("Slide prediction config (the keys of SlidePredictConfig)"),
         set_: Optional[list[str]] = set_option("aggregate.k=20"),
-        mpp: Optional[float] = typer.Option(
-            None,
-            help="Microns per pixel the model was trained at (required when the checkpoint does not store it; PCam: 0.972).",
-        ),
-        slide_mpp: Optional[float] = typer.Option(None, help="Microns per level-0 pixel for slides lacking it."),
+        mpp: Optional[float] = model_mpp_option(),
+        slide_mpp: Optional[float] = slide_mpp_option(),
         allow_resample: bool = typer.Option(
             False, help="Upsample slides coarser than the model's mpp (otherwise an error)."
         ),
@@ -96,11 +102,11 @@ def register(app: typer.Typer) -> None:
         ),
         overlap_px: int = typer.Option(0, help="Output pixels shared by neighbouring tiles."),
         tissue_threshold: float = typer.Option(0.5, help="Score tiles with at least this tissue fraction."),
-        batch_size: int = typer.Option(64, help="Tiles per model batch."),
-        workers: int = typer.Option(2, help="Reader threads decoding tiles ahead of the model (0: no overlap)."),
+        batch_size: int = batch_size_option(64),
+        reader_threads: int = reader_threads_option(),
         tta: bool = typer.Option(False, help="Average over the 8 flips/rotations."),
         backend: str = typer.Option("auto", help="Slide reader: auto, openslide, tifffile or image."),
-        device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 [default: cuda when available]."),
+        device: Optional[str] = device_option(),
     ) -> None:
         """Heatmaps, GeoJSON and slide scores from a patch model (resumable)."""
         from histoflow.config.slides import SlidePredictConfig
@@ -111,7 +117,12 @@ def register(app: typer.Typer) -> None:
                 SlidePredictConfig,
                 config,
                 set_,
-                keys={"aggregate": "aggregate.method", "top_k": "aggregate.k", "threshold": "aggregate.threshold"},
+                keys={
+                    "aggregate": "aggregate.method",
+                    "top_k": "aggregate.k",
+                    "threshold": "aggregate.threshold",
+                    "reader_threads": "workers",
+                },
             )
             return predict_slides(checkpoint, expand_slides(slides), out, cfg, progress=not state.quiet)
 

@@ -13,7 +13,16 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from histoflow.cli.common import config_option, console, expand_slides, run_verb, set_option, state, verb_config
+from histoflow.cli.common import (
+    config_option,
+    console,
+    expand_slides,
+    run_verb,
+    set_option,
+    slide_mpp_option,
+    state,
+    verb_config,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -21,23 +30,23 @@ def register(app: typer.Typer) -> None:
     def info(
         slide: Path = typer.Argument(..., help="Slide file (svs, ndpi, mrxs, scn, tiff, png, jpeg...)."),
         backend: str = typer.Option("auto", help="auto, openslide, tifffile or image."),
-        mpp: Optional[float] = typer.Option(
-            None, "--mpp", "--slide-mpp", help="Microns per level-0 pixel, when the file lacks it."
-        ),
+        slide_mpp: Optional[float] = slide_mpp_option(),
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     ) -> None:
         """Levels, mpp, magnification, vendor and associated images of a slide."""
         from histoflow.slide.open import open_slide
 
         def work():
-            with open_slide(slide, backend=backend, mpp=mpp) as s:
+            with open_slide(slide, backend=backend, mpp=slide_mpp) as s:
                 return s.info()
 
         meta = run_verb(work)
         if as_json:
             print(json.dumps(meta, indent=2))
             return
-        mpp_txt = "unknown (pass --mpp)" if meta["mpp"] is None else f"{meta['mpp']:g} um/px ({meta['mpp_source']})"
+        mpp_txt = (
+            "unknown (pass --slide-mpp)" if meta["mpp"] is None else f"{meta['mpp']:g} um/px ({meta['mpp_source']})"
+        )
         console.print(
             f"[bold]{meta['slide_id']}[/]  backend={meta['backend']}  vendor={meta['vendor']}  mpp={mpp_txt}  "
             f"objective={meta['objective_power'] or 'unknown'}",
@@ -79,16 +88,18 @@ def register(app: typer.Typer) -> None:
         blur_min: Optional[float] = typer.Option(
             None, help="Reject tiles whose Laplacian variance is below this (QC)."
         ),
-        image_format: str = typer.Option("jpeg", "--image-format", "--format", help="Tile codec: jpeg or png."),
+        image_format: str = typer.Option("jpeg", "--image-format", help="Tile codec: jpeg or png."),
         jpeg_quality: int = typer.Option(90, help="JPEG quality (1-100)."),
         tiles_per_shard: int = typer.Option(256, help="Tiles per Parquet shard."),
-        slide_mpp: Optional[float] = typer.Option(None, help="Microns per level-0 pixel for slides lacking it."),
+        slide_mpp: Optional[float] = slide_mpp_option(),
         backend: str = typer.Option("auto", help="Slide reader: auto, openslide, tifffile or image."),
         on_tile_error: str = typer.Option(
             "fail", help="fail: an unreadable tile fails its slide; skip: count it and go on."
         ),
         engine: str = typer.Option("local", help="local (process pool) or spark."),
-        workers: Optional[int] = typer.Option(None, help="Local engine processes [default: all cores]."),
+        processes: Optional[int] = typer.Option(
+            None, "--processes", help="Local engine: worker processes [default: all cores]."
+        ),
         spark_master: str = typer.Option("local[*]", help="Spark master: local[*], spark://host:7077, yarn."),
         pool_min_tiles: Optional[int] = typer.Option(
             None, hidden=True, help="Local engine: use the process pool from this many tiles (tests force it with 0)."
@@ -105,7 +116,7 @@ def register(app: typer.Typer) -> None:
                 out,
                 cfg,
                 engine=engine,
-                workers=workers,
+                workers=processes,
                 spark_master=spark_master,
                 progress=not state.quiet,
                 pool_min_tiles=pool_min_tiles,

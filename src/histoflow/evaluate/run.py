@@ -9,12 +9,13 @@ from typing import cast
 
 import numpy as np
 import pandas as pd
+import torch
 
 from histoflow.checkpoint import load_checkpoint
 from histoflow.core.errors import DataError
 from histoflow.core.io import atomic_path, atomic_write_json
 from histoflow.data.datasets import PatchDataset, dataset_for_checkpoint
-from histoflow.data.manifest import read_manifest
+from histoflow.data.manifest import SPLIT_ALIASES, read_manifest
 from histoflow.data.sizes import size_notes
 from histoflow.evaluate import plots
 from histoflow.evaluate.aggregate import group_columns, group_level_metrics
@@ -78,10 +79,14 @@ def evaluate_split(
     groups: pd.DataFrame | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    batch_size: int = 256,
+    device: torch.device | None = None,
 ) -> tuple[dict, np.ndarray]:
     """Metrics, clinical results and plots of one split. `groups`: patient/slide per row (or None)."""
     started = time.perf_counter()
-    probs = predict_dataset(model, dataset, workers=workers, tta=tta, progress=False)
+    probs = predict_dataset(
+        model, dataset, batch_size=batch_size, workers=workers, tta=tta, device=device, progress=False
+    )
     y = dataset.labels
     result = compute_metrics(y, probs, ckpt.class_names, threshold)
     result.update(clinical_results(y, probs, ckpt.class_names, threshold, groups, n_boot, seed))
@@ -181,6 +186,7 @@ def labelled_manifest(
     """The (optionally one split of a) labelled manifest that evaluation and explanation need."""
     manifest = read_manifest(data_path, format=format)
     if split:
+        split = SPLIT_ALIASES.get(split.lower(), split)  # val, valid, validation: one split
         if split not in manifest.splits:
             raise DataError(f"{data_path}: no split {split!r} (splits: {manifest.splits or 'none'})")
         manifest = manifest.split(split)
@@ -198,6 +204,8 @@ def evaluate_checkpoint(
     format: str = "auto",
     threshold: float = 0.5,
     size_policy: str | None = None,
+    batch_size: int = 256,
+    device: str | None = None,
 ) -> dict:
     """`histoflow evaluate`: a checkpoint on any labelled patch data.
 
@@ -212,7 +220,16 @@ def evaluate_checkpoint(
     out = Path(out)
     name = split or "data"
     result, _ = evaluate_split(
-        model, ckpt, dataset, out, name, tta=tta, threshold=threshold, groups=manifest.frame[["patient", "slide"]]
+        model,
+        ckpt,
+        dataset,
+        out,
+        name,
+        tta=tta,
+        threshold=threshold,
+        groups=manifest.frame[["patient", "slide"]],
+        batch_size=batch_size,
+        device=torch.device(device) if device else None,
     )
     result["notes"] = notes + list(result.get("notes") or [])
     payload = {

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from histoflow.checkpoint import load_checkpoint
 from histoflow.core.errors import ConfigError
@@ -29,6 +30,7 @@ def predict_to_csv(
     threshold: float = 0.5,
     size_policy: str | None = None,
     quiet: bool = False,
+    device: str | None = None,
 ) -> pd.DataFrame:
     """One row per image: path, p_<class>..., predicted label (and the true label when known).
 
@@ -42,12 +44,15 @@ def predict_to_csv(
         )
     model, ckpt = load_checkpoint(checkpoint)
     manifest = read_manifest(data_path, format=format)
+    run_on = torch.device(device) if device else None
     notes = size_notes(manifest, ckpt, size_policy, str(data_path))
     for note in notes:
         log.warning("%s", note)
     frame = manifest.frame.copy()
     dataset = dataset_for_checkpoint(manifest, ckpt, labelled=False, size_policy=size_policy)  # labels not needed
-    probs = predict_dataset(model, dataset, batch_size=batch_size, workers=workers, tta=tta, progress=not quiet)
+    probs = predict_dataset(
+        model, dataset, batch_size=batch_size, workers=workers, tta=tta, device=run_on, progress=not quiet
+    )
     names = ckpt.class_names
     out = pd.DataFrame({"path": frame["path"]})
     if manifest.labelled:

@@ -152,7 +152,8 @@ def _summary(cfg: dict, mil: bool) -> tuple[str, str, str]:
     if name == "concat":
         name = " + ".join((model.get("params") or {}).get("backbones", [])) or name
     data = cfg.get("data") or {}
-    where = "tile shards" if "tiles" in data else f"`{data.get('path')}`"
+    path = str(data.get("path")).removeprefix("${HISTOFLOW_DATA}/")
+    where = "tile shards" if "tiles" in data else f"`{path}`"
     kind = "tune" if cfg.get("tune") else "train"
     px = data.get("image_px")
     epochs = (cfg.get("train") or {}).get("epochs")
@@ -171,7 +172,8 @@ def recipes_page() -> str:
         "header comment). A recipe loads by its name from any folder",
         "(`histoflow train pcam_simple_cnn --set ...`); a wheel installs them under",
         "`<prefix>/share/histoflow/configs`. `--set a.b=value` overrides any field;",
-        "the [CLI reference](cli.md) lists the verbs that take them.",
+        "the [CLI reference](cli.md) lists the verbs that take them. Data folders are under",
+        "`$HISTOFLOW_DATA` unless the recipe names another path.",
         "",
         "| recipe | verb | model | data | what |",
         "|---|---|---|---|---|",

@@ -10,7 +10,7 @@ export HISTOFLOW_DATA ?= $(abspath ../shared/data)
 # Pretrained weights cannot be fetched on offline machines; fail fast instead of retrying the hub.
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup demo test lint test-slow test-all bench lock clean
+.PHONY: setup demo test lint docs test-slow test-all bench lock clean
 
 setup: $(STAMP)
 
@@ -24,20 +24,26 @@ $(STAMP): pyproject.toml requirements.lock
 demo: setup
 	$(VENV)/bin/histoflow demo --data-root "$(HISTOFLOW_DATA)"
 
-# lint first: a layering or style break fails in seconds, before the suite runs
-test: setup lint
+# lint first: a layering or style break fails in seconds, before the suite runs; then the docs
+# site, so a broken link, a stale README section or a docstring griffe cannot read fails CI
+test: setup lint docs
 	$(PY) -m pytest -m "not slow" -q
 
 lint: setup
-	$(VENV)/bin/ruff check src tests bench scripts examples
-	$(VENV)/bin/ruff format --check src tests bench scripts examples
+	$(VENV)/bin/ruff check src tests bench scripts examples docs/hooks.py
+	$(VENV)/bin/ruff format --check src tests bench scripts examples docs/hooks.py
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/mypy
+
+# the documentation site (mkdocs.yml; docs/hooks.py generates the CLI and recipe pages), warnings
+# as errors; open build/site/index.html
+docs: setup
+	NO_MKDOCS_2_WARNING=1 PYTHONPATH=src $(VENV)/bin/mkdocs build --strict --site-dir build/site
 
 test-slow: setup
 	$(PY) -m pytest -m "slow" -q
 
-test-all: setup lint
+test-all: setup lint docs
 	$(PY) -m pytest -q
 
 bench: setup

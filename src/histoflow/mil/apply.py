@@ -58,7 +58,15 @@ def predict_slides_with_mil(
     cfg: SlidePredictConfig | None = None,
     progress: bool = True,
 ) -> dict:
-    """predict.slide.predict_slides, with the MIL aggregator of `cfg.mil_checkpoint` when set."""
+    """Predict every slide with a patch checkpoint: per slide `out/<slide_id>/` gets tiles.parquet
+    (tile id, x, y, probabilities), probabilities.npy, heatmap.png, GeoJSON for QuPath and
+    slide.json with the slide scores; returns a summary (complete, failed, scores per slide).
+
+    `cfg` (SlidePredictConfig): the tile resolution (default: what the checkpoint records), the
+    slide's own mpp when its file lacks it, tissue threshold, aggregation, reader threads,
+    device, TTA, `tiles_dir` to read a `histoflow tile` output instead of the slides, and
+    `mil_checkpoint` to add a learned attention-MIL slide score. A slide that fails is reported
+    in the summary, never fatal; re-running skips finished slides."""
     cfg = cfg or SlidePredictConfig()
     aggregator = MilAggregator.load(cfg.mil_checkpoint) if cfg.mil_checkpoint else None
     return predict_slides(checkpoint, slides, out, cfg, progress=progress, aggregator=aggregator)

@@ -91,6 +91,77 @@ def test_rows_decode_to_the_tiles_in_their_shards(tiled):
     assert batch.labels.tolist() == [ds.labels[k] for k in order]
 
 
+def _shard_truth(tiles: Path) -> dict[tuple[str, int], bytes]:
+    out = {}
+    for path in sorted((tiles / "shards").glob("*/*.parquet")):
+        for row, data in enumerate(pq.read_table(path, columns=["image"]).column("image").to_pylist()):
+            out[(str(path), row)] = data
+    return out
+
+
+def test_shard_rows_read_tiles_by_byte_range_once_a_row_group_was_seen(tiled, monkeypatch):
+    """The first read of a row group decodes it and learns where each image lies in the file;
+    later reads are one pread per tile, never a row group decode."""
+    _, tiles = tiled
+    truth = _shard_truth(tiles)
+    rows = list(truth)
+    reader = ShardRows()
+    assert reader.rows_bytes(rows) == list(truth.values())
+    for path in {p for p, _ in rows}:
+        assert all(isinstance(r, tuple) for r in reader._shards[path].ranges), path
+    monkeypatch.setattr(reader, "_group", lambda *a: pytest.fail("decoded a row group again"))
+    order = np.random.default_rng(1).permutation(len(rows))
+    assert reader.rows_bytes([rows[k] for k in order]) == [truth[rows[k]] for k in order]
+
+
+def test_shard_rows_decode_shards_of_another_layout(tiled, tmp_path):
+    """A shard rewritten with compression (another writer's, say) has no plain byte ranges: its
+    row groups are decoded, with the same bytes as the result."""
+    _, tiles = tiled
+    source = sorted((tiles / "shards").glob("*/*.parquet"))[0]
+    for kind, options in (("snappy", {"compression": "snappy"}), ("dictionary", {"use_dictionary": True})):
+        copy = tmp_path / f"{kind}.parquet"
+        pq.write_table(pq.read_table(source), copy, row_group_size=16, **options)
+        expected = pq.read_table(copy, columns=["image"]).column("image").to_pylist()
+        reader = ShardRows(cached_row_groups=1)
+        order = np.random.default_rng(0).permutation(len(expected)).tolist()
+        assert reader.rows_bytes([(str(copy), k) for k in order]) == [expected[k] for k in order]
+        assert set(reader._shards[str(copy)].ranges) == {False}, kind
+
+
+def test_shard_rows_keep_few_files_open(tiled):
+    """A cohort has thousands of shards: one open descriptor per shard and thread would run out."""
+    _, tiles = tiled
+    rows = list(_shard_truth(tiles))
+    assert len({p for p, _ in rows}) == 10
+    fds = lambda: len(list(Path("/proc/self/fd").iterdir()))  # noqa: E731
+    before = fds()
+    reader = ShardRows(open_files=3)
+    for _ in range(2):
+        reader.rows_bytes(rows)
+    assert len(reader._state().files) == 3 and fds() - before <= 3
+
+
+def test_shard_rows_bad_rows_and_shards_are_data_errors(tiled, tmp_path):
+    _, tiles = tiled
+    source = sorted((tiles / "shards").glob("*/*.parquet"))[0]
+    n = pq.read_metadata(source).num_rows
+    reader = ShardRows()
+    with pytest.raises(DataError, match=rf"part-00000.parquet: tile shard has {n} rows, no row {n}"):
+        reader.row_bytes(str(source), n)
+    copy = tmp_path / "cut.parquet"
+    shutil.copy(source, copy)
+    reader.rows_bytes([(str(copy), k) for k in range(n)])  # ranges learned
+    size = copy.stat().st_size
+    with open(copy, "r+b") as fh:  # cut inside the last image: its range now runs past the end
+        fh.truncate(int(reader._shards[str(copy)].ranges[-1][0][-1]) + 10)
+    assert copy.stat().st_size < size
+    with pytest.raises(DataError, match="cut.parquet: tile shard is shorter than its metadata says"):
+        reader.row_bytes(str(copy), n - 1)
+    with pytest.raises(DataError, match="cut.parquet: cannot open tile shard"):
+        ShardRows().row_bytes(str(copy), 0)  # a fresh reader cannot even read its footer
+
+
 def test_each_tile_shows_the_pcam_patch_of_its_cell(tiled):
     """Right row, right place: the tile at (x, y) of a slide is the PCam patch the cohort put in
     that cell (JPEG twice over, in the TIFF and in the shard: mean |difference| 1.4-4.1 here, against

@@ -89,16 +89,54 @@ def pcam_h5_from_jpegs(jpeg_root: Path, out_dir: Path, n_per_class: int = 8, spl
     return out_dir
 
 
+def cohort_script():
+    """scripts/make_pcam_cohort.py as a module (scripts/ is not a package)."""
+    import importlib.util
+    import sys
+
+    name = "make_pcam_cohort"
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name]
+
+
+COHORT_MPP = 0.972  # make_pcam_cohort's slides, PCam's resolution
+COHORT_TILE_PX = 96
+
+
+def tiled_pcam_cohort(
+    root: Path, n_train: int = 6, n_val: int = 2, n_test: int = 2, grid: int = 8, seed: int = 0
+) -> tuple[Path, Path]:
+    """A small cohort of pyramidal TIFF slides built from the real PCam patches (skips when they
+    are absent), tiled at 96 px / 0.972 um/px so the tile grid falls on the patches: returns
+    (cohort folder with slides/, labels.csv, regions.csv, cells/; tiling output folder)."""
+    from histoflow.tiling import extract_tiles
+    from tests.conftest import need_data
+
+    pcam = need_data("pcam")
+    cohort = root / "cohort"
+    cohort_script().build_cohort(
+        pcam, cohort, n_train=n_train, n_val=n_val, n_test=n_test, grid=grid, seed=seed, min_slides=0, quiet=True
+    )
+    tiles = root / "tiles"
+    extract_tiles(sorted((cohort / "slides").glob("*.tif")), tiles, tile_config(), workers=1, progress=False)
+    return cohort, tiles
+
+
+def tile_config(**changes):
+    from histoflow.tiling import TileConfig
+
+    return TileConfig(**{"tile_px": COHORT_TILE_PX, "mpp": COHORT_MPP, "tissue_threshold": 0.2, **changes})
+
+
 def build_pcam_cohort(out: Path, **options) -> Path:
     """A small whole-slide cohort from the real PCam patches (scripts/make_pcam_cohort.py), or a
     skip when they are absent. `options`: build_cohort's (n_train, n_val, n_test, grid, seed)."""
-    import importlib.util
+    from tests.conftest import need_data
 
-    from tests.conftest import REPO, need_data
-
-    spec = importlib.util.spec_from_file_location("make_pcam_cohort", REPO / "scripts" / "make_pcam_cohort.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.build_cohort(need_data("pcam"), out, **{"min_slides": 0, "quiet": True, **options})
+    cohort_script().build_cohort(need_data("pcam"), out, **{"min_slides": 0, "quiet": True, **options})
     return out

@@ -298,7 +298,7 @@ class PatchDataset(Dataset):
         for start in range(0, len(rows), READ_AHEAD):
             chunk = rows[start : start + READ_AHEAD]
             # HDF5 rows have no file of their own: load() reads them (data None); shard rows are
-            # read together, each Parquet row group once
+            # read together, each tile by its byte range in the shard (histoflow.data.shard_rows)
             files: list[bytes | None] = [None if items[i] >= 0 else _read_or_none(paths[i]) for i in chunk]
             tiles = [k for k, i in enumerate(chunk) if in_shard[i]]
             if tiles:

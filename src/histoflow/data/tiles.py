@@ -80,10 +80,17 @@ def read_slide_labels(path: str | Path) -> pd.DataFrame:
     for col in ("patient", "split"):
         if col not in frame.columns:
             frame[col] = ""
-    bad_split = sorted(set(frame["split"]) - set(SPLIT_ALIASES) - {""})
+    bad_split = sorted({s for s in frame["split"] if s and s.lower() not in SPLIT_ALIASES})
     if bad_split:
         raise DataError(f"{path}: unknown split name(s) {bad_split}; use train, val or test")
-    frame["split"] = frame["split"].map(lambda s: SPLIT_ALIASES.get(s.lower(), "") if s else "")
+    frame["split"] = frame["split"].map(lambda s: SPLIT_ALIASES.get(s.lower(), ""))
+    given = frame.groupby("slide")["split"].agg(lambda s: (s != "").any())
+    if given.any() and not given.all():  # those slides would be in no split: trained on by nobody
+        missing = given.index[~given]
+        raise DataError(
+            f"{path}: {len(missing)} slide(s) without a split while the others have one: {_listed(missing)}; "
+            f"give every slide a split, or leave the split column empty to have one made"
+        )
     has_regions = set(REGION_COLUMNS) <= set(frame.columns)
     for col in REGION_COLUMNS:
         if has_regions:

@@ -128,6 +128,7 @@ def test_each_overlay_reads(lab, lab_paths):
     assert hot[0:2] == [300.0, 400.0] and hot[2] - hot[0] == pytest.approx(1000 * 0.5**0.5 / 0.499)
     regions = overlays.load(found[("preds", "regions P(tumour) >= 0.5")]).features
     assert regions["count"] == len(json.loads((lab["preds"] / SLIDE_ID / "regions.geojson").read_text())["features"])
+    assert regions["count"] == 0 or regions["value_name"] == "mean_probability"
     with pytest.raises(DataError, match="_bad.geojson: not valid JSON"):
         overlays.load(found[("annotations", f"{SLIDE_ID}_bad")])
     png = overlays.render(heat, "viridis", threshold=0.5)

@@ -10,7 +10,8 @@ The compact form keeps coordinates as flat lists (the page draws thousands of sh
      "value_name": "score", "value_range": [lo, hi], "count": n, "skipped": n}
 
 `value` is what colour maps and thresholds act on: a feature's `score` measurement, else its
-`probability`, else its first numeric measurement, else none (drawn in its class colour).
+`probability`, else one whose name holds "prob" or "score" (predict-slide regions'
+`mean_probability`), else its first numeric measurement, else none (drawn in its class colour).
 Anything that is not GeoJSON raises DataError naming the file and what was wrong.
 """
 
@@ -83,6 +84,13 @@ def _measurements(props: dict) -> dict[str, float]:
     return found
 
 
+def _value_key(meas: dict[str, float]) -> str | None:
+    """The measurement colour maps act on: score/probability by name (predict-slide's regions
+    carry mean_probability beside a tile count), else the first one."""
+    named = next((k for k in VALUE_KEYS if k in meas), None)
+    return named or next((k for k in meas if "prob" in k.lower() or "score" in k.lower()), next(iter(meas), None))
+
+
 def _colour(props: dict) -> str | None:
     c = (props.get("classification") or {}).get("color") if isinstance(props.get("classification"), dict) else None
     c = c if c is not None else props.get("color")
@@ -134,7 +142,7 @@ def from_geojson(doc: Any, where: str = "GeoJSON") -> dict:
         if not isinstance(geom, dict) or "type" not in geom:
             raise DataError(f"{at}: 'geometry' must be an object with a 'type'")
         meas = _measurements(props)
-        key = next((k for k in VALUE_KEYS if k in meas), next(iter(meas), None))
+        key = _value_key(meas)
         value = meas.get(key) if key else None
         value_name = value_name or key
         colour, label = _colour(props), _label(props)

@@ -267,7 +267,7 @@
 
   function overlayControls(pane, ov) {
     const d = ov.desc, id = `p${pane.index}-${d.id}`;
-    const div = el("div", { class: "overlay" + (d.error ? " failed" : ""), "data-overlay": d.id, "data-pane": pane.index },
+    const div = el("div", { class: "overlay" + (d.error ? " failed" : ""), "data-overlay": d.id, "data-name": d.name, "data-pane": pane.index },
       el("label", { class: "name", for: id },
         el("input", { type: "checkbox", id, checked: ov.on, disabled: !!d.error, onchange: (e) => pane.toggle(d.id, e.target.checked) }),
         d.name, el("span", { class: "run" }, `${d.run}/${d.file}`)));

@@ -110,6 +110,9 @@ class DeepZoom:
             with self._overview_lock:
                 if self._overview is None:
                     self._overview = self.reader.read_downsampled(self.overview_downsample)
+                    # a small slide's whole level, kept by read_downsampled for tiling's reuse:
+                    # the viewer reads regions instead, so it would only hold memory
+                    self.reader.kept_level = None
         return self._overview
 
     def tile(self, level: int, col: int, row: int) -> np.ndarray:

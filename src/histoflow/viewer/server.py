@@ -21,6 +21,7 @@ from histoflow.viewer.service import SlideService
 
 log = logging.getLogger(__name__)
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+M_ARENA_MAX = -8  # mallopt parameter number from glibc's malloc.h
 
 
 def view(
@@ -132,7 +133,29 @@ def check_port(host: str, port: int) -> int:
         return sock.getsockname()[1]
 
 
+def few_malloc_arenas(n: int = 2) -> bool:
+    """Cap glibc's malloc arenas for this process (True when applied).
+
+    Every thread that decodes a tile gets its own arena by default (up to 8 per core), each
+    keeping freed memory of its own: measured here, a server's resident memory settles ~70 MB
+    higher and keeps creeping for thousands of requests. Two arenas are plenty for a viewer's
+    few decoding threads. Only `serve` (the `histoflow view` process) does this; a notebook's
+    process is left alone."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(M_ARENA_MAX, n) == 1)
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        return False
+
+
 def serve(app, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve `app` until interrupted (Ctrl-C), as `histoflow view` does."""
     uvicorn = require("uvicorn", extra="view")
+    few_malloc_arenas()
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")

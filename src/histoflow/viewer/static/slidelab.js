@@ -240,6 +240,8 @@
   function markActive() {
     for (const li of document.querySelectorAll("#slides li[data-slide]")) {
       li.classList.toggle("active", li.dataset.slide === lab.panes[0].slide);
+      if (li.dataset.slide === lab.panes[0].slide && !li.dataset.shown) li.scrollIntoView({ block: "nearest" });
+      li.dataset.shown = li.dataset.slide === lab.panes[0].slide ? "1" : "";
       li.classList.toggle("active-right", lab.compare && li.dataset.slide === lab.panes[1].slide);
     }
   }

@@ -180,3 +180,23 @@ def test_python_api_is_public():
     assert histoflow.view.__module__ == "histoflow.viewer.server"
     app = histoflow.view(json.__file__.replace("__init__.py", "no-such-slide.svs"))
     assert list(app.state.service.catalog.slides) == ["no-such-slide"]
+
+
+def test_page_assets_are_served_and_ship_as_package_data(client):
+    import fnmatch
+
+    tomllib = pytest.importorskip("tomllib")
+    from pathlib import Path
+
+    from histoflow.viewer.app import STATIC
+
+    html = client.get("/").text
+    for asset in ("static/slidelab.js", "static/slidelab.css", "static/openseadragon/openseadragon.min.js"):
+        assert asset in html and client.get(f"/{asset}").status_code == 200
+    assert client.get("/static/openseadragon/images/home_rest.png").headers["content-type"] == "image/png"
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    globs = pyproject["tool"]["setuptools"]["package-data"]["histoflow.viewer"]
+    files = [p.relative_to(STATIC.parent).as_posix() for p in STATIC.rglob("*") if p.is_file()]
+    assert len(files) > 40
+    missing = [f for f in files if not any(fnmatch.fnmatch(f, g) and f.count("/") == g.count("/") for g in globs)]
+    assert not missing, f"not in pyproject's package-data, so not in a wheel: {missing}"

@@ -40,6 +40,7 @@ def test_public_api_is_small_and_importable():
     assert all(hasattr(histoflow, name) for name in histoflow.__all__)
     assert histoflow.fit.__module__ == "histoflow.train.fit"
     assert histoflow.run.__module__ == "histoflow.workflows.run"
+    assert histoflow.view.__module__ == "histoflow.viewer.server"  # the slide lab's app (package: viewer)
 
 
 def test_importing_histoflow_does_not_import_torch():

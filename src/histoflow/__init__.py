@@ -10,6 +10,7 @@ so importing `histoflow.predict` or `histoflow.evaluate` never replaces one of t
     probs = predict_images(run_dir / "checkpoints/best.pt", arrays_or_paths)   # in memory
     predict_folder(checkpoint, "/data/unlabelled", "predictions.csv")
     predict_slides(checkpoint, ["slide.svs"], "preds")          # heatmaps, GeoJSON, slide scores
+    app = view(["slide.svs", "preds"])                         # the slide lab (an ASGI app)
 
 examples/notebook_api.py runs this flow end to end on real data (CI executes it).
 """
@@ -37,6 +38,7 @@ __all__ = [
     "read_manifest",
     "run",
     "split_manifest",
+    "view",
 ]
 
 # Names that import torch load only when asked for: tiling workers stay light.
@@ -49,6 +51,7 @@ _LAZY = {
     "predict_folder": ("histoflow.predict.folder", "predict_to_csv"),
     "predict_images": ("histoflow.predict.images", "predict_images"),
     "predict_slides": ("histoflow.mil.apply", "predict_slides_with_mil"),  # plain or with a MIL aggregator
+    "view": ("histoflow.viewer.server", "view"),  # the package is `viewer`: no public name is a subpackage's
 }
 
 

@@ -35,6 +35,7 @@ def test_help_on_every_verb():
         "train-mil",
         "tune",
         "study",
+        "view",
     ]
     for verb in verbs:
         assert verb in result.output

@@ -30,7 +30,13 @@ def find_pcam(root: Path) -> Path | None:
     return None
 
 
-RECIPE = Path(__file__).resolve().parents[3] / "configs" / "pcam_simple_cnn.yaml"
+def _recipe() -> Path:
+    from histoflow.core.paths import find_recipe
+
+    found = find_recipe("pcam_simple_cnn")
+    if found is None:  # a source checkout has configs/, a wheel installs it under share/
+        raise FileNotFoundError("the default recipe pcam_simple_cnn.yaml is not installed")
+    return found
 
 
 def run_demo(
@@ -75,11 +81,11 @@ def train_step(pcam: Path, out: Path, console: Console, overrides: list[str], qu
     console.rule("2. train the default recipe on pcam/train, evaluate on pcam/valid (8-view TTA)")
     extra = "".join(f" --set {o}" for o in overrides)
     console.print(
-        f"$ histoflow train {RECIPE.relative_to(RECIPE.parents[1])} --set data.path={pcam}{extra} --out {run_dir}",
+        f"$ histoflow train pcam_simple_cnn --set data.path={pcam}{extra} --out {run_dir}",
         highlight=False,
         markup=False,
     )
-    cfg = load_config(RECIPE, [f"data.path={pcam}", *overrides])
+    cfg = load_config(_recipe(), [f"data.path={pcam}", *overrides])
     if (run_dir / "metrics.json").exists():
         console.print(f"{run_dir} is complete: showing its results (delete it to train again)")
     else:

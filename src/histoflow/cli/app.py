@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from histoflow.cli import data, evaluate, mil, predict, slides, study, system, train
+from histoflow.cli import data, evaluate, mil, mitosis, predict, slides, study, system, train
 from histoflow.cli.common import setup_logging, state
 
 app = typer.Typer(
@@ -39,5 +39,5 @@ def main(
     state.quiet, state.debug = quiet, debug
 
 
-for stage in (data, slides, train, evaluate, predict, mil, study, system):
+for stage in (data, slides, train, evaluate, predict, mil, mitosis, study, system):
     stage.register(app)

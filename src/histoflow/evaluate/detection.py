@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -45,11 +45,11 @@ class ImageDetections:
     """One image's ground truth and scored detections, in pixels, and its matching radius in pixels."""
 
     image: str
-    gt: np.ndarray  # (N, 2) x, y
-    det: np.ndarray  # (M, 2) x, y
-    scores: np.ndarray  # (M,)
+    gt: Any  # (N, 2) x, y: anything np.asarray takes; an array after construction
+    det: Any  # (M, 2) x, y
+    scores: Any  # (M,)
     radius_px: float
-    ignore: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    ignore: Any = field(default_factory=lambda: np.zeros((0, 2)))
 
     def __post_init__(self) -> None:
         self.gt = np.asarray(self.gt, dtype=float).reshape(-1, 2)

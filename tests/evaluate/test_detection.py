@@ -97,3 +97,22 @@ def test_bad_input():
         match_points([[0, 0]], [[0, 0]], 5, method="nearest")  # type: ignore[arg-type]
     with pytest.raises(DataError, match="cannot choose"):
         choose_threshold([ImageDetections("a", np.zeros((0, 2)), np.zeros((0, 2)), [], 5)], thresholds=[0.5])
+
+
+def test_bootstrap_resamples_groups_and_brackets_the_estimate():
+    from histoflow.evaluate.detection import bootstrap_detection
+
+    rng = np.random.default_rng(1)
+    items = []
+    for i in range(30):  # 30 images on 10 slides; about 2 in 3 found, a few false positives
+        found = rng.random() < 0.67
+        det = [[10, 10]] if found else [[80, 80]]
+        items.append(ImageDetections(f"i{i}", [[10, 10]], det, [0.9], 7.5))
+    ci = bootstrap_detection(items, np.repeat(np.arange(10), 3), threshold=0.5, n_boot=300, seed=0)
+    point = detection_metrics(items, 0.5)
+    assert ci["groups"] == 10
+    for name in ("precision", "recall", "f1", "ap"):
+        low, high = ci[name]
+        assert low <= point[name] <= high and low < high
+    with pytest.raises(DataError, match="group labels"):
+        bootstrap_detection(items, [0, 1], 0.5)

@@ -24,4 +24,4 @@ def centre_darkness(windows: np.ndarray) -> np.ndarray:
     r = np.arange(size) - size // 2
     weight = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * (size / 8) ** 2))
     dark = 1.0 - windows.astype(float).mean(axis=1) / 255.0
-    return (dark * weight).sum(axis=(1, 2)) / weight.sum() * 1.5
+    return (dark * weight).sum(axis=(1, 2)) / weight.sum()

@@ -48,7 +48,9 @@ class DetectConfig(Strict):
 
     proposals: Literal["candidates", "grid"] = "candidates"  # candidate nuclei, or a dense grid + peak finding
     grid_stride_px: PositiveInt = 4  # grid proposals: window centres every this many pixels
-    nms_um: PositiveFloat = 5.0  # detections nearer than this to a higher-scoring one are dropped
+    # detections nearer than this to a higher-scoring one are dropped: the matching radius, since two
+    # detections closer than it cannot both be true unless two mitoses are (docs/mitosis.md: the sweep)
+    nms_um: PositiveFloat = 7.5
     match_radius_um: PositiveFloat = 7.5  # MIDOG's evaluation radius
     border: Literal["inside", "reflect"] = "inside"
     batch_size: PositiveInt = 512

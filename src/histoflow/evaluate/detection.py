@@ -158,16 +158,63 @@ def precision_recall_curve(items: Iterable[ImageDetections]) -> dict:
     return {"scores": scores[order], "precision": tp / ranks, "recall": recall, "n_gt": n_gt}
 
 
+def _ap(scores: np.ndarray, hits: np.ndarray, n_gt: int) -> float | None:
+    if not n_gt:
+        return None
+    if not len(scores):
+        return 0.0
+    order = np.argsort(-scores, kind="stable")
+    tp = np.cumsum(hits[order])
+    precision = tp / np.arange(1, len(order) + 1)
+    recall = np.concatenate([[0.0], tp / n_gt])
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    return float(np.sum(np.diff(recall) * envelope))
+
+
 def average_precision(items: Iterable[ImageDetections]) -> float | None:
     """Area under the precision envelope over recall (None without ground-truth points)."""
-    curve = precision_recall_curve(items)
-    if not curve["n_gt"]:
-        return None
-    if not len(curve["precision"]):
-        return 0.0
-    recall = np.concatenate([[0.0], curve["recall"]])
-    envelope = np.maximum.accumulate(curve["precision"][::-1])[::-1]
-    return float(np.sum(np.diff(recall) * envelope))
+    return _ap(*ranked_hits(items))
+
+
+def bootstrap_detection(
+    items: list[ImageDetections], groups, threshold: float, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict:
+    """Percentile-bootstrap CIs of pooled precision, recall, F1 and AP, resampling whole groups
+    (slides: images of one slide are not independent); the threshold stays fixed.
+
+    Per-image counts and ranked hits are computed once, so a resample only re-adds them; the
+    resampling is written here because scipy.stats.bootstrap resamples items, not groups."""
+    groups = np.asarray(groups)
+    if len(groups) != len(items):
+        raise DataError(f"{len(groups)} group labels for {len(items)} images")
+    counts = np.array(
+        [[counts_at([it], threshold)[k] for k in ("tp", "fp", "fn")] for it in items], dtype=float
+    ).reshape(-1, 3)
+    ranked = [ranked_hits([it]) for it in items]
+    _, inverse = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)] if len(items) else []
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {"precision": [], "recall": [], "f1": [], "ap": []}
+    for _ in range(n_boot if members else 0):
+        idx = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+        tp, fp, fn = counts[idx].sum(axis=0)
+        if tp + fp:
+            draws["precision"].append(tp / (tp + fp))
+        if tp + fn:
+            draws["recall"].append(tp / (tp + fn))
+            draws["f1"].append(2 * tp / (2 * tp + fp + fn))
+        ap = _ap(
+            np.concatenate([ranked[i][0] for i in idx]),
+            np.concatenate([ranked[i][1] for i in idx]).astype(bool),
+            int(sum(ranked[i][2] for i in idx)),
+        )
+        if ap is not None:
+            draws["ap"].append(ap)
+    alpha = (1 - level) / 2
+    out: dict = {"n_boot": n_boot, "level": level, "groups": len(members)}
+    for name, values in draws.items():
+        out[name] = [float(v) for v in np.quantile(values, [alpha, 1 - alpha])] if len(values) >= 20 else None
+    return out
 
 
 def choose_threshold(

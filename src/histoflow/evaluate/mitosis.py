@@ -28,7 +28,13 @@ from histoflow.core.images import read_image
 from histoflow.core.io import atomic_path, atomic_write_json
 from histoflow.core.progress import progress_bar
 from histoflow.data.windows import window_region
-from histoflow.evaluate.detection import ImageDetections, choose_threshold, classify_detections, detection_metrics
+from histoflow.evaluate.detection import (
+    ImageDetections,
+    bootstrap_detection,
+    choose_threshold,
+    classify_detections,
+    detection_metrics,
+)
 from histoflow.predict.mitosis import MitosisDetector, nms, save_detector
 from histoflow.preprocess.nuclei import nucleus_candidates
 
@@ -93,6 +99,7 @@ def evaluate_detector(
     cfg: DetectConfig | None = None,
     quiet: bool = False,
     pictures: int = 24,
+    n_boot: int = 1000,
 ) -> dict:
     """Threshold on the validation crops, metrics on the test crops (model and baselines);
     writes metrics.json, detections_<split>.csv, a picture of test detections and detector.pt."""
@@ -100,12 +107,15 @@ def evaluate_detector(
     detector = MitosisDetector.from_checkpoint(checkpoint, cfg)
     results: dict = {"checkpoint": str(checkpoint), "detect": detector.cfg.model_dump(mode="json"), "methods": {}}
     runs = {split: run_split(detector, windows_dir, split, quiet) for split in ("val", "test")}
+    slides = runs["test"]["crops"]["slide"].to_numpy()
     for method in ("model", "haematoxylin", "centre"):
         chosen = choose_threshold(runs["val"]["items"][method])
+        test_items = runs["test"]["items"][method]
         results["methods"][method] = {
             "threshold": chosen["threshold"],
             "val": detection_metrics(runs["val"]["items"][method], chosen["threshold"]),
-            "test": detection_metrics(runs["test"]["items"][method], chosen["threshold"]),
+            "test": detection_metrics(test_items, chosen["threshold"]),
+            "test_ci95": bootstrap_detection(test_items, slides, chosen["threshold"], n_boot=n_boot),
         }
     test = runs["test"]
     results["timing"] = {

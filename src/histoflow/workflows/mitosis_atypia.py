@@ -103,7 +103,7 @@ def default_run_config() -> RunConfig:
             "augment": {"dihedral": True, "hed_jitter": {"sigma": 0.05, "bias": 0.05},
                         "colour_jitter": {"brightness": 0.1, "contrast": 0.1, "saturation": 0.1, "p": 0.5},
                         "where": "batch"},
-            "model": {"name": "simple_cnn", "params": {"widths": [32, 64, 128, 256], "depth": 1, "pool_first": True},
+            "model": {"name": "simple_cnn", "params": {"widths": [16, 32, 64, 128], "depth": 1, "pool_first": True},
                       "dropout": 0.2},
             "train": {"epochs": 20, "batch_size": 64, "optimizer": {"name": "adamw", "lr": 0.002, "weight_decay": 0.05},
                       "scheduler": {"name": "onecycle", "pct_start": 0.25}, "label_smoothing": 0.05, "tta": True},

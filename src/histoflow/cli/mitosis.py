@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from histoflow.cli.common import config_option, console, run_verb, set_option, state, verb_config
+from histoflow.cli.common import config_option, console, expand_slides, run_verb, set_option, state, verb_config
 
 mitosis_app = typer.Typer(
     help="Mitotic figures: window datasets from point annotations, detector evaluation, normal vs atypical.",
@@ -21,38 +21,76 @@ def register(app: typer.Typer) -> None:
 
     @app.command("detect-mitoses")
     def detect_mitoses(
-        inputs: list[Path] = typer.Argument(..., help="Image files or folders of images."),
+        inputs: list[Path] = typer.Argument(..., help="Whole slides, or image files / folders of images."),
         checkpoint: Path = typer.Option(
             ..., help="Detector checkpoint (detector.pt from `histoflow mitosis evaluate`)."
         ),
-        out: Path = typer.Option(..., help="Output folder: detections.csv, detections.geojson, summary.json."),
-        mpp: Optional[float] = typer.Option(None, help="Microns per pixel of the images [default: the detector's]."),
-        resample: bool = typer.Option(
-            False, help="Resize images far from the detector's resolution instead of refusing them."
+        out: Path = typer.Option(
+            ..., help="Output folder: detections.csv/.geojson (+ per slide: heatmap, hotspot, score)."
         ),
-        atypia_checkpoint: Optional[Path] = typer.Option(None, help="Normal-vs-atypical checkpoint: adds p_atypical."),
+        kind: str = typer.Option(
+            "auto", help="slides, images, or auto (slides when any input is a slide format: svs, ndpi, mrxs...)."
+        ),
+        mpp: Optional[float] = typer.Option(None, help="Images: microns per pixel [default: the detector's]."),
+        slide_mpp: Optional[float] = typer.Option(None, help="Slides: level-0 microns per pixel for files lacking it."),
+        resample: bool = typer.Option(
+            False, help="Resize inputs far from the detector's resolution instead of refusing them."
+        ),
+        atypia_checkpoint: Optional[Path] = typer.Option(
+            None, help="Images: normal-vs-atypical checkpoint, adds p_atypical."
+        ),
         threshold: Optional[float] = typer.Option(
             None, help="Score threshold [default: the one chosen on validation]."
         ),
+        area_mm2: Optional[float] = typer.Option(None, help="Slides: hotspot area [default: 2 mm^2]."),
+        tile_px: int = typer.Option(512, help="Slides: tile side at the detector's resolution."),
+        tissue_threshold: float = typer.Option(0.5, help="Slides: tiles with at least this tissue fraction."),
+        config: Optional[Path] = config_option("Grading config (GradingConfig keys: area_mm2, cuts, heatmap_um)"),
+        set_: Optional[list[str]] = set_option("cuts=[10,20]"),
         device: Optional[str] = typer.Option(None, help="cpu or cuda [default: cuda when available]."),
     ) -> None:
-        """Detect mitotic figures in images: points with scores, QuPath GeoJSON, counts per mm^2."""
+        """Detect mitotic figures: points with scores, QuPath GeoJSON; on slides also the density
+        heatmap, the densest `area_mm2` square, its mitotic count and the score 1/2/3."""
+        from histoflow.config.mitosis import GradingConfig
+        from histoflow.core.errors import ConfigError
         from histoflow.predict.mitosis import MitosisDetector
-        from histoflow.predict.mitosis_outputs import detect_images
         from histoflow.predict.patches import default_device
 
         def work():
+            grading = verb_config(GradingConfig, config, set_)
             detector = MitosisDetector.from_checkpoint(checkpoint, device=device or default_device())
             if threshold is not None:
                 detector.threshold = threshold
-            return detect_images(detector, inputs, out, mpp, resample, atypia_checkpoint, quiet=state.quiet)
+            chosen = kind if kind != "auto" else ("slides" if any(is_slide(p) for p in inputs) else "images")
+            if chosen == "images":
+                from histoflow.predict.mitosis_outputs import detect_images
+
+                return detect_images(detector, inputs, out, mpp, resample, atypia_checkpoint, quiet=state.quiet)
+            if chosen != "slides":
+                raise ConfigError(f"--kind must be slides, images or auto, got {kind!r}")
+            from histoflow.config.slides import SlidePredictConfig
+            from histoflow.predict.mitosis_slide import detect_slides
+
+            tiles = SlidePredictConfig(slide_mpp=slide_mpp, allow_resample=resample, tissue_threshold=tissue_threshold)
+            return detect_slides(
+                detector, expand_slides(inputs), out, tiles, grading, tile_px, progress=not state.quiet
+            )
 
         summary = run_verb(work)
-        console.print(
-            f"{summary['mitoses']} mitoses in {summary['images']} images (threshold {summary['threshold']:.3f}); "
-            f"{out / 'detections.csv'}",
-            highlight=False,
-        )
+        console.print(f"{summary['mitoses']} mitoses in {summary.get('images', summary.get('slides'))} inputs "
+                      f"(threshold {summary['threshold']:.3f}); {out}", highlight=False)  # fmt: skip
+        if summary.get("failed"):
+            raise typer.Exit(1)
+
+
+WHOLE_SLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".btf", ".svslide")
+
+
+def is_slide(path: Path) -> bool:
+    """A whole-slide format (or a folder holding one); plain TIFF/PNG/JPEG count as images unless --kind slides."""
+    if path.is_dir():
+        return any(p.suffix.lower() in WHOLE_SLIDE_SUFFIXES for p in path.iterdir())
+    return path.suffix.lower() in WHOLE_SLIDE_SUFFIXES
 
 
 @mitosis_app.command("windows")

@@ -149,6 +149,29 @@ class MitosisDetector:
         mask[y0:y1, x0:x1] = True
         return nucleus_candidates(rgb, mpp, self.cfg.candidates, mask=mask).astype(float)
 
+    def prepare(self, rgb: np.ndarray, mpp: float, box: Box | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(proposals N x 3: x, y, density; their windows N x 3 x H x W) of an image already at
+        the detector's scale: the CPU half of detection, separate so many images' windows can be
+        scored in one batch."""
+        if self.preprocess is not None:
+            rgb = self.preprocess(rgb)
+        box = box or valid_box(rgb)
+        found = self.proposals(rgb, mpp, box)
+        if not len(found):
+            return np.zeros((0, 3)), np.zeros((0, 3, self.window_px, self.window_px), np.uint8)
+        windows, kept = cut_windows(rgb, found[:, :2], self.window_px, self.cfg.border, box)
+        return found[kept], windows
+
+    def finish(self, found: np.ndarray, scores: np.ndarray, mpp: float, scale: float = 1.0) -> pd.DataFrame:
+        """Non-maximum suppression of scored proposals; coordinates divided by `scale`."""
+        if not len(found):
+            return pd.DataFrame(columns=COLUMNS)
+        keep = nms(found[:, :2], scores, self.cfg.nms_um / mpp)
+        frame = pd.DataFrame(
+            {"x": found[keep, 0] / scale, "y": found[keep, 1] / scale, "score": scores[keep], "density": found[keep, 2]}
+        )
+        return frame.reset_index(drop=True)
+
     def detect(
         self, rgb: np.ndarray, mpp: float | None = None, box: Box | None = None, resample: bool = False
     ) -> pd.DataFrame:
@@ -163,20 +186,8 @@ class MitosisDetector:
             rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
             box = None if box is None else tuple(int(round(v * scale)) for v in box)  # type: ignore[assignment]
             mpp = mpp / scale
-        if self.preprocess is not None:
-            rgb = self.preprocess(rgb)
-        box = box or valid_box(rgb)
-        found = self.proposals(rgb, mpp, box)
-        if not len(found):
-            return pd.DataFrame(columns=COLUMNS)
-        windows, kept = cut_windows(rgb, found[:, :2], self.window_px, self.cfg.border, box)
-        found = found[kept]
-        scores = self.score_windows(windows)
-        keep = nms(found[:, :2], scores, self.cfg.nms_um / mpp)
-        frame = pd.DataFrame(
-            {"x": found[keep, 0] / scale, "y": found[keep, 1] / scale, "score": scores[keep], "density": found[keep, 2]}
-        )
-        return frame.reset_index(drop=True)
+        found, windows = self.prepare(rgb, mpp, box)
+        return self.finish(found, self.score_windows(windows), mpp, scale)
 
 
 def save_detector(

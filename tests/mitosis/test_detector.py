@@ -117,3 +117,20 @@ def test_detect_images_writes_csv_geojson_and_summary(tmp_path, monkeypatch):
     bare = MitosisDetector.from_checkpoint(tmp_path / "w.pt")
     with pytest.raises(CheckpointError, match="no detection threshold"):
         detect_images(bare, [folder], tmp_path / "o4", quiet=True)
+
+
+def test_atypia_checkpoint_adds_p_atypical_and_a_wrong_one_is_refused(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from histoflow.predict.mitosis_outputs import detect_images
+
+    ckpt = Checkpoint.read(window_checkpoint(tmp_path / "w.pt"))
+    det = MitosisDetector.from_checkpoint(save_detector(tmp_path / "d.pt", ckpt, DetectConfig(nms_um=3.0), 0.5, "x"))
+    monkeypatch.setattr(det, "score_windows", centre_darkness)
+    Image.fromarray(disks()).save(tmp_path / "a.png")
+    atypia = window_checkpoint(tmp_path / "atyp.pt", classes=("normal", "atypical"), image_px=32)
+    detect_images(det, [tmp_path / "a.png"], tmp_path / "out", atypia_checkpoint=atypia, quiet=True)
+    table = pd.read_csv(tmp_path / "out" / "detections.csv")
+    assert len(table) == 3 and table["p_atypical"].between(0, 1).all()
+    with pytest.raises(CheckpointError, match="not an atypia model"):
+        detect_images(det, [tmp_path / "a.png"], tmp_path / "o2", atypia_checkpoint=tmp_path / "w.pt", quiet=True)

@@ -62,3 +62,34 @@ def test_black_slide_edge_fill_is_outside_the_valid_area():
     assert kept.tolist() == [1]  # the window at x=40 would reach into the black fill
     with pytest.raises(DataError, match="entirely black"):
         valid_box(np.zeros((8, 8, 3), np.uint8))
+
+
+def test_window_dataset_from_amibr_crops_is_split_by_slide_and_resumable(tmp_path):
+    import pandas as pd
+
+    from histoflow.config.mitosis import MitosisWindowsConfig
+    from histoflow.data.amibr import read_amibr
+    from histoflow.data.mitosis_windows import build_windows
+    from tests.conftest import need_data
+
+    ami = read_amibr(need_data("ami_br"))
+    keep = ami.crops["slide"].isin(sorted(ami.crops["slide"].unique())[:24])  # 24 slides: a few seconds
+    ami.crops = ami.crops[keep].reset_index(drop=True)
+    cfg = MitosisWindowsConfig(split={"val_fraction": 0.25, "test_fraction": 0.25})
+    (tmp_path / "w" / ".windows.partial").mkdir(parents=True)  # what a killed run leaves behind
+    summary = build_windows(ami, cfg, tmp_path / "w", quiet=True)
+    table = pd.read_csv(tmp_path / "w" / "windows.csv")
+    slides = table.groupby("split")["slide"].apply(set)
+    assert not (slides["train"] & slides["val"]) and not (slides["train"] & slides["test"])
+    assert (
+        set(table["label"]) == {"mitosis", "other"}
+        and table["path"].map(lambda p: __import__("os").path.isfile(p)).all()
+    )
+    # every window of a mitosis is within 3 um of one; every other window at least 7.5 um from all
+    points = pd.read_csv(tmp_path / "w" / "points.csv")
+    crops = pd.read_csv(tmp_path / "w" / "crops.csv").set_index("image")
+    for row in table.sample(200, random_state=0).itertuples():
+        mine = points[points["image"] == row.image][["x", "y"]].to_numpy()
+        nearest_um = np.hypot(*(mine - [row.x, row.y]).T).min() * crops.loc[row.image, "mpp"]
+        assert nearest_um <= 3.0 if row.label == "mitosis" else nearest_um >= 7.5
+    assert build_windows(ami, cfg, tmp_path / "w", quiet=True) == summary  # finished: reused

@@ -107,7 +107,8 @@ def build_windows(ami: AmiBr, cfg: MitosisWindowsConfig, out: str | Path, quiet:
     if _finished(out, cfg):
         log.info("%s: window dataset already built with this config; reusing it", out)
         return json.loads((out / "windows.json").read_text(encoding="utf-8"))
-    if out.exists() and any(out.iterdir()) and not (out / "windows.json").is_file():
+    leftovers = [p for p in out.iterdir() if p.name != ".windows.partial"] if out.is_dir() else []
+    if leftovers and not (out / "windows.json").is_file():  # a killed run leaves only .windows.partial
         raise DataError(f"{out}: folder exists and is not a window dataset; choose an empty or new folder")
     out.mkdir(parents=True, exist_ok=True)
     staging = out / ".windows.partial"

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt
 
-from histoflow.config.base import Strict, load_model_config
+from histoflow.config.base import Strict
 
 
 class CandidateConfig(Strict):
@@ -82,6 +82,3 @@ class AtypiaCVConfig(Strict):
     seed: int = 0
     n_boot: PositiveInt = 2000
 
-
-def load_windows_config(path: str | None = None, overrides: list[str] | None = None) -> MitosisWindowsConfig:
-    return load_model_config(MitosisWindowsConfig, path, overrides)

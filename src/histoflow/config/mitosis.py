@@ -81,4 +81,3 @@ class AtypiaCVConfig(Strict):
     val_fraction: float = Field(default=0.15, gt=0, lt=1)  # of each fold's training slides, for model selection
     seed: int = 0
     n_boot: PositiveInt = 2000
-

@@ -98,14 +98,14 @@ def default_run_config() -> RunConfig:
     return RunConfig.model_validate(
         {
             "name": "atypia_cnn",
-            "data": {"image_px": 128, "crop_px": 96, "mpp": 0.25, "cache": "memory", "num_workers": 0,
+            "data": {"image_px": 128, "crop_px": 64, "mpp": 0.25, "cache": "memory", "num_workers": 0,
                      "positive_class": POSITIVE, "balance": {"loss_weights": True}},
             "augment": {"dihedral": True, "hed_jitter": {"sigma": 0.05, "bias": 0.05},
                         "colour_jitter": {"brightness": 0.1, "contrast": 0.1, "saturation": 0.1, "p": 0.5},
                         "where": "batch"},
             "model": {"name": "simple_cnn", "params": {"widths": [16, 32, 64, 128], "depth": 1, "pool_first": True},
                       "dropout": 0.2},
-            "train": {"epochs": 20, "batch_size": 64, "optimizer": {"name": "adamw", "lr": 0.002, "weight_decay": 0.05},
+            "train": {"epochs": 30, "batch_size": 64, "optimizer": {"name": "adamw", "lr": 0.002, "weight_decay": 0.05},
                       "scheduler": {"name": "onecycle", "pct_start": 0.25}, "label_smoothing": 0.05, "tta": True},
         }
     )  # fmt: skip

@@ -57,3 +57,8 @@ def test_two_fold_cv_end_to_end(tmp_path):
     summary = atypia_cv(AtypiaCVConfig(folds=2, run=str(run), n_boot=50), tmp_path / "cv", quiet=True)
     assert summary["folds"] == 2 and 0 <= summary["pooled"]["auc"] <= 1
     assert (tmp_path / "cv" / "oof.csv").is_file() and (tmp_path / "cv" / "fold1" / "metrics.json").is_file()
+
+
+def test_the_window_classifier_recipe_is_a_valid_run_config():
+    cfg = load_config(REPO / "configs" / "mitosis" / "window_cnn.yaml")
+    assert cfg.data.positive_class == "mitosis" and cfg.data.mpp == 0.25 and cfg.augment.hed_jitter is not None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 from typer.core import TyperGroup
 
-from histoflow.cli import data, evaluate, mil, predict, slides, study, system, train, view
+from histoflow.cli import data, evaluate, mil, mitosis, predict, slides, study, system, train, view
 from histoflow.cli.common import setup_logging, state
 
 GLOBAL_FLAGS = ("-q", "--quiet", "--debug")
@@ -57,5 +57,5 @@ def main(
     state.quiet, state.debug = quiet, debug
 
 
-for stage in (data, slides, train, evaluate, predict, mil, study, view, system):
+for stage in (data, slides, train, evaluate, predict, mil, mitosis, study, view, system):
     stage.register(app)

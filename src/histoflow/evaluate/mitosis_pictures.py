@@ -1,0 +1,69 @@
+"""Pictures of detections on crops: true positives, false positives and misses, to look at.
+
+Each crop is enlarged (nearest neighbour, so pixels stay pixels) and drawn with OpenCV:
+green circle = a mitosis found (radius = the matching radius), red circle = a mitosis missed,
+grey circle = a mitosis outside the evaluated area (ignored), green dot = true positive
+detection, orange cross = false positive, the thin white frame = where window centres may lie.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from histoflow.core.images import read_image
+from histoflow.core.io import atomic_path
+from histoflow.evaluate.detection import ImageDetections, classify_detections
+
+GREEN, RED, ORANGE, GREY, WHITE = (40, 200, 40), (230, 40, 40), (255, 150, 0), (160, 160, 160), (255, 255, 255)
+
+
+def draw_crop(rgb: np.ndarray, item: ImageDetections, threshold: float, window_px: int, zoom: int = 3) -> np.ndarray:
+    import cv2
+
+    big = cv2.resize(rgb, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
+    result = classify_detections(item, threshold)
+    found = set(range(len(item.gt))) - set(result["missed"].tolist())
+
+    def at(p) -> tuple[int, int]:
+        return int(round(p[0] * zoom)), int(round(p[1] * zoom))
+
+    radius = int(round(item.radius_px * zoom))
+    for i, p in enumerate(item.gt):
+        cv2.circle(big, at(p), radius, GREEN if i in found else RED, 2)
+    for p in item.ignore:
+        cv2.circle(big, at(p), radius, GREY, 1)
+    for j, status in zip(result["kept"], result["status"]):
+        x, y = at(item.det[j])
+        if status == "tp":
+            cv2.circle(big, (x, y), 4, GREEN, -1)
+        elif status == "fp":
+            cv2.drawMarker(big, (x, y), ORANGE, cv2.MARKER_TILTED_CROSS, 14, 3)
+    half = window_px // 2
+    h, w = rgb.shape[:2]
+    cv2.rectangle(big, (half * zoom, half * zoom), ((w - half) * zoom, (h - half) * zoom), WHITE, 1)
+    return big
+
+
+def detection_montage(
+    crops: list[tuple[str, ImageDetections]], threshold: float, path: Path, window_px: int, columns: int = 6
+) -> Path | None:
+    """A grid of drawn crops written atomically to `path` (PNG)."""
+    import cv2
+
+    if not crops:
+        return None
+    tiles = [draw_crop(read_image(p), item, threshold, window_px) for p, item in crops]
+    size = max(t.shape[0] for t in tiles)
+    tiles = [
+        cv2.copyMakeBorder(t, 2, 2 + size - t.shape[0], 2, 2 + size - t.shape[1], cv2.BORDER_CONSTANT) for t in tiles
+    ]
+    while len(tiles) % columns:
+        tiles.append(np.zeros_like(tiles[0]))
+    rows = [np.concatenate(tiles[i : i + columns], axis=1) for i in range(0, len(tiles), columns)]
+    grid = np.concatenate(rows, axis=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        cv2.imwrite(str(tmp), grid[:, :, ::-1])
+    return path

@@ -134,7 +134,7 @@ def test_info_command():
     res = runner.invoke(app, ["info", str(need_data("wsi", "cmu-1-small-region.svs"))])
     assert res.exit_code == 0, res.output
     assert "aperio" in res.output and "0.499" in res.output and "label" in res.output
-    res = runner.invoke(app, ["info", str(need_data("wsi", "kidney-48-5.tif")), "--json", "--mpp", "0.5"])
+    res = runner.invoke(app, ["info", str(need_data("wsi", "kidney-48-5.tif")), "--json", "--slide-mpp", "0.5"])
     assert res.exit_code == 0 and '"mpp": 0.5' in res.output
     res = runner.invoke(app, ["info", "/nonexistent/slide.svs"])
     assert res.exit_code == 2 and "slide.svs: slide file not found" in res.output

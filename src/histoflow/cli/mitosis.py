@@ -8,7 +8,17 @@ from typing import Optional
 
 import typer
 
-from histoflow.cli.common import config_option, console, expand_slides, run_verb, set_option, state, verb_config
+from histoflow.cli.common import (
+    config_option,
+    console,
+    device_option,
+    expand_slides,
+    run_verb,
+    set_option,
+    slide_mpp_option,
+    state,
+    verb_config,
+)
 
 mitosis_app = typer.Typer(
     help="Mitotic figures: window datasets from point annotations, detector evaluation, normal vs atypical.",
@@ -32,7 +42,7 @@ def register(app: typer.Typer) -> None:
             "auto", help="slides, images, or auto (slides when any input is a slide format: svs, ndpi, mrxs...)."
         ),
         mpp: Optional[float] = typer.Option(None, help="Images: microns per pixel [default: the detector's]."),
-        slide_mpp: Optional[float] = typer.Option(None, help="Slides: level-0 microns per pixel for files lacking it."),
+        slide_mpp: Optional[float] = slide_mpp_option(),
         resample: bool = typer.Option(
             False, help="Resize inputs far from the detector's resolution instead of refusing them."
         ),
@@ -47,7 +57,7 @@ def register(app: typer.Typer) -> None:
         tissue_threshold: float = typer.Option(0.5, help="Slides: tiles with at least this tissue fraction."),
         config: Optional[Path] = config_option("Grading config (GradingConfig keys: area_mm2, cuts, heatmap_um)"),
         set_: Optional[list[str]] = set_option("cuts=[10,20]"),
-        device: Optional[str] = typer.Option(None, help="cpu or cuda [default: cuda when available]."),
+        device: Optional[str] = device_option(),
     ) -> None:
         """Detect mitotic figures: points with scores, QuPath GeoJSON; on slides also the density
         heatmap, the densest `area_mm2` square, its mitotic count and the score 1/2/3."""

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from histoflow.evaluate.slide_heatmap import HATCH, LEGEND_PX, slide_heatmap_thumbnail, tiling_background
+from histoflow.core.pictures import HATCH
+from histoflow.evaluate.slide_heatmap import LEGEND_PX, slide_heatmap_thumbnail, tiling_background
 from tests.conftest import REPO, need_data
 
 VIRIDIS = matplotlib.colormaps["viridis"]

@@ -131,7 +131,16 @@ def test_grid_heatmap_and_geojson_reproduce_the_pattern(tmp_path, pattern_slide)
     xs, ys = zip(*block["geometry"]["coordinates"][0])
     assert (min(xs), max(xs), min(ys), max(ys)) == pytest.approx((64, 128, 32, 96), abs=3)
     assert block["properties"]["objectType"] == "annotation"
-    assert len(json.loads((d / "tiles.geojson").read_text())["features"]) == (PATTERN == 1).sum()
+    # every scored tile is a QuPath detection with its probabilities as measurements
+    tiles = json.loads((d / "tiles.geojson").read_text())["features"]
+    assert len(tiles) == tissue.sum() and {f["properties"]["objectType"] for f in tiles} == {"detection"}
+    for f in tiles:
+        (x0, y0), *_ = f["geometry"]["coordinates"][0]
+        r, c = int(y0) // TILE, int(x0) // TILE
+        props = f["properties"]
+        assert props["classification"]["name"] == ("tumour" if PATTERN[r, c] == 1 else "normal")
+        assert set(props["measurements"]) == {"P(normal)", "P(tumour)", "tissue fraction"}
+        assert props["measurements"]["P(tumour)"] == pytest.approx(grid[r, c, 1], abs=1e-6)
     assert (d / "heatmap.png").stat().st_size > 10_000
 
 

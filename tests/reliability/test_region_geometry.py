@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from histoflow.config.slides import AggregateConfig, SlidePredictConfig
-from histoflow.predict.heatmap import GridGeometry, regions_geojson
+from histoflow.predict.geojson import regions_geojson
+from histoflow.predict.heatmap import GridGeometry
 from histoflow.predict.slide import predict_slide
 from histoflow.slide import ArraySlide
 from histoflow.tiling.readers import register_in_memory

@@ -42,9 +42,10 @@ def test_the_positive_class_is_named_everywhere(tmp_path, monkeypatch):
     rep = json.loads((d / "slide.json").read_text())
     assert rep["positive_class"] == "metastasis" == summary["positive_class"]
     assert json.loads((tmp_path / "o" / "summary.json").read_text())["positive_class"] == "metastasis"
-    for name in ("regions.geojson", "tiles.geojson"):
-        features = json.loads((d / name).read_text())["features"]
-        assert features
-        assert {f["properties"]["classification"]["name"] for f in features} == {"metastasis >= 0"}
+    regions = json.loads((d / "regions.geojson").read_text())["features"]
+    assert regions and {f["properties"]["classification"]["name"] for f in regions} == {"metastasis >= 0"}
+    tiles = json.loads((d / "tiles.geojson").read_text())["features"]  # threshold 0: every tile called positive
+    assert tiles and {f["properties"]["classification"]["name"] for f in tiles} == {"metastasis"}
+    assert all("P(metastasis)" in f["properties"]["measurements"] for f in tiles)
     assert "prob_metastasis" in pq.read_schema(d / "tiles.parquet").names
     assert drawn[0]["label"] == "P(metastasis)" and "P(metastasis)" in drawn[0]["title"]

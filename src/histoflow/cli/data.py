@@ -89,12 +89,25 @@ def register(app: typer.Typer) -> None:
             help="Macenko: brightness of empty glass (uint8), e.g. 215 for BreakHis, "
             "or auto (estimated per image and from the target).",
         ),
+        panel: Optional[Path] = typer.Option(
+            None, help="Before/after picture of a few images [default: <out>_before_after.png, beside --out]."
+        ),
     ) -> None:
         """Stain-normalise images to a target (Macenko or Reinhard); writes normalizer.json too."""
         from histoflow.preprocess.files import normalize_files
 
         summary = run_verb(
-            normalize_files, sources, out, target, method, clahe_clip, clahe_grid, batch_size, quiet=state.quiet, io=io
+            normalize_files,
+            sources,
+            out,
+            target,
+            method,
+            clahe_clip,
+            clahe_grid,
+            batch_size,
+            quiet=state.quiet,
+            io=io,
+            panel=panel,
         )
         what = (
             "left unchanged (no tissue, or flat)"
@@ -103,7 +116,7 @@ def register(app: typer.Typer) -> None:
         )
         console.print(
             f"normalised {summary['images']} images into {summary['out']} "
-            f"({summary['fallbacks']} {what}); state: {summary['state']}",
+            f"({summary['fallbacks']} {what}); state: {summary['state']}; before/after: {summary['panel']}",
             highlight=False,
             soft_wrap=True,
         )

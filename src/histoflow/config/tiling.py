@@ -4,7 +4,7 @@ A strict, frozen pydantic model like every other schema: constraints are types, 
 value raises `ConfigError` naming the field and what it expects, whether the config comes from
 YAML (`load_model_config`) or is built in code (`TileConfig(tile_px=..., mpp=...)`, which the
 CLI does). Its `fingerprint()` is stored beside every tiling run: a resumed run refuses a
-different config, so the hash covers every field and nothing else.
+different config, so the hash covers every field that changes a tile (not the thumbnail's size).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from histoflow.config.base import FrozenConfig
 from histoflow.core.errors import ConfigError
 
 DEFAULT_MPP = 0.5  # the field's usual resolution (20x on most scanners)
+PICTURE_FIELDS = frozenset({"thumbnail_px"})  # change pictures only, never a tile
 
 
 class TileConfig(FrozenConfig):
@@ -49,6 +50,7 @@ class TileConfig(FrozenConfig):
     slide_mpp: PositiveFloat | None = None  # override/supply the slides' level-0 mpp
     backend: str = "auto"
     on_tile_error: Literal["fail", "skip"] = "fail"  # fail: the slide fails; skip: the tile is rejected and counted
+    thumbnail_px: PositiveInt = 1200  # long side of slides/<id>/thumbnail.png (a picture only: not in the fingerprint)
 
     @model_validator(mode="before")
     @classmethod
@@ -93,8 +95,12 @@ class TileConfig(FrozenConfig):
         return self.model_dump()
 
     def fingerprint(self) -> str:
-        """Hash of the fields that change tile ids or pixels (resume refuses a different config)."""
-        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+        """Hash of the fields that change tile ids or pixels (resume refuses a different config).
+
+        The preview pictures' fields (PICTURE_FIELDS) are left out: another thumbnail size
+        changes no tile, and runs tiled before such a field existed keep their fingerprint."""
+        tiles = {k: v for k, v in self.to_dict().items() if k not in PICTURE_FIELDS}
+        return hashlib.sha1(json.dumps(tiles, sort_keys=True).encode()).hexdigest()[:12]
 
     @classmethod
     def from_dict(cls, d: dict) -> TileConfig:

@@ -103,26 +103,27 @@ def calibration_summary(y, probs, n_bins: int = 10) -> dict:
     return {"ece": expected_calibration_error(y, probs), "reliability": reliability_curve(y, probs, n_bins)}
 
 
-def reliability_plot(summary: dict, path, title: str = "Reliability") -> Path | None:
-    """Observed frequency against predicted probability per bin, with the ECE in the title."""
+def reliability_plot(
+    summary: dict, path, title: str = "Reliability", caption: str = "", positive: str | None = None
+) -> Path | None:
+    """Observed frequency against predicted probability per bin, with the ECE in the title;
+    `caption`: the evaluation (split, TTA), `positive`: the class a binary model's probability is of."""
     from pathlib import Path
 
-    from histoflow.evaluate.plots import _save, plt
+    from histoflow.core.pictures import probability_label
+    from histoflow.evaluate.plots import _save, _title, plt
 
     rel = summary.get("reliability") or {}
     if not rel.get("mean_predicted"):
         return None
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig, ax = plt.subplots(figsize=(4.8, 4.8))
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=0.8, label="perfectly calibrated")
-    ax.plot(rel["mean_predicted"], rel["observed"], marker="o", label=rel["kind"])
+    label = probability_label(positive) if positive is not None and rel["kind"] == "positive class" else rel["kind"]
+    ax.plot(rel["mean_predicted"], rel["observed"], marker="o", label=label)
     ece = summary.get("ece")
-    ax.set(
-        xlabel="mean predicted probability",
-        ylabel="observed frequency",
-        xlim=(0, 1),
-        ylim=(0, 1.02),
-        title=f"{title} (ECE {ece:.3f})" if ece is not None else title,
-    )
+    what = "predicted probability" if label == rel["kind"] else label
+    ax.set(xlabel=f"mean {what} in the bin", ylabel="observed frequency", xlim=(0, 1), ylim=(0, 1.02))
+    _title(ax, f"{title} (ECE {ece:.3f})" if ece is not None else title, caption)
     ax.legend(loc="upper left", fontsize=8)
     return _save(fig, Path(path))
 

@@ -26,4 +26,5 @@ def explain_checkpoint(
         data, format, split, unlabelled_hint="the gallery sorts cases into TP/FP/FN/TN and needs labels"
     )
     dataset = dataset_for_checkpoint(manifest, ckpt)
-    return explain_gallery(model, ckpt, dataset, out, n=n, method=method, threshold=threshold)
+    caption = f"{split} split" if split else f"{data.name}"
+    return explain_gallery(model, ckpt, dataset, out, n=n, method=method, threshold=threshold, caption=caption)

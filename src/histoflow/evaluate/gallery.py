@@ -33,7 +33,8 @@ def ensure_training_curves(run: Run) -> Path | None:
         return None
     from histoflow.evaluate.plots import history_plot
 
-    return history_plot(run.path / "history.csv", png)
+    best = run.metrics.get("epoch")
+    return history_plot(run.path / "history.csv", png, best_epoch=best if isinstance(best, int) else None)
 
 
 def ensure_gallery(run: Run, n: int = 32, method: str = "gradcam") -> Path | None:
@@ -66,4 +67,4 @@ def explain_run(run_dir: Path, checkpoint: Path, split: str, n: int = 32, method
     model, ckpt = load_checkpoint(checkpoint)
     manifest = read_manifest(run_dir / "splits.csv", format="csv").split(split)
     dataset = dataset_for_checkpoint(manifest, ckpt)
-    return explain_gallery(model, ckpt, dataset, run_dir / "explain", n=n, method=method)
+    return explain_gallery(model, ckpt, dataset, run_dir / "explain", n=n, method=method, caption=f"{split} split")

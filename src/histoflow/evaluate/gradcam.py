@@ -183,8 +183,10 @@ def explain_gallery(
     method: str = "gradcam",
     threshold: float = 0.5,
     probs: np.ndarray | None = None,
+    caption: str = "",
 ) -> dict:
-    """Write gallery.png (+ gallery.csv, one overlay PNG per case) to `out_dir`; returns a summary."""
+    """Write gallery.png (+ gallery.csv, one overlay PNG per case) to `out_dir`; returns a summary.
+    `caption`: which images these are, for the gallery's title (e.g. "val split")."""
     import pandas as pd
     from PIL import Image
 
@@ -213,7 +215,14 @@ def explain_gallery(
     with atomic_path(out_dir / "gallery.csv") as tmp:
         frame.to_csv(tmp, index=False)
     gallery_plot(
-        images, cams, items, out_dir / "gallery.png", method, positive_class=names[1] if probs.shape[1] == 2 else None
+        images,
+        cams,
+        items,
+        out_dir / "gallery.png",
+        method,
+        positive_class=names[1] if probs.shape[1] == 2 else None,
+        caption=caption,
+        threshold=threshold,
     )
     counts = frame["category"].value_counts().to_dict()
     return {
@@ -227,28 +236,62 @@ def explain_gallery(
 
 
 def gallery_plot(
-    images, cams, items: list[GalleryItem], path: Path, method: str, positive_class: str | None = None
+    images,
+    cams,
+    items: list[GalleryItem],
+    path: Path,
+    method: str,
+    positive_class: str | None = None,
+    caption: str = "",
+    threshold: float = 0.5,
 ) -> Path:
-    """Rows of (patch, overlay) pairs grouped by category, titled with probability and file name;
-    `positive_class`: the class a binary model's "positive" means (None: multi-class)."""
+    """Rows of (patch, overlay) pairs grouped by category, each titled with its category, the
+    probability and the file name, a colour bar of the Grad-CAM scale, and a title that says
+    which categories had no case; `positive_class`: the class a binary model's "positive" means
+    (None: multi-class), `caption`: the images explained (e.g. "val split")."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
+    from histoflow.core.pictures import probability_label
     from histoflow.evaluate.plots import _save, plt
 
     cols = 4  # pairs per row
-    rows = int(np.ceil(len(items) / cols))
-    fig, axes = plt.subplots(rows, 2 * cols, figsize=(2 * cols * 1.5, rows * 1.9), squeeze=False)
+    rows = max(1, int(np.ceil(len(items) / cols)))
+    layout = ConstrainedLayoutEngine(w_pad=0.02, h_pad=0.04, wspace=0.02, hspace=0.02)
+    fig, axes = plt.subplots(rows, 2 * cols, figsize=(2 * cols * 1.55, rows * 2.05 + 1.0), squeeze=False, layout=layout)
     for ax in axes.flat:
         ax.axis("off")
     for k, (img, cam, it) in enumerate(zip(images, cams, items)):
         r, c = divmod(k, cols)
         axes[r, 2 * c].imshow(img)
         axes[r, 2 * c + 1].imshow(overlay(img, cam))
-        prob = f"p({positive_class}) {it.probability:.3f}" if positive_class is not None else f"p {it.probability:.3f}"
-        axes[r, 2 * c].set_title(f"{it.category}\n{prob}", fontsize=6.5, loc="left")
-        axes[r, 2 * c + 1].set_title(Path(it.path).name[-28:], fontsize=5.5, loc="left")
-    positive = f"; positive class: {positive_class}" if positive_class is not None else ""
-    fig.suptitle(
-        f"{'Grad-CAM++' if method == 'gradcam++' else 'Grad-CAM'} of the predicted class "
-        f"(red: strongest evidence{positive})",
-        fontsize=9,
+        prob = (
+            f"{probability_label(positive_class)} {it.probability:.3f}"
+            if positive_class is not None
+            else f"P({it.predicted}) {it.probability:.3f}"
+        )
+        axes[r, 2 * c].set_title(f"{it.category}\n{prob}", fontsize=8, loc="left")
+        axes[r, 2 * c + 1].set_title(_short(Path(it.path).name), fontsize=7.5, loc="left", color="0.3")
+    name = "Grad-CAM++" if method == "gradcam++" else "Grad-CAM"
+    title = f"{name} of the predicted class" + (f": {caption}" if caption else "")
+    shown = {it.category for it in items}
+    if positive_class is not None:
+        absent = [c for c in CATEGORIES if c not in shown]
+        cut = f"{probability_label(positive_class)} >= {threshold:g} called positive"
+        title += f"\n{cut}" + (f"; no {', no '.join(absent)} among these images" if absent else "")
+    fig.suptitle(title, fontsize=10)
+    fig.colorbar(
+        ScalarMappable(Normalize(0, 1), "jet"),
+        ax=axes[-1, :],
+        location="bottom",
+        shrink=0.35,
+        aspect=40,
+        label=f"{name}: 0 no evidence, 1 strongest evidence (blended over the patch)",
     )
     return _save(fig, Path(path))
+
+
+def _short(name: str, keep: int = 26) -> str:
+    """A file name cut in the middle to `keep` characters, so its end (the number) stays."""
+    return name if len(name) <= keep else f"{name[: keep // 2 - 1]}...{name[-(keep - keep // 2 - 2) :]}"

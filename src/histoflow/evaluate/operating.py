@@ -19,6 +19,7 @@ from sklearn import metrics as skm
 log = logging.getLogger(__name__)
 
 DEFAULT_SENSITIVITIES = (1.0, 0.99, 0.95)
+ROC_GRID = 101  # false-positive rates the ROC band is given at (0, 0.01, ..., 1)
 
 
 def _r(v) -> float | None:
@@ -119,11 +120,13 @@ def bootstrap_ci(
     level: float = 0.95,
     group_name: str = "patient",
 ) -> dict:
-    """Percentile bootstrap CIs for AUC and for sensitivity/specificity at each named threshold.
+    """Percentile bootstrap CIs for AUC and for sensitivity/specificity at each named threshold,
+    and a pointwise band around the ROC curve (`roc_band`: sensitivity at each of ROC_GRID
+    1 - specificity values, from the same resamples as the AUC interval).
 
     Thresholds stay fixed (chosen on the full data): the CI covers sampling variation of the
     evaluation set, not the optimism of choosing a threshold on it. Resamples with one class
-    only are skipped for AUC (and counted in `notes`).
+    only are skipped for AUC and the band (and counted in `notes`).
     """
     y = np.asarray(y).astype(int)
     p_pos = np.asarray(p_pos, dtype=float)
@@ -143,6 +146,8 @@ def bootstrap_ci(
     members = _group_members(groups) if groups is not None else None
     rng = np.random.default_rng(seed)
     aucs: list[float] = []
+    grid = np.linspace(0.0, 1.0, ROC_GRID)
+    tprs: list[np.ndarray] = []
     sens: dict[str, list[float]] = {k: [] for k in thresholds}
     spec: dict[str, list[float]] = {k: [] for k in thresholds}
     skipped = 0
@@ -151,7 +156,10 @@ def bootstrap_ci(
         yb, pb = y[idx], p_pos[idx]
         pos, neg = yb == 1, yb == 0
         if pos.any() and neg.any():
-            aucs.append(skm.roc_auc_score(yb, pb))
+            fpr, tpr, _ = skm.roc_curve(yb, pb)
+            aucs.append(skm.auc(fpr, tpr))  # = roc_auc_score, from the curve the band needs
+            # a step curve: the sensitivity reached at or before each false-positive rate
+            tprs.append(tpr[np.searchsorted(fpr, grid, side="right") - 1])
         else:
             skipped += 1
         for name, t in thresholds.items():
@@ -173,6 +181,13 @@ def bootstrap_ci(
         out["notes"].append("AUC confidence interval undefined: too few resamples hold both classes")
     elif skipped:
         out["notes"].append(f"{skipped} of {n_boot} resamples held one class only and were skipped for AUC")
+    if out["auc"] is not None:
+        lo, hi = np.quantile(np.stack(tprs), [alpha, 1 - alpha], axis=0)
+        out["roc_band"] = {
+            "fpr": grid.round(4).tolist(),
+            "tpr_low": lo.round(4).tolist(),
+            "tpr_high": hi.round(4).tolist(),
+        }
     out["thresholds"] = {
         name: {"threshold": float(t), "sensitivity": ci(sens[name]), "specificity": ci(spec[name])}
         for name, t in thresholds.items()

@@ -93,13 +93,15 @@ def evaluate_split(
     result["tta"] = tta
     result["temperature"] = ckpt.temperature
     result["seconds"] = round(time.perf_counter() - started, 2)
-    report = out_dir / "report"
-    positive = f" (positive: {ckpt.class_names[1]})" if len(ckpt.class_names) == 2 else ""
-    reliability_plot(result["calibration"], report / f"calibration_{name}.png", f"Reliability, {name}{positive}")
-    plots.roc_plot(y, probs, ckpt.class_names, report / f"roc_{name}.png")
-    plots.pr_plot(y, probs, ckpt.class_names, report / f"pr_{name}.png")
+    report, names = out_dir / "report", ckpt.class_names
+    cap = plots.caption(name, tta, len(y))
+    positive = names[1] if len(names) == 2 else None
+    reliability_plot(result["calibration"], report / f"calibration_{name}.png", caption=cap, positive=positive)
+    plots.roc_plot(y, probs, names, report / f"roc_{name}.png", cap, ci=result.get("ci"))
+    plots.pr_plot(y, probs, names, report / f"pr_{name}.png", cap)
     if result.get("confusion_matrix") is not None:
-        plots.confusion_plot(result["confusion_matrix"], ckpt.class_names, report / f"confusion_{name}.png")
+        cut = threshold if len(names) == 2 else None
+        plots.confusion_plot(result["confusion_matrix"], names, report / f"confusion_{name}.png", cap, cut)
     frame = pd.DataFrame({"path": [dataset.path(i) for i in range(len(dataset))], "label": y})
     if groups is not None and len(groups) == len(frame):
         # patient/slide when known, and where a tile lies on its slide (whole-slide data)
@@ -151,7 +153,7 @@ def evaluate_run(run_dir: Path, data, tta: bool = False, train_seconds: float | 
     cohort = getattr(data, "cohort", None)
     if cohort is not None:  # whole-slide data: how the tile predictions read per slide
         results["slides"] = slide_results(run_dir, ckpt.class_names, cohort.tiles_dir, seed)
-    plots.history_plot(run_dir / "history.csv", run_dir / "report" / "training_curves.png")
+    plots.history_plot(run_dir / "history.csv", run_dir / "report" / "training_curves.png", best_epoch=ckpt.epoch)
     atomic_write_json(run_dir / "metrics.json", results)
     return results
 

@@ -28,13 +28,13 @@ import numpy as np
 import pandas as pd
 
 from histoflow.core.io import atomic_write_bytes
+from histoflow.core.pictures import CMAP, grey, hatch, value_colours
 from histoflow.tiling.shards import slide_dir
 
 log = logging.getLogger(__name__)
 
 LEGEND_PX = 76  # width of the colour-bar strip right of the map
 MIN_HEIGHT = 130  # the colour bar needs some height even for a very wide slide
-HATCH = np.array([115, 115, 115], np.uint8)  # grey lines of unscored tissue; no viridis colour is grey
 
 
 @dataclass
@@ -63,9 +63,12 @@ def tiling_background(tiling_dir: str | Path, slide_id: str) -> Background | Non
     """The background of one slide from a `histoflow tile` output folder, or None when it has
     neither a usable thumbnail nor the slide's dimensions.
 
-    The downsample comes from report.json (`slide.mask_downsample`), else from the level-0 width
-    over the thumbnail width; without either the thumbnail cannot be placed and the map is
-    drawn on white at the slide's dimensions.
+    The picture is view.jpg, the unmarked view the mask was made from; runs tiled before it
+    existed have their thumbnail.png at the mask's size instead (a newer, labelled thumbnail,
+    with its legend below, is never used as a background). The downsample comes from
+    report.json (`slide.mask_downsample`), else from the level-0 width over the picture's
+    width; without either the picture cannot be placed and the map is drawn on white at the
+    slide's dimensions.
     """
     d = slide_dir(Path(tiling_dir), slide_id)
     report: dict = {}
@@ -76,9 +79,13 @@ def tiling_background(tiling_dir: str | Path, slide_id: str) -> Background | Non
             log.warning("%s: report.json unreadable", d)
     levels = report.get("levels") or []
     dims = (int(levels[0]["width"]), int(levels[0]["height"])) if levels else None
-    image = _read_png(d / "thumbnail.png") if (d / "thumbnail.png").is_file() else None
     mask = _read_png(d / "mask.png") if (d / "mask.png").is_file() else None
     tissue = None if mask is None else (mask if mask.ndim == 2 else mask[..., 0]) > 127
+    image = _read_png(d / "view.jpg") if (d / "view.jpg").is_file() else None
+    if image is None and (d / "thumbnail.png").is_file():
+        old = _read_png(d / "thumbnail.png")
+        if old is not None and (mask is None or old.shape[:2] == mask.shape[:2]):
+            image = old
     ds = report.get("mask_downsample")
     if image is not None and not ds and dims:
         ds = dims[0] / image.shape[1]
@@ -103,15 +110,7 @@ def _base(bg: Background | None, w: int, h: int) -> np.ndarray:
     if bg is None or bg.image is None:
         return np.full((h, w, 3), 255, np.uint8)
     img = bg.image if bg.image.ndim == 3 else np.repeat(bg.image[..., None], 3, axis=2)
-    small = cv2.resize(img[..., :3], (w, h), interpolation=cv2.INTER_AREA)
-    grey = small.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    light = (255 - 0.4 * (255 - grey)).round().astype(np.uint8)  # keeps the outline, faintly
-    return np.repeat(light[..., None], 3, axis=2)
-
-
-def _hatch(canvas: np.ndarray, where: np.ndarray) -> None:
-    yy, xx = np.indices(where.shape)
-    canvas[where & ((xx + yy) % 4 == 0)] = HATCH
+    return grey(cv2.resize(img[..., :3], (w, h), interpolation=cv2.INTER_AREA))  # keeps the outline, faintly
 
 
 def _legend(height: int, vmin: float, vmax: float, cmap, title: str, ticks) -> np.ndarray:
@@ -123,8 +122,7 @@ def _legend(height: int, vmin: float, vmax: float, cmap, title: str, ticks) -> n
     ramp = np.linspace(1.0, 0.0, bottom - top)
     strip[top:bottom, x0:x1] = (cmap(ramp)[:, :3] * 255).round().astype(np.uint8)[:, None, :]
     swatch = strip[bottom + 10 : bottom + 22, x0:x1]  # a view: drawn in place, as unscored tissue is
-    swatch[:] = 235
-    _hatch(swatch, np.ones(swatch.shape[:2], bool))
+    hatch(swatch, np.ones(swatch.shape[:2], bool))
     img = Image.fromarray(strip)
     draw = ImageDraw.Draw(img)
     try:
@@ -150,7 +148,7 @@ def slide_heatmap_thumbnail(
     title: str = "score",
     ticks: list[tuple[float, str]] | None = None,
     max_px: int = 256,
-    cmap: str = "viridis",
+    cmap: str = CMAP,
 ) -> Path:
     """Write a small PNG of one slide's tile values; returns its path.
 
@@ -192,10 +190,8 @@ def slide_heatmap_thumbnail(
     for i in np.flatnonzero(~scored):
         unscored[ya[i] : yb[i], xa[i] : xb[i]] = True
     unscored &= ~covered
-    canvas[unscored] = 235
-    _hatch(canvas, unscored)
-    norm = np.clip((values - vmin) / ((vmax - vmin) or 1.0), 0.0, 1.0)
-    rgb = (colours(np.nan_to_num(norm))[:, :3] * 255).round().astype(np.uint8)
+    hatch(canvas, unscored)
+    rgb = value_colours(values, vmin, vmax, cmap)
     for i in sorted(np.flatnonzero(scored), key=lambda i: values[i]):  # highest painted last
         canvas[ya[i] : yb[i], xa[i] : xb[i]] = rgb[i]
     height = max(h, MIN_HEIGHT)

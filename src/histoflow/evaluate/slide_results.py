@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from histoflow.core.io import atomic_path
+from histoflow.core.pictures import probability_label
 from histoflow.evaluate.slide_heatmap import Background, safe_name, slide_heatmap_thumbnail, tiling_background
 from histoflow.evaluate.slide_metrics import slide_level_metrics
 from histoflow.evaluate.slide_scores import AGGREGATE_METHODS, probability_columns, slide_scores, tile_values
@@ -57,7 +58,7 @@ def write_slide_thumbnails(
     frame = tiles.assign(value=tile_values(tiles[probability_columns(tiles, names)].to_numpy()))
     frame[slide_column] = frame[slide_column].astype(str)
     if len(names) == 2:
-        vmax, title, ticks = 1.0, f"P({names[1]})", None
+        vmax, title, ticks = 1.0, probability_label(names[1]), None
     else:
         vmax, title, ticks = float(len(names) - 1), "class", [(float(i), n) for i, n in enumerate(names)]
     by_slide = dict(tuple(frame.groupby(slide_column, sort=False)))

@@ -1,4 +1,8 @@
-"""Heatmaps (PNG over the slide thumbnail) and GeoJSON that QuPath imports as annotations.
+"""Heatmaps: the probability grid as a PNG beside the slide thumbnail (GeoJSON: predict.geojson).
+
+The map is drawn as the report's slide thumbnails are (evaluate.slide_heatmap, with the colours
+of histoflow.core.pictures): the slide in grey, scored tiles opaque in viridis so the colour bar
+shows their exact colours, tissue without a score hatched grey.
 
 Coordinates: a probability grid cell (row, col) is the tile whose level-0 top-left is
 (col * stride_px0 + x0, row * stride_px0 + y0) and side region_px0. With overlapping tiles a
@@ -9,13 +13,20 @@ other and the picture keeps the grid's true resolution.
 from __future__ import annotations
 
 import io
-import json
 import logging
 from dataclasses import dataclass
 
 import numpy as np
 
 from histoflow.core.io import atomic_write_bytes
+from histoflow.core.pictures import (
+    CMAP,
+    grey,
+    hatch,
+    length_text,
+    scale_bar_um,
+    value_colours,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +66,37 @@ def overlay_image(values: np.ndarray, geom: GridGeometry, shape_hw: tuple[int, i
     return out
 
 
-def render_heatmap(
-    path,
+PANEL_PX = 600  # long side of each panel, drawn 1:1 so tile colours and hatching stay exact
+DPI = 100
+
+
+def map_canvas(
+    thumbnail: np.ndarray,
+    downsample: float,
+    values: np.ndarray,
+    geom: GridGeometry,
+    tissue: np.ndarray | None,
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+    cmap: str = CMAP,
+) -> np.ndarray:
+    """The map as RGB pixels the size of `thumbnail`: the slide in light grey, every scored tile
+    opaque in `cmap` (exactly the colour bar's colour of its value), tissue without a score
+    hatched grey (histoflow.core.pictures, as the report's slide thumbnails draw it)."""
+    import cv2
+
+    h, w = thumbnail.shape[:2]
+    canvas = grey(thumbnail)
+    overlay = overlay_image(values, geom, (h, w), downsample)
+    scored = np.isfinite(overlay)
+    if tissue is not None and tissue.any():
+        t = cv2.resize(tissue.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+        hatch(canvas, t & ~scored)
+    canvas[scored] = value_colours(overlay[scored], vmin, vmax, cmap)
+    return canvas
+
+
+def heatmap_figure(
     thumbnail: np.ndarray,
     downsample: float,
     values: np.ndarray,
@@ -66,170 +106,102 @@ def render_heatmap(
     label: str = "probability",
     vmin: float = 0.0,
     vmax: float = 1.0,
-    cmap: str = "jet",
-) -> None:
-    """Thumbnail | thumbnail with the values overlaid, a colour bar and the tissue outline."""
+    cmap: str = CMAP,
+    mpp: float | None = None,
+):
+    """(figure, map axes, colour-bar axes): the slide | its map, a colour bar of the map's own
+    colours, a "no score" swatch and a scale bar (from the level-0 `mpp`) on both panels.
+
+    Axes are placed in pixels and each panel shows its image 1:1, so a tile's colour in the
+    PNG is the colour bar's colour at its value."""
+    import cv2
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
 
-    overlay = overlay_image(values, geom, thumbnail.shape[:2], downsample)
-    h, w = thumbnail.shape[:2]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5.4 * h / max(w, 1) + 0.9), dpi=110, layout="constrained")
-    axes[0].imshow(thumbnail)
-    axes[0].set_title("slide")
-    axes[1].imshow(thumbnail)
-    im = axes[1].imshow(
-        np.ma.masked_invalid(overlay), cmap=cmap, vmin=vmin, vmax=vmax, alpha=0.55, interpolation="nearest"
-    )
-    if tissue is not None and tissue.any():
-        import cv2
+    h0, w0 = thumbnail.shape[:2]
+    scale = min(1.0, PANEL_PX / max(h0, w0, 1))
+    w, h = max(1, round(w0 * scale)), max(1, round(h0 * scale))
+    small = cv2.resize(thumbnail[..., :3], (w, h), interpolation=cv2.INTER_AREA) if scale < 1 else thumbnail[..., :3]
+    ds = downsample * w0 / w
+    canvas = map_canvas(small, ds, values, geom, tissue, vmin, vmax, cmap)
+    left, gap, top, head, bottom, bar_w, bar_room = 10, 18, 46, 24, 12, 18, 88
+    panel_h = max(h, 190)
+    width, height = left + 2 * w + 2 * gap + bar_w + bar_room, top + head + panel_h + bottom
+    fig = plt.figure(figsize=(width / DPI, height / DPI), dpi=DPI)
 
-        t = cv2.resize(tissue.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
-        for ax in axes:
-            ax.contour(t, levels=[0.5], colors="lime", linewidths=0.8)
-    axes[1].set_title(f"{label} (tissue outline green)")
-    for ax in axes:
+    def box(x: float, y_top: float, bw: float, bh: float) -> tuple[float, float, float, float]:  # px, top left
+        return (x / width, 1 - (y_top + bh) / height, bw / width, bh / height)
+
+    y = top + head
+    slide_ax = fig.add_axes(box(left, y, w, h))
+    map_ax = fig.add_axes(box(left + w + gap, y, w, h))
+    slide_ax.imshow(small, interpolation="nearest")
+    map_ax.imshow(canvas, interpolation="nearest")
+    slide_ax.set_title("slide", fontsize=10)
+    map_ax.set_title(f"{label} per tile", fontsize=10)
+    for ax in (slide_ax, map_ax):
         ax.set_axis_off()
-    fig.colorbar(im, ax=axes[1], fraction=0.046, pad=0.02, label=label)
-    fig.suptitle(title, fontsize=10)
+        if mpp:
+            _scale_bar(ax, w, mpp * ds)
+    bar_h = max(120, min(h, panel_h) - 44)
+    cax = fig.add_axes(box(left + 2 * w + 2 * gap, y, bar_w, bar_h))
+    fig.colorbar(ScalarMappable(Normalize(vmin, vmax), matplotlib.colormaps[cmap]), cax=cax, label=label)
+    swatch = np.zeros((14, bar_w, 3), np.uint8)
+    hatch(swatch, np.ones(swatch.shape[:2], bool))
+    sax = fig.add_axes(box(left + 2 * w + 2 * gap, y + bar_h + 14, bar_w, 14))
+    sax.imshow(swatch, interpolation="nearest")
+    sax.set_axis_off()
+    fig.text(
+        (left + 2 * w + 2 * gap + bar_w + 5) / width,
+        1 - (y + bar_h + 21) / height,
+        "tissue,\nno score",
+        fontsize=8,
+        va="center",
+    )
+    fig.text(0.5, 1 - 8 / height, title, ha="center", va="top", fontsize=10, wrap=True)
+    return fig, map_ax, cax
+
+
+def _scale_bar(ax, width_px: int, um_per_px: float) -> None:
+    from matplotlib.font_manager import FontProperties
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    um = scale_bar_um(width_px * um_per_px)
+    bar = AnchoredSizeBar(
+        ax.transData,
+        um / um_per_px,
+        length_text(um),
+        "lower left",
+        pad=0.3,
+        borderpad=0.4,
+        sep=3,
+        color="black",
+        frameon=True,
+        size_vertical=max(2, width_px / 150),
+        fontproperties=FontProperties(size=8),
+    )
+    bar.patch.set(facecolor="white", alpha=0.85, edgecolor="none")
+    ax.add_artist(bar)
+
+
+def render_heatmap(
+    path,
+    thumbnail: np.ndarray,
+    downsample: float,
+    values: np.ndarray,
+    geom: GridGeometry,
+    tissue: np.ndarray | None = None,
+    **options,
+) -> None:
+    """Write heatmap.png: see `heatmap_figure` (its keyword options are passed on)."""
+    import matplotlib.pyplot as plt
+
+    fig = heatmap_figure(thumbnail, downsample, values, geom, tissue, **options)[0]
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", dpi=DPI)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
-
-
-# -- GeoJSON for QuPath ------------------------------------------------------------------------------
-def _feature(rings: list, name: str, cls: str, color: tuple[int, int, int], measurements: dict) -> dict:
-    """A polygon annotation: `rings` is one ring of [x, y] points, or the outline and its holes."""
-    if not isinstance(rings[0][0], (list, tuple)):
-        rings = [rings]
-    coords = []
-    for ring in rings:
-        ring = [[round(float(x), 1), round(float(y), 1)] for x, y in ring]
-        if ring[0] != ring[-1]:
-            ring.append(ring[0])  # GeoJSON rings are closed
-        coords.append(ring)
-    # QuPath (0.3+) reads objectType/classification/measurements from the properties
-    return {
-        "type": "Feature",
-        "geometry": {"type": "Polygon", "coordinates": coords},
-        "properties": {
-            "objectType": "annotation",
-            "name": name,
-            "isLocked": False,
-            "classification": {"name": cls, "color": list(color)},
-            "measurements": {k: float(v) for k, v in measurements.items()},
-        },
-    }
-
-
-def tiles_geojson(xs, ys, values, region_px0: int, threshold: float, cls: str, color=(220, 30, 30)) -> dict:
-    """One square annotation per tile at or above the threshold."""
-    feats: list[dict] = []
-    for x, y, v in zip(xs, ys, values):
-        if np.isfinite(v) and v >= threshold:
-            x, y = int(x), int(y)
-            ring: list[list[float]] = [
-                [x, y],
-                [x + region_px0, y],
-                [x + region_px0, y + region_px0],
-                [x, y + region_px0],
-            ]
-            feats.append(_feature(ring, f"tile {x},{y}", cls, color, {"probability": v}))
-    return {"type": "FeatureCollection", "features": feats}
-
-
-def regions_geojson(values: np.ndarray, geom: GridGeometry, threshold: float, cls: str, color=(220, 30, 30)) -> dict:
-    """Connected regions (8-neighbour) of grid cells at or above the threshold, as polygons in
-    level-0 px: the exact outline of the cells' painted squares (see overlay_image), holes as
-    interior rings, so a region's polygon area is its `area_px0` (cells x stride^2).
-
-    Outlines follow cell edges: contours traced through an upscaled mask (cv2.findContours) run
-    through boundary pixel centres and shrank every region by one upscaled pixel (a one-tile
-    region of 187 px was drawn 163.6 px wide).
-    """
-    import cv2
-
-    above = np.nan_to_num(values, nan=-1.0) >= threshold
-    feats: list[dict] = []
-    if not above.any():
-        return {"type": "FeatureCollection", "features": feats}
-    n_labels, labels = cv2.connectedComponents(above.astype(np.uint8), connectivity=8)
-    s = geom.stride_px0
-    pad = (geom.region_px0 - geom.stride_px0) / 2
-    for n in range(1, n_labels):
-        cells = labels == n
-        rings = sorted(_cell_rings(cells), key=lambda r: -abs(_ring_area(r)))  # the outline first, then holes
-        polygon = [[[geom.x0 + pad + c * s, geom.y0 + pad + r * s] for c, r in ring] for ring in rings]
-        v = values[cells]
-        meas = {
-            "tiles": int(cells.sum()),
-            "mean_probability": float(v.mean()),
-            "max_probability": float(v.max()),
-            "area_px0": float(cells.sum()) * s**2,
-        }
-        feats.append(_feature(polygon, f"region {n}", cls, color, meas))
-    return {"type": "FeatureCollection", "features": feats}
-
-
-def _cell_rings(cells: np.ndarray) -> list[list[tuple[int, int]]]:
-    """The closed boundaries of a set of grid cells, as rings of (col, row) cell-corner points.
-
-    Every cell edge between a cell in the set and one outside is a directed edge with the cell on
-    its right; chaining them gives each boundary once. Where two cells meet only at a corner, the
-    left turn is taken, which keeps diagonal neighbours in one outline (8-connectivity).
-    """
-    padded = np.pad(cells, 1)
-    out: dict[tuple[int, int], list[tuple[int, int]]] = {}
-    for r, c in zip(*np.nonzero(cells)):
-        pr, pc = r + 1, c + 1
-        if not padded[pr - 1, pc]:
-            out.setdefault((c, r), []).append((c + 1, r))  # top, going right
-        if not padded[pr, pc + 1]:
-            out.setdefault((c + 1, r), []).append((c + 1, r + 1))  # right, going down
-        if not padded[pr + 1, pc]:
-            out.setdefault((c + 1, r + 1), []).append((c, r + 1))  # bottom, going left
-        if not padded[pr, pc - 1]:
-            out.setdefault((c, r + 1), []).append((c, r))  # left, going up
-    rings = []
-    while out:
-        # start where one edge leaves (a plain corner): then returning to it closes the ring
-        start = next((v for v, ends in out.items() if len(ends) == 1), next(iter(out)))
-        ring, here, heading = [], start, None
-        while True:
-            ring.append(here)
-            ends = out[here]
-            end = ends[0]
-            if len(ends) > 1 and heading is not None:  # a corner shared by two cells: turn left
-                left = (heading[1], -heading[0])
-                end = next((e for e in ends if (e[0] - here[0], e[1] - here[1]) == left), end)
-            ends.remove(end)
-            if not ends:
-                del out[here]
-            heading, here = (end[0] - here[0], end[1] - here[1]), end
-            if here == start:
-                break
-        rings.append(_corners(ring))
-    return rings
-
-
-def _corners(ring: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The ring without the points in the middle of a straight run."""
-    n = len(ring)
-    keep = []
-    for i, (x, y) in enumerate(ring):
-        (ax, ay), (bx, by) = ring[i - 1], ring[(i + 1) % n]
-        if (x - ax) * (by - y) - (y - ay) * (bx - x) != 0:
-            keep.append((x, y))
-    return keep
-
-
-def _ring_area(ring) -> float:
-    xs, ys = np.array([p[0] for p in ring], float), np.array([p[1] for p in ring], float)
-    return 0.5 * float(np.dot(xs, np.roll(ys, -1)) - np.dot(ys, np.roll(xs, -1)))
-
-
-def write_geojson(path, collection: dict) -> None:
-    atomic_write_bytes(path, json.dumps(collection).encode())

@@ -13,13 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from histoflow.core.io import atomic_path, atomic_write_bytes
+from histoflow.core.pictures import class_label, probability_label
 from histoflow.predict.aggregate import all_scores
-from histoflow.predict.heatmap import (
-    regions_geojson,
-    render_heatmap,
-    tiles_geojson,
-    write_geojson,
-)
+from histoflow.predict.geojson import regions_geojson, tiles_geojson, write_geojson
+from histoflow.predict.heatmap import render_heatmap
 from histoflow.predict.model_loop import ModelOutput
 from histoflow.predict.tiles import TilePlan
 
@@ -106,33 +103,31 @@ def write_outputs(pred, slide, slide_id: str, slide_path: str, out_dir: Path, pl
         out_dir,
         plan,
         grid[..., k],
-        xs,
-        ys,
-        pos,
         report,
         attention=None if learned is None else (rows_i, cols_i, learned["attention"], agg.label),
     )
+    tiles = tiles_geojson(
+        xs, ys, res.probs, names, geom.region_px0, k, cfg.aggregate.threshold, cols["tissue_fraction"]
+    )
+    write_geojson(out_dir / "tiles.geojson", tiles)
     return report
 
 
-def _write_pictures(pred, slide, slide_id, out_dir, plan, values, xs, ys, pos, report, attention=None) -> None:
+def _write_pictures(pred, slide, slide_id, out_dir, plan, values, report, attention=None) -> None:
     cfg, geom = pred.cfg, plan.geom
-    cls = f"{report['positive_class']} >= {cfg.aggregate.threshold:g}"
+    cls = f"{class_label(report['positive_class'])} >= {cfg.aggregate.threshold:g}"
     write_geojson(out_dir / "regions.geojson", regions_geojson(values, geom, cfg.aggregate.threshold, cls))
-    write_geojson(out_dir / "tiles.geojson", tiles_geojson(xs, ys, pos, geom.region_px0, cfg.aggregate.threshold, cls))
     thumb, ds, tissue = _thumbnail(slide, plan, cfg)
     if thumb is None:
         report["heatmap"] = "not written: no readable thumbnail (see the log)"
         return
-    score = report["score"]
+    score, label, mpp = report["score"], probability_label(report["positive_class"]), slide.mpp
     title = (
-        f"{slide_id}: {report['score_method']} of P({report['positive_class']}) = "
+        f"{slide_id}: {report['score_method']} of {label} = "
         f"{'n/a' if score is None else f'{score:.3f}'}  "
-        f"({report['tiles']['scored']} tiles, {report['tile_px']} px @ {report['mpp']:g} um/px)"
+        f"({report['tiles']['scored']} tiles of {report['tile_px']} px at {report['mpp']:g} um/px)"
     )
-    render_heatmap(
-        out_dir / "heatmap.png", thumb, ds, values, geom, tissue, title=title, label=f"P({report['positive_class']})"
-    )
+    render_heatmap(out_dir / "heatmap.png", thumb, ds, values, geom, tissue, title=title, label=label, mpp=mpp)
     if attention is not None:
         r, c, a, label = attention
         att = np.full((geom.rows, geom.cols), np.nan, np.float32)
@@ -146,6 +141,7 @@ def _write_pictures(pred, slide, slide_id, out_dir, plan, values, xs, ys, pos, r
             tissue,
             title=f"{slide_id}: {label} weights (scaled to max 1)",
             label="attention / max",
+            mpp=mpp,
         )
 
 

@@ -2,9 +2,9 @@
 
     OUT/<slide_id>/tiles.parquet        tile_id, x, y, row, col, tissue_fraction, prob_<class>... [, attention]
     OUT/<slide_id>/probabilities.npy    (rows, cols, classes) float32, NaN where no tile was scored
-    OUT/<slide_id>/heatmap.png          thumbnail and positive-class probability, colour bar, tissue outline
+    OUT/<slide_id>/heatmap.png          slide | positive-class probability per tile, colour bar, scale bar
     OUT/<slide_id>/regions.geojson      connected regions >= threshold (QuPath: File > Import objects)
-    OUT/<slide_id>/tiles.geojson        every tile >= threshold, one square annotation each
+    OUT/<slide_id>/tiles.geojson        every scored tile as a QuPath detection, P(<class>) as measurements
     OUT/<slide_id>/slide.json           slide-level scores, counts, skipped tiles and why, timings
     OUT/<slide_id>/attention.png        learned aggregator's weights, when one is given (attention MIL)
 

@@ -17,6 +17,7 @@ from histoflow.core.io import atomic_path, atomic_write_json
 from histoflow.core.progress import progress_bar
 
 log = logging.getLogger(__name__)
+PANEL_IMAGES = 6  # sources shown before and after
 
 
 def _source_files(sources: list[Path]) -> list[Path]:
@@ -55,8 +56,12 @@ def normalize_files(
     batch_size: int = 32,
     quiet: bool = False,
     io: float | str = 240.0,
+    panel: Optional[Path] = None,
 ) -> dict:
-    """Normalise every image under `sources` into `out` (same file names); returns a summary."""
+    """Normalise every image under `sources` into `out` (same file names); returns a summary.
+
+    Also writes a before/after picture of a few images to `panel` (default: beside `out`,
+    `<out>_before_after.png`)."""
     from histoflow.core.errors import ConfigError
     from histoflow.core.images import read_image
     from histoflow.preprocess.pipeline import build_preprocessor
@@ -85,6 +90,8 @@ def normalize_files(
         dup = sorted({n for n in names if names.count(n) > 1})[:3]
         raise ConfigError(f"output names collide in {out}: {', '.join(dup)} (normalise those folders separately)")
     fell_back: list[str] = []  # files whose own stain statistics could not be used: named, not only counted
+    shown = set(np.linspace(0, len(files) - 1, min(PANEL_IMAGES, len(files))).round().astype(int).tolist())
+    examples: list[tuple[str, np.ndarray, np.ndarray, bool]] = []  # (name, before, after, fell back)
     with progress_bar(len(files), "normalising", quiet=quiet) as bar:
         for start in range(0, len(files), batch_size):
             chunk = files[start : start + batch_size]
@@ -96,15 +103,81 @@ def normalize_files(
                 done = pre.batch(np.stack([images[i] for i in idx]))
                 flags = pre.normalizer.last_fallbacks if pre.normalizer is not None else []
                 fell_back += [str(chunk[i]) for i, flag in zip(idx, flags) if flag]
-                for i, arr in zip(idx, done):
+                for j, (i, arr) in enumerate(zip(idx, done)):
                     _write_image(arr, out / chunk[i].name)
+                    if start + i in shown:
+                        examples.append((chunk[i].name, images[i], arr, bool(flags[j]) if j < len(flags) else False))
             bar.advance(len(chunk))
     state_path = out / "normalizer.json"
     atomic_write_json(state_path, pre.state_dict())
+    panel = panel or default_panel(out)
+    examples.sort(key=lambda e: names.index(e[0]))
+    before_after_panel(examples, panel, method, target, len(files), len(fell_back))
     return {
         "images": len(files),
         "out": str(out),
         "fallbacks": pre.fallbacks,
         "fallback_files": fell_back,
         "state": str(state_path),
+        "panel": str(panel),
     }
+
+
+def default_panel(out: Path) -> Path:
+    """Beside the output folder, not in it: a picture among the normalised images would be read
+    as one more image by whatever reads the folder next."""
+    out = Path(out).resolve()
+    return out.with_name(f"{out.name}_before_after.png")
+
+
+def before_after_panel(
+    examples: list[tuple[str, np.ndarray, np.ndarray, bool]],
+    path: Path,
+    method: str,
+    target: Optional[Path],
+    n_images: int,
+    n_fallbacks: int,
+) -> Path:
+    """Some sources (evenly spread over the file list) before and after, and the target's first
+    image when there is one; images that fell back to the reference are marked."""
+    from histoflow.core.io import atomic_path
+    from histoflow.preprocess.pipeline import target_images
+
+    target_img = target_images(target)[0][0] if target is not None else None
+    cols = len(examples) + (target_img is not None)
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, cols, figsize=(1.9 * cols + 0.6, 4.6), squeeze=False, layout="constrained")
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for c, (name, before, after, fell) in enumerate(examples):
+        axes[0, c].imshow(before)
+        axes[1, c].imshow(after)
+        axes[0, c].set_title(_short(name), fontsize=8)
+        if fell:
+            why = "left unchanged" if method == "reinhard" else "reference matrix used"
+            axes[1, c].set_title(why, fontsize=7.5, color="firebrick")
+    axes[0, 0].set_ylabel("before", fontsize=10)
+    axes[1, 0].set_ylabel("after", fontsize=10)
+    if target is not None and target_img is not None:
+        axes[0, -1].imshow(target_img)
+        axes[0, -1].set_title(f"target: {_short(Path(target).name)}", fontsize=8)
+        axes[1, -1].set_axis_off()
+    what = "Macenko" if method == "macenko" else method.capitalize()
+    to = f" to {Path(target).name}" if target is not None else " to Macenko's reference H&E"
+    fig.suptitle(
+        f"{what} stain normalisation{to}: {len(examples)} of {n_images} images shown, {n_fallbacks} fell back",
+        fontsize=10,
+    )
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= 22 else f"{name[:9]}...{name[-10:]}"

@@ -137,6 +137,7 @@ def extract_tiles(
             d = slide_dir(out, plan.slide_id)
             if plan.thumbnail_png:
                 atomic_write_bytes(d / "thumbnail.png", plan.thumbnail_png)
+                atomic_write_bytes(d / "view.jpg", plan.view_jpg)
                 atomic_write_bytes(d / "mask.png", plan.mask_png)
             shard_results[plan.slide_id] = []
             if plan.error:

@@ -16,7 +16,7 @@ import numpy as np
 from histoflow.config.tiling import TileConfig
 from histoflow.core.errors import HistoflowError
 from histoflow.tiling.grid import Grid, TileSpec, tile_grid
-from histoflow.tiling.preview import draw_overview, png_bytes
+from histoflow.tiling.preview import Caption, draw_overview, jpeg_bytes, picture_view, png_bytes
 from histoflow.tiling.readers import cached_reader, slide_id_for
 from histoflow.tiling.tissue import TissueMask, tissue_mask
 
@@ -36,6 +36,7 @@ class SlidePlan:
     plan_s: float = 0.0
     error: str | None = None
     thumbnail_png: bytes = b""
+    view_jpg: bytes = b""
     mask_png: bytes = b""
 
     @property
@@ -91,7 +92,10 @@ def plan_slide(path: str, cfg: TileConfig) -> SlidePlan:
             mask_downsample=round(downsample, 4),
             mask_threshold=mask.threshold,
         )
-        plan.thumbnail_png = png_bytes(draw_overview(view, mask, grid.specs, grid.region_px0))
+        picture, picture_ds = picture_view(slide, view, downsample, cfg.thumbnail_px)
+        caption = Caption(plan.slide_id, slide.dimensions, slide.mpp, cfg.tile_px, grid.mpp, cfg.tissue_threshold)
+        plan.thumbnail_png = png_bytes(draw_overview(picture, picture_ds, mask, grid.specs, grid.region_px0, caption))
+        plan.view_jpg = jpeg_bytes(view)
         plan.mask_png = png_bytes(mask.mask.astype(np.uint8) * 255)
     except HistoflowError as exc:
         plan.error = str(exc)

@@ -3,7 +3,8 @@
     OUT/config.json                          resolved TileConfig (a re-run must match it)
     OUT/manifest.parquet                     one row per kept tile of every complete slide (no pixels)
     OUT/slides/<slide_id>/report.json        kept/rejected counts and why, timings, errors
-    OUT/slides/<slide_id>/thumbnail.png      slide with tissue mask and kept tile grid drawn on it
+    OUT/slides/<slide_id>/thumbnail.png      slide with tissue outline, planned tiles, legend and scale bar
+    OUT/slides/<slide_id>/view.jpg           the unmarked view the mask was made from (at mask_downsample)
     OUT/slides/<slide_id>/mask.png           the tissue mask (white = tissue)
     OUT/shards/<slide_id>/part-00000.parquet tiles with their encoded image
 

@@ -38,7 +38,9 @@ class DataConfig(Strict):
     # [,split], or region rows slide,x,y,width,height,label); then `path` is not used
     tiles: str | None = None
     labels: str | None = None
-    tiles_per_slide: PositiveInt | None = None  # tiles: at most this many per slide per epoch, drawn afresh
+    # tiles: at most this many per slide per epoch, drawn afresh (with balance.sampler, rare-class
+    # slides may give more: balance wins over the cap)
+    tiles_per_slide: PositiveInt | None = None
     # microns per pixel of the images: recorded in the checkpoint so predict-slide/embed need no
     # --mpp (tiles: read from the shards; a different value here is refused)
     mpp: PositiveFloat | None = None

@@ -42,6 +42,8 @@ class SlideEpochSampler(Sampler[int]):
     over epochs the model still sees all of a large slide). With `balance_classes`, the epoch's
     draws go to slides with classes weighted equally and slides within a class equally, so a
     class with few slides is not drowned out; a slide's class is its most common tile label.
+    Then the epoch keeps its size (the sum of the caps) and a slide of a rare class may give
+    more than `per_slide` tiles, repeating them once it has no new ones: balance wins over the cap.
     The generator is the sampler's own: `--resume` restores it with the loader's other states.
     """
 

@@ -127,10 +127,19 @@ def register(app: typer.Typer) -> None:
             return predict_slides(checkpoint, expand_slides(slides), out, cfg, progress=not state.quiet)
 
         summary = run_verb(work)
+        from histoflow.core.pictures import probability_label
+
         table = Table(
             title=f"slide scores -> {summary['out']} ({summary['tile_px']} px @ {summary['mpp']:g} um/px, {summary['device']})"
         )
-        for col in ("slide", "status", f"score of P({summary['positive_class']})", "tiles", "skipped", "tiles/s"):
+        for col in (
+            "slide",
+            "status",
+            f"score of {probability_label(summary['positive_class'])}",
+            "tiles",
+            "skipped",
+            "tiles/s",
+        ):
             table.add_column(col)
         for sid, score in summary["scores"].items():
             rep = json.loads((Path(summary["out"]) / sid / "slide.json").read_text())

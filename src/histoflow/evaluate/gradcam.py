@@ -269,7 +269,7 @@ def gallery_plot(
         prob = (
             f"{probability_label(positive_class)} {it.probability:.3f}"
             if positive_class is not None
-            else f"P({it.predicted}) {it.probability:.3f}"
+            else f"{probability_label(it.predicted)} {it.probability:.3f}"
         )
         axes[r, 2 * c].set_title(f"{it.category}\n{prob}", fontsize=8, loc="left")
         axes[r, 2 * c + 1].set_title(_short(Path(it.path).name), fontsize=7.5, loc="left", color="0.3")

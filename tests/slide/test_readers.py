@@ -39,6 +39,24 @@ def test_cmu_svs_metadata_and_regions():
         assert info["levels"][0]["magnification"] == 20 and info["mpp_source"] == "metadata"
 
 
+def test_aperio_level0_is_decoded_by_tifffile_only_when_the_pixels_are_openslides(monkeypatch):
+    """open_slide hands level 0 of an Aperio JPEG slide to tifffile (~3x cheaper than OpenSlide's
+    region reads) only after a probe decodes identically; the whole level must then be equal."""
+    from histoflow.slide.tiff import TiffSlide
+
+    path = need_data("wsi", "cmu-1-small-region.svs")
+    with open_slide(path) as s:
+        assert s.backend == "openslide" and s.decoder == "tifffile" and s.mpp == pytest.approx(0.499)
+        w, h = s.dimensions
+        np.testing.assert_array_equal(s.read_region((0, 0), 0, (w, h)), s.openslide_region(0, 0, 0, w, h))
+        edge = s.read_region((w - 50, h - 30), 0, (100, 60))  # past the edge: white glass, as OpenSlide
+        np.testing.assert_array_equal(edge, s.openslide_region(w - 50, h - 30, 0, 100, 60))
+    assert open_slide(path, backend="openslide").decoder == "openslide"  # asked for OpenSlide: OpenSlide
+    real = TiffSlide.read_region
+    monkeypatch.setattr(TiffSlide, "read_region", lambda self, *a: real(self, *a) // 2 * 2)  # a decoder that differs
+    assert open_slide(path).decoder == "openslide"
+
+
 def test_plain_tiff_goes_to_tifffile_and_warns_about_mpp(caplog):
     import tifffile
 

@@ -88,6 +88,12 @@ class TiffSlide(BaseSlide):
             mpp_override=mpp_override,
         )
 
+    def jpeg_tile_size(self, level: int) -> tuple[int, int] | None:
+        """(width, height) of the JPEG tiles `level` is stored as (decoded by libjpeg-turbo, as
+        OpenSlide decodes them); None when the level is not JPEG-tiled."""
+        page = self._pages[level]
+        return (page.tilewidth, page.tilelength) if page.is_tiled and int(page.compression) == 7 else None
+
     # -- region reads ------------------------------------------------------------------------
     def read_region(self, xy_level0, level, size_px) -> np.ndarray:
         x0, y0, w, h = self._check_region(xy_level0, level, size_px)

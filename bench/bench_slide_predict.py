@@ -20,7 +20,9 @@ threshold 0 = every grid position):
 Planning (tissue mask, grid) and the preloading are not timed. Model: the checkpoint given,
 else an untrained PCam-sized simple_cnn (widths 16-128, depth 1): throughput does not depend
 on the weights. `--serial` adds end-to-end runs with no reader threads (workers=0) to each
-round, which shows what the overlap buys.
+round, which shows what the overlap buys. Other processes' share of the CPUs during each pair
+is reported (`others_cpu_share`, from /proc); `--quiet 0.15` waits before each pair until they
+use under 15% (at most `--quiet-wait-s`), for figures from a shared machine.
 
 Measured on 2026-12-01 (2-core AMD EPYC, other jobs' CPU share 0.00-0.01 during the pairs,
 `--repeats 7`), CMU-1-Small-Region, untrained simple_cnn, 2 torch threads, 2 reader threads:

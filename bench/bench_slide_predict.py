@@ -1,16 +1,28 @@
 """Slide prediction throughput: slide file -> probabilities, vs the model alone on the same tiles.
 
-Run: PYTHONPATH=src python bench/bench_slide_predict.py [--checkpoint CKPT] [--repeats 3]
-Prints one JSON line: tiles/s end to end (tiles read and decoded from the slide by reader
-threads, batched, model) and for the model alone on the same tiles preloaded as one uint8
-tensor (same batch size, same process, same run), and their ratio (target >= 0.85: the
-pipeline hides I/O). Also the end to end figure with no reader threads (workers=0: decode and
-model in turn), which shows what the overlap buys.
+Run: PYTHONPATH=src python bench/bench_slide_predict.py [--checkpoint CKPT] [--repeats 9]
+Prints one JSON line. For each case it times, as interleaved pairs (end to end, then model
+alone; the next pair in the other order, so neither always runs first), `--repeats` times:
+  end to end   tiles read and decoded from the slide file by the reader threads, batched and
+               scored: predict-slide's tile stream and model loop (predict.model_loop.run_model
+               over predict.pipeline.SlideTileSource), with readers opened as predict-slide opens them
+  model alone  the same model on the same tiles preloaded as one uint8 array (same batch size,
+               same process, same threads)
+and reports the median tiles/s of each, the median of the per-pair ratios (model alone time /
+end-to-end time; 1.0 = reading costs nothing) with its min and max, and every run. A pair sees
+the same machine load, so the per-pair ratio is far steadier than either tiles/s figure.
 
-Slide: the real Aperio CMU-1-Small-Region, every grid position (tissue threshold 0) of 96 px
-tiles at its native 0.499 um/px with 48 px overlap, so there are enough tiles to time. Model:
-the checkpoint given, else an untrained PCam-sized simple_cnn (widths 16-128, depth 1):
-throughput does not depend on the weights. Planning (tissue mask, grid) is not timed.
+Cases (same slide, 96 px tiles, 48 px overlap so there are enough tiles to time, tissue
+threshold 0 = every grid position):
+  resampled (the headline, `ratio`): 0.972 um/px, what a PCam-trained model needs: each tile
+    is a 187 px region of level 0 (0.499 um/px) area-resized to 96 px; 660 tiles
+  native: 0.5 um/px, the slide's own level 0, no resizing; 2,700 tiles
+Planning (tissue mask, grid) and the preloading are not timed. Model: the checkpoint given,
+else an untrained PCam-sized simple_cnn (widths 16-128, depth 1): throughput does not depend
+on the weights. `--serial` adds end-to-end runs with no reader threads (workers=0) to each
+round, which shows what the overlap buys. Other processes' share of the CPUs during each pair
+is reported (`others_cpu_share`, from /proc); `--quiet 0.15` waits before each pair until they
+use under 15% (at most `--quiet-wait-s`), for figures from a shared machine.
 """
 
 from __future__ import annotations
@@ -35,8 +47,43 @@ from histoflow.predict.model_loop import device_of, run_model  # noqa: E402
 from histoflow.predict.pipeline import SlideTileSource  # noqa: E402
 from histoflow.predict.tiles import open_reader_factory, plan_tiles  # noqa: E402
 from histoflow.slide import open_slide  # noqa: E402
+from histoflow.tiling.read import read_tile  # noqa: E402
 
 DATA = Path(os.environ.get("HISTOFLOW_DATA", REPO.parent / "shared" / "data"))
+CASES = {"resampled": 0.972, "native": 0.5}  # um/px of the tiles; the first is the headline
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """(busy ticks of the whole machine, ticks of this process) so far; (0, 0) off Linux."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0, 0
+    return sum(fields) - fields[3] - fields[4], int(own[11]) + int(own[12])  # minus idle, iowait
+
+
+class Others:
+    """The share of the machine's CPUs that other processes used while a pair ran."""
+
+    def __enter__(self):
+        self.t0, self.ticks0 = time.perf_counter(), cpu_ticks()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        (busy0, own0), (busy1, own1) = self.ticks0, cpu_ticks()
+        span = (time.perf_counter() - self.t0) * os.sysconf("SC_CLK_TCK") * (os.cpu_count() or 1)
+        self.share = max(0.0, (busy1 - busy0) - (own1 - own0)) / span if span > 0 else 0.0
+
+
+def wait_for_quiet(limit: float, timeout_s: float) -> float:
+    """Wait (up to timeout_s) until other processes use under `limit` of the CPUs for 1 s."""
+    t0 = time.perf_counter()
+    while True:
+        with Others() as o:
+            time.sleep(1.0)
+        if o.share < limit or time.perf_counter() - t0 > timeout_s:
+            return o.share
 
 
 def load_model(checkpoint: str | None):
@@ -54,18 +101,94 @@ def load_model(checkpoint: str | None):
 
 
 @torch.inference_mode()
-def model_alone(model, images: np.ndarray, batch_size: int, device) -> float:
+def model_alone(model, images: np.ndarray, batch_size: int, device) -> tuple[float, np.ndarray]:
     from histoflow.predict.patches import autocast_for
 
     x_all = torch.from_numpy(images).permute(0, 3, 1, 2)
     model = model.eval().to(device).to(memory_format=torch.channels_last)
+    probs = []
     t0 = time.perf_counter()
     for s in range(0, len(x_all), batch_size):
         x = x_all[s : s + batch_size].to(device).contiguous(memory_format=torch.channels_last)
         with autocast_for(device):
-            p = model.probabilities(model.head(model.features(x))).float().cpu()
-    del p
-    return time.perf_counter() - t0
+            probs.append(model.probabilities(model.head(model.features(x))).float().cpu())
+    return time.perf_counter() - t0, torch.cat(probs).numpy()
+
+
+class Case:
+    """One resolution: its planned tiles, the preloaded copy, and the timings of each round."""
+
+    def __init__(self, name: str, mpp: float, args, model, device):
+        self.name, self.args, self.model, self.device = name, args, model, device
+        self.cfg = SlidePredictConfig(
+            mpp=mpp, tissue_threshold=0.0, overlap_px=args.overlap_px, batch_size=args.batch_size, workers=args.workers
+        )
+        slide = open_slide(args.slide)
+        self.plan = plan_tiles(slide, args.tile_px, max(slide.mpp, mpp), self.cfg)
+        self.n = len(self.plan.specs)
+        # the model-alone input: each tile read on its own (the reference pixels), not timed
+        self.images = np.stack([read_tile(slide, s) for s in self.plan.specs])
+        slide.close()
+        self.reference = model_alone(model, self.images, args.batch_size, device)[1]
+        self.runs: dict[str, list[float]] = {"end_to_end": [], "model_alone": [], "serial": []}
+        self.others: list[float] = []  # other processes' CPU share during each pair
+        self.wait: list[float] = []
+        self.max_diff = 0.0
+
+    def end_to_end(self, workers: int | None = None) -> float:
+        cfg = self.cfg if workers is None else self.cfg.model_copy(update={"workers": workers})
+        source = SlideTileSource(self.args.slide, self.plan.specs, open_reader_factory(self.args.slide, cfg))
+        try:
+            res = run_model(self.model, source, self.args.tile_px, cfg, self.device)
+        finally:
+            source.close()
+        assert len(res.indices) == self.n and not res.errors, res.errors[:3]
+        self.max_diff = max(self.max_diff, float(np.abs(res.probs - self.reference).max()))
+        if workers is None:
+            self.wait.append(res.wait_s)
+        return res.total_s
+
+    def alone(self) -> float:
+        return model_alone(self.model, self.images, self.args.batch_size, self.device)[0]
+
+    def round(self, order: int) -> None:
+        if self.args.quiet is not None:
+            wait_for_quiet(self.args.quiet, self.args.quiet_wait_s)
+        steps = [("end_to_end", self.end_to_end), ("model_alone", self.alone)]
+        with Others() as others:
+            for key, step in steps[::-1] if order % 2 else steps:
+                self.runs[key].append(step())
+        self.others.append(others.share)
+        if self.args.serial:
+            self.runs["serial"].append(self.end_to_end(workers=0))
+
+    def summary(self) -> dict:
+        med = statistics.median
+        e2e, alone = self.runs["end_to_end"], self.runs["model_alone"]
+        ratios = [a / e for a, e in zip(alone, e2e)]
+        out = {
+            "tiles": self.n,
+            "mpp": self.plan.specs[0].mpp,
+            "level": self.plan.level,
+            "read_px": self.plan.read_px,
+            "ratio": round(med(ratios), 3),  # median of the per-pair ratios
+            "ratio_min": round(min(ratios), 3),
+            "ratio_max": round(max(ratios), 3),
+            "ratio_of_medians": round(med(alone) / med(e2e), 3),
+            "end_to_end_tiles_per_s": round(self.n / med(e2e), 1),
+            "model_alone_tiles_per_s": round(self.n / med(alone), 1),
+            "model_waited_s": round(med(self.wait), 3),
+            "others_cpu_share": [
+                round(med(self.others), 2),
+                round(max(self.others), 2),
+            ],  # median, max  # median time the model waited for tiles
+            "probs_max_abs_diff_vs_tile_by_tile": float(f"{self.max_diff:.2g}"),
+            "runs_s": {k: [round(v, 3) for v in vs] for k, vs in self.runs.items() if vs},
+        }
+        if self.runs["serial"]:
+            out["serial_tiles_per_s"] = round(self.n / med(self.runs["serial"]), 1)
+            out["ratio_serial"] = round(med([a / s for a, s in zip(alone, self.runs["serial"])]), 3)
+        return out
 
 
 def main() -> None:
@@ -75,64 +198,63 @@ def main() -> None:
     ap.add_argument("--tile-px", type=int, default=96)
     ap.add_argument("--overlap-px", type=int, default=48)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=SlidePredictConfig().workers)
+    ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--cases", default=",".join(CASES), help="comma-separated, of: " + ", ".join(CASES))
+    ap.add_argument("--serial", action="store_true", help="also time workers=0 (no reader threads)")
+    ap.add_argument(
+        "--quiet",
+        type=float,
+        default=None,
+        metavar="SHARE",
+        help="before each pair, wait until other processes use under SHARE of the CPUs (e.g. 0.1)",
+    )
+    ap.add_argument("--quiet-wait-s", type=float, default=120.0, help="longest wait for --quiet per pair")
     args = ap.parse_args()
 
     model, model_name = load_model(args.checkpoint)
-    cfg = SlidePredictConfig(
-        mpp=0.5, tissue_threshold=0.0, overlap_px=args.overlap_px, batch_size=args.batch_size, workers=args.workers
-    )
     device = device_of(None)
-    slide = open_slide(args.slide)
-    plan = plan_tiles(slide, args.tile_px, max(slide.mpp, 0.5), cfg)
-    n = len(plan.specs)
+    load_before = os.getloadavg()
+    cases = [Case(name, CASES[name], args, model, device) for name in args.cases.split(",")]
+    for case in cases:  # warm-up, not counted: page cache, torch kernels, reader start-up
+        case.end_to_end()
+        case.alone()
+        case.wait.clear()
+    for r in range(args.repeats):  # rounds interleave the cases too: load drift hits all alike
+        for case in cases:
+            case.round(r)
+    summaries = {c.name: c.summary() for c in cases}
+    head = summaries[cases[0].name]
+    reader = open_reader_factory(args.slide, cases[0].cfg)()
+    import cv2
 
-    def source():
-        return SlideTileSource(args.slide, plan.specs, open_reader_factory(args.slide, cfg))
-
-    # preload the same tiles for the model-alone baseline (also warms the OS page cache and torch)
-    pre = run_model(model, source(), args.tile_px, SlidePredictConfig(workers=0, batch_size=args.batch_size), device)
-    from histoflow.tiling.read import read_tile
-
-    images = np.stack([read_tile(slide, s) for s in plan.specs])
-    e2e, alone, serial = [], [], []
-    for _ in range(args.repeats):  # interleaved, so a change in machine load hits all three alike
-        alone.append(model_alone(model, images, args.batch_size, device))
-        res = run_model(model, source(), args.tile_px, cfg, device)
-        e2e.append(res.total_s)
-        serial.append(
-            run_model(
-                model, source(), args.tile_px, SlidePredictConfig(workers=0, batch_size=args.batch_size), device
-            ).total_s
-        )
-    assert len(res.indices) == n and not res.errors and pre.probs.shape == res.probs.shape
-    med = statistics.median
     out = {
         "bench": "slide_predict",
         "slide": Path(args.slide).name,
-        "tiles": n,
+        "headline": cases[0].name,
+        "ratio": head["ratio"],
+        "ratio_min": head["ratio_min"],
+        "ratio_max": head["ratio_max"],
+        "end_to_end_tiles_per_s": head["end_to_end_tiles_per_s"],
+        "model_alone_tiles_per_s": head["model_alone_tiles_per_s"],
+        "cases": summaries,
         "tile_px": args.tile_px,
+        "overlap_px": args.overlap_px,
         "model": model_name,
         "device": str(device),
+        "reader": f"{type(reader).__name__} ({getattr(reader, 'decoder', reader.backend)})",
         "torch_threads": torch.get_num_threads(),
         "reader_threads": args.workers,
         "batch_size": args.batch_size,
         "repeats": args.repeats,
-        "end_to_end_tiles_per_s": round(n / med(e2e), 1),
-        "model_alone_tiles_per_s": round(n / med(alone), 1),
-        "no_overlap_tiles_per_s": round(n / med(serial), 1),
-        "ratio": round(med(alone) / med(e2e), 3),
-        "ratio_no_overlap": round(med(alone) / med(serial), 3),
-        "runs_s": {
-            "end_to_end": [round(v, 3) for v in e2e],
-            "model_alone": [round(v, 3) for v in alone],
-            "no_overlap": [round(v, 3) for v in serial],
-        },
         "cpu_count": os.cpu_count(),
-        "loadavg": [round(v, 2) for v in os.getloadavg()],
+        "loadavg_before": [round(v, 2) for v in load_before],
+        "loadavg_after": [round(v, 2) for v in os.getloadavg()],
         "python": platform.python_version(),
+        "torch": torch.__version__,
+        "opencv": cv2.__version__,
     }
+    reader.close()
     print(json.dumps(out))
 
 

@@ -247,7 +247,7 @@ def test_tiles_from_an_existing_tiling_run(tmp_path):
 
 
 # -- real slides and the CLI ------------------------------------------------------------------------------
-def _tiny_checkpoint(path, mpp=None):
+def _tiny_checkpoint(path, mpp=None, class_names=("0", "1")):
     """An untrained simple_cnn saved like a PCam run: image_px 96, no mpp unless given."""
     from histoflow.checkpoint import save_checkpoint
     from histoflow.config import ModelConfig
@@ -259,7 +259,7 @@ def _tiny_checkpoint(path, mpp=None):
         path,
         create_model(cfg, 2),
         model_config=cfg.model_dump(),
-        class_names=["0", "1"],
+        class_names=list(class_names),
         image_px=96,
         extra={"mpp": mpp} if mpp else None,
     )

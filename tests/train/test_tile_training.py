@@ -20,19 +20,11 @@ from histoflow.core.errors import ConfigError, DataError
 from histoflow.data.samplers import SlideEpochSampler
 from histoflow.train.data import build_run_data, train_sampler
 from histoflow.train.preflight import check_run_config
-from tests.helpers import COHORT_MPP, COHORT_TILE_PX, sets, tiled_pcam_cohort
+from tests.helpers import COHORT_MPP, COHORT_TILE_PX, TINY_CLI_RUN, sets, tiled_pcam_cohort
 
 runner = CliRunner()
 # TINY_CLI_RUN without data.image_px: the tiles' size is the default to check
-TINY = [
-    "data.num_workers=0",
-    "model.params={widths: [8, 16], depth: 1}",
-    "train.epochs=1",
-    "train.max_steps_per_epoch=2",
-    "train.batch_size=8",
-    "normalize.kind=imagenet",
-    "train.scheduler.name=cosine",
-]
+TINY = [o for o in TINY_CLI_RUN if not o.startswith("data.image_px")]
 
 
 def _invoke(*args):

@@ -31,22 +31,9 @@ class DarknessAttention:
 
 
 def tiny_checkpoint(path: Path) -> Path:
-    import torch
+    from tests.predict.test_slide import _tiny_checkpoint
 
-    from histoflow.checkpoint import save_checkpoint
-    from histoflow.config import ModelConfig
-    from histoflow.models.factory import create_model
-
-    torch.manual_seed(0)
-    cfg = ModelConfig(name="simple_cnn", params={"widths": [8, 16], "depth": 1})
-    return save_checkpoint(
-        path,
-        create_model(cfg, 2),
-        model_config=cfg.model_dump(),
-        class_names=["normal", "tumour"],
-        image_px=96,
-        extra={"mpp": 1.944},
-    )
+    return _tiny_checkpoint(path, mpp=1.944, class_names=("normal", "tumour"))
 
 
 def mitosis_folder(out: Path, slide_path: Path) -> Path:

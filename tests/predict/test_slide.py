@@ -342,8 +342,10 @@ def test_streamed_tiles_are_the_tile_by_tile_openslide_pixels(mpp):
     def source():
         return SlideTileSource(path, plan.specs, open_reader_factory(path, cfg))
 
-    streamed = np.concatenate([b.images for b in stream_batches(source(), 96, cfg.batch_size, cfg.workers)])
-    np.testing.assert_array_equal(streamed, expected)
+    for prefetch in (0, 4):  # reads between model batches (CPU), reads ahead of the model (GPU)
+        batches = list(stream_batches(source(), 96, cfg.batch_size, cfg.workers, prefetch))
+        assert [len(b.indices) for b in batches] == [24] * 6 + [6]
+        np.testing.assert_array_equal(np.concatenate([b.images for b in batches]), expected)
     torch.manual_seed(0)
     model = create_model(ModelConfig(name="simple_cnn", params={"widths": [8, 16], "depth": 1}), 2).eval()
     res = run_model(model, source(), 96, cfg, torch.device("cpu"))
@@ -398,3 +400,36 @@ def test_pcam_model_heatmap_reproduces_a_montage_of_real_patches(tmp_path):
     seen = np.isfinite(grid)
     assert not (seen & (pattern < 0)).any() and seen.sum() > 0.4 * (pattern >= 0).sum()
     assert roc_auc_score(pattern[seen], grid[seen]) > 0.75
+
+
+class _NumberedTiles:
+    """A TileSource whose tile i is filled with i % 256, and whose listed tiles fail."""
+
+    def __init__(self, n: int, bad: set[int]):
+        self.n, self.bad = n, bad
+
+    def __len__(self) -> int:
+        return self.n
+
+    def read(self, i: int) -> np.ndarray:
+        if i in self.bad:
+            raise OSError(f"tile {i} is corrupt")
+        return np.full((8, 8, 3), i % 256, np.uint8)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("workers,prefetch", [(0, 0), (1, 0), (3, 0), (3, 2)])
+def test_stream_batches_keeps_order_and_reports_each_bad_tile(workers, prefetch):
+    """Split reads (prefetch 0) and reads ahead give the same batches: source order, the bad
+    tiles reported at their positions and left out of the images."""
+    from histoflow.predict.pipeline import stream_batches
+
+    batches = list(stream_batches(_NumberedTiles(50, {3, 17, 49}), 8, 16, workers, prefetch))
+    assert [b.indices.tolist() for b in batches] == [
+        [i for i in range(s, min(50, s + 16)) if i not in {3, 17, 49}] for s in range(0, 50, 16)
+    ]
+    for b in batches:
+        assert b.images[:, 0, 0, 0].tolist() == b.indices.tolist()
+    assert [(i, m) for b in batches for i, m in b.errors] == [(i, f"OSError: tile {i} is corrupt") for i in (3, 17, 49)]

@@ -1,7 +1,8 @@
 """The model stage of slide prediction: decoded tiles -> probabilities (and pooled features).
 
-Reader threads (predict.pipeline) stay `prefetch` batches ahead of the model, so decoding and
-inference overlap; the time the model waited for tiles is reported to show which one bounds.
+On a GPU, reader threads (predict.pipeline) stay `prefetch` batches ahead of the model, so
+decoding and inference overlap; on CPU they read between model batches, all at once (the
+pipeline's docstring says why). The time the model waited for tiles is reported either way.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 
 from histoflow.config.slides import SlidePredictConfig
 from histoflow.core.progress import progress_bar
-from histoflow.predict.pipeline import stream_batches
+from histoflow.predict.pipeline import default_prefetch, stream_batches
 
 
 @dataclass
@@ -46,7 +47,7 @@ def run_model(
     progress: bool = False,
     description: str = "tiles",
 ) -> ModelOutput:
-    """Stream the source through the model; reader threads stay `prefetch` batches ahead."""
+    """Stream the source through the model (reads ahead of it on a GPU, between batches on CPU)."""
     from histoflow.data.transforms import dihedral_views
     from histoflow.predict.patches import autocast_for
 
@@ -54,7 +55,8 @@ def run_model(
     idx, probs, feats, errors = [], [], [], []
     model_s = wait_s = 0.0
     t0 = time.perf_counter()
-    batches = stream_batches(source, tile_px, cfg.batch_size, cfg.workers, cfg.prefetch)
+    prefetch = default_prefetch(device.type) if cfg.prefetch is None else cfg.prefetch
+    batches = stream_batches(source, tile_px, cfg.batch_size, cfg.workers, prefetch)
     with progress_bar(len(source), description, quiet=not progress, unit="tiles") as bar:
         while True:
             tw = time.perf_counter()

@@ -138,3 +138,19 @@ def test_targets_and_csv_round_trip(tmp_path):
     assert again.frame["path"].tolist() == m.frame["path"].tolist()
     np.testing.assert_array_equal(again.targets, m.targets)
     assert detect_format(path) == "csv"
+
+
+def test_a_runs_splits_csv_reads_back_as_a_manifest_with_numeric_sizes(tmp_path):
+    """`evaluate RUN/splits.csv --split test` reads the CSV a run wrote: its height/width columns
+    come back as numbers (they once came back as text and image_sizes failed comparing them)."""
+    from histoflow.data.sizes import image_sizes
+
+    root = tmp_path / "patches"
+    paths = [write_png(root / "0" / f"a{i}.png", size=(40, 30), seed=i) for i in range(3)]
+    paths += [write_png(root / "1" / f"b{i}.png", size=(40, 30), seed=9 + i) for i in range(3)]
+    manifest = read_manifest(root)
+    frame = manifest.frame.assign(split=["train", "test", "val"] * 2, height=30, width=40)
+    frame.to_csv(tmp_path / "splits.csv", index=False)
+    back = read_manifest(tmp_path / "splits.csv")
+    assert back.frame["height"].dtype.kind == "i" and back.frame["width"].dtype.kind == "i"
+    assert image_sizes(back.split("test")) == {(40, 30): 2}

@@ -142,6 +142,9 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
         if col not in frame.columns:
             frame[col] = -1 if col == "item" else ""
     frame["item"] = frame["item"].astype(np.int64)
+    for col in ("height", "width"):  # a run's splits.csv has them; read back as a CSV they are text
+        if col in frame.columns:
+            frame[col] = pd.to_numeric(frame[col], errors="coerce").fillna(-1).astype(np.int64)
     for col in ("label", "patient", "slide", "split"):
         frame[col] = frame[col].fillna("").astype(str)
     return frame

@@ -76,3 +76,12 @@ def test_tile_a_fluorescence_ndpi_says_why_tissue_is_missed(tmp_path):
     assert report["status"] == "complete" and report["slide"]["mpp"] < 0.23
     assert "dark background" in report["warning"] and "fluorescence" in report["warning"]
     assert "fluorescence" in result.output
+
+
+def test_detect_mitoses_takes_dicom_folders_as_slides(tmp_path):
+    from histoflow.cli.mitosis import is_slide
+
+    series = need_data(*DICOM)
+    assert is_slide(series) and is_slide(series.parent)
+    (tmp_path / "patches").mkdir()
+    assert not is_slide(tmp_path / "patches")

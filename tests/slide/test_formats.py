@@ -91,8 +91,17 @@ def test_folders_expand_to_dicom_series_as_single_slides(tmp_path):
     shutil.copy(need_data(*SVS), root / "c.svs")
     (root / "notes.txt").write_text("not a slide")
     (root / "empty").mkdir()
-    assert expand_slides([root]) == [root / "a-case", root / "b-case", root / "c.svs"]
-    with pytest.raises(SlideReadError, match=r"cohort: holds no DICOM instances itself but 2 DICOM series"):
+    uids = root / "d-case"  # instances named by bare UIDs, as PACS exports name them
+    uids.mkdir()
+    for f in series.glob("*.dcm"):
+        shutil.copy(f, uids / f.stem)
+    assert expand_slides([root]) == [root / "a-case", root / "b-case", root / "c.svs", uids]
+    with open_slide(uids) as s:
+        assert s.slide_id == "d-case" and s.associated_images == ["label", "macro", "thumbnail"]
+    with pytest.raises(
+        SlideReadError,
+        match=r"cohort: holds no DICOM instances itself but 3 DICOM series folder\(s\) \(a-case, b-case, d-case\)",
+    ):
         open_slide(root)
 
 

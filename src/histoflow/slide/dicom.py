@@ -42,11 +42,18 @@ def dicom_instances(folder: Path) -> list[Path]:
     return [p for p in entries if p.is_file() and is_dicom_file(p)]
 
 
+def _may_be_dicom(path: Path) -> bool:
+    """Names DICOM files have: `.dcm`, none (`IM0001`), or a UID (`1.2.826...419`, a numeric suffix)."""
+    suffix = path.suffix.lower()
+    return suffix in (".dcm", "") or suffix[1:].isdigit()
+
+
 def is_dicom_series(folder: Path) -> bool:
     """A folder that holds DICOM instances itself: one slide, not a folder of slides.
-    Stops at the first DICOM file; files named *.dcm are looked at first."""
+    Looks only at files named like DICOM files and stops at the first one found, so a folder
+    of thousands of PNG patches or slide files costs a directory listing, not a read per file."""
     try:
-        files = [p for p in folder.iterdir() if p.is_file()]
+        files = [p for p in folder.iterdir() if _may_be_dicom(p) and p.is_file()]
     except OSError:
         return False
     files.sort(key=lambda p: p.suffix.lower() != ".dcm")

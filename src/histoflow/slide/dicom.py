@@ -33,13 +33,11 @@ def is_dicom_file(path: Path) -> bool:
         return False
 
 
-def dicom_instances(folder: Path) -> list[Path]:
-    """The DICOM files directly in `folder` (not its subfolders), sorted by name."""
+def _listing(folder: Path) -> list[Path]:
     try:
-        entries = sorted(folder.iterdir())
-    except OSError as exc:
+        return sorted(folder.iterdir())
+    except OSError as exc:  # permissions, a vanished network share: name the folder
         raise SlideReadError(f"{folder}: cannot list the folder ({exc})") from exc
-    return [p for p in entries if p.is_file() and is_dicom_file(p)]
 
 
 def _may_be_dicom(path: Path) -> bool:
@@ -68,10 +66,11 @@ def series_instance(folder: Path) -> Path:
     mpp) or, beside a label, only "No pyramid levels found". Opening every instance on its own
     (about a millisecond each) finds the damaged file and names it instead.
     """
-    files = [p for p in sorted(folder.iterdir()) if p.is_file()]
+    entries = _listing(folder)
+    files = [p for p in entries if p.is_file()]
     instances = [p for p in files if is_dicom_file(p)]
     if not instances:
-        series = sorted(p.name for p in folder.iterdir() if p.is_dir() and is_dicom_series(p))
+        series = [p.name for p in entries if p.is_dir() and is_dicom_series(p)]
         if series:
             raise SlideReadError(
                 f"{folder}: holds no DICOM instances itself but {len(series)} DICOM series folder(s) "

@@ -139,6 +139,19 @@ def test_unreadable_dicom_inputs_name_the_path_and_the_problem(tmp_path, dicom_c
         open_slide(shutil.copy(level0, tmp_path / "x.dcm"))
 
 
+def test_a_folder_holding_two_series_is_refused_unless_an_instance_picks_one(dicom_copy):
+    level0 = _level0_instance(dicom_copy)
+    with open_slide(level0) as s:
+        uid = s.properties["dicom.SeriesInstanceUID"]
+    other = uid[:-3] + ("000" if not uid.endswith("000") else "111")  # same length: the file stays valid
+    copy = dicom_copy / "other-series.dcm"
+    copy.write_bytes(level0.read_bytes().replace(uid.encode(), other.encode()))
+    with pytest.raises(SlideReadError, match=r"case-7: holds 2 DICOM series .*own folder"):
+        open_slide(dicom_copy)
+    with open_slide(copy) as s:  # an instance chooses its series
+        assert s.properties["dicom.SeriesInstanceUID"] == other and s.associated_images == []
+
+
 def test_ndpi_fluorescence_reads_and_is_flagged_as_dark():
     with open_slide(need_data(*NDPI)) as s:
         assert s.backend == "openslide" and s.vendor == "hamamatsu"

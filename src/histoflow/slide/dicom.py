@@ -58,13 +58,14 @@ def is_dicom_series(folder: Path) -> bool:
     return any(is_dicom_file(p) for p in files)
 
 
-def series_instance(folder: Path) -> Path:
+def series_instance(folder: Path, one_series_given: bool = False) -> Path:
     """The instance OpenSlide opens a folder's series through, after opening each instance once.
 
     OpenSlide opens a series through any image instance and silently skips the files it cannot
     parse: a truncated level-0 file would leave a pyramid one level short (wrong dimensions and
     mpp) or, beside a label, only "No pyramid levels found". Opening every instance on its own
-    (about a millisecond each) finds the damaged file and names it instead.
+    (about a millisecond each) finds the damaged file and names it instead, and a folder
+    holding more than one series (unless an instance was given, choosing one) is refused.
     """
     entries = _listing(folder)
     files = [p for p in entries if p.is_file()]
@@ -92,15 +93,24 @@ def series_instance(folder: Path) -> Path:
         )
     openslide = _openslide()
     opened, failed = [], []
+    series_of: dict[str | None, Path] = {}  # series UID -> its first instance
     for p in wsi:
         try:
-            openslide.OpenSlide(str(p)).close()
+            with openslide.OpenSlide(str(p)) as one:
+                series_of.setdefault(one.properties.get("dicom.SeriesInstanceUID"), p)
             opened.append(p)
         except openslide.OpenSlideError as exc:
             if NO_LEVELS not in str(exc):  # a label/overview instance whose series lacks its levels
                 failed.append(f"{p.name}: {_explain(exc)}")
     if failed:
         raise SlideReadError(f"{folder}: a DICOM instance of this slide cannot be read ({'; '.join(failed[:3])})")
+    if len(series_of) > 1 and not one_series_given:
+        # OpenSlide would read whichever series the chosen instance belongs to: never pick silently
+        examples = " and ".join(p.name for p in list(series_of.values())[:2])
+        raise SlideReadError(
+            f"{folder}: holds {len(series_of)} DICOM series (e.g. {examples} belong to different ones); a folder "
+            "is one slide: put each series in its own folder, or pass one instance file of the series wanted"
+        )
     if not opened:
         raise SlideReadError(
             f"{folder}: the DICOM series has no image pyramid instance (only label, overview or thumbnail "
@@ -131,7 +141,8 @@ class DicomSlide(OpenSlideSlide):
                 "the file may also be truncated"
             )
         if not p.is_dir():
-            series_instance(p.parent)  # the series is the folder's: name a damaged sibling, as for the folder
+            # the series is the folder's: name a damaged sibling, as for the folder
+            series_instance(p.parent, one_series_given=True)
         self.instance = instance
         try:
             super().__init__(p, mpp_override=mpp_override, **kwargs)

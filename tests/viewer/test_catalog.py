@@ -180,3 +180,13 @@ def test_qupath_dialects():
     out = features.from_geojson(doc)
     assert len(out["polygons"]) == 2 and out["polygons"][0]["value"] == 0.8 and out["polygons"][0]["color"] == "#c80000"
     assert out["points"]["value"] == [0.3, 0.3] and out["skipped"] == 1 and out["value_range"] == [0.3, 0.8]
+
+
+def test_a_dicom_series_folder_is_one_slide(tmp_path):
+    from tests.conftest import need_data
+
+    series = need_data("wsi", "dicom-cmu-1-small-region")
+    cat = discover([series])
+    assert list(cat.slides) == ["dicom-cmu-1-small-region"] and cat.slides["dicom-cmu-1-small-region"].path == series
+    shutil.copytree(series, tmp_path / "case-1")
+    assert list(discover([tmp_path]).slides) == ["case-1"]  # a folder of series: one slide per series

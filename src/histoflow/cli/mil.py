@@ -27,7 +27,9 @@ from histoflow.cli.common import (
 def register(app: typer.Typer) -> None:
     @app.command("embed")
     def embed(
-        slides: Optional[list[Path]] = typer.Argument(None, help="Slide files or folders of slides."),
+        slides: Optional[list[Path]] = typer.Argument(
+            None, help="Slide files, DICOM series folders, or folders of them."
+        ),
         checkpoint: Path = typer.Option(..., help="Checkpoint whose frozen backbone embeds the tiles."),
         out: Path = typer.Option(..., help="Output folder: <slide_id>/{embeddings.npy, tiles.parquet, embed.json}."),
         config: Optional[Path] = config_option(

@@ -75,7 +75,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("predict-slide")
     def predict_slide(
-        slides: list[Path] = typer.Argument(..., help="Slide files or folders of slides."),
+        slides: list[Path] = typer.Argument(..., help="Slide files, DICOM series folders, or folders of them."),
         checkpoint: Path = typer.Option(..., help="Patch-model checkpoint (histoflow train)."),
         out: Path = typer.Option(
             ...,

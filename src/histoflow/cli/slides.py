@@ -28,7 +28,9 @@ from histoflow.cli.common import (
 def register(app: typer.Typer) -> None:
     @app.command()
     def info(
-        slide: Path = typer.Argument(..., help="Slide file (svs, ndpi, mrxs, scn, tiff, png, jpeg...)."),
+        slide: Path = typer.Argument(
+            ..., help="Slide file (svs, ndpi, mrxs, scn, tiff, png, jpeg...) or DICOM series folder."
+        ),
         backend: str = typer.Option("auto", help="auto, openslide, tifffile or image."),
         slide_mpp: Optional[float] = slide_mpp_option(),
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
@@ -67,7 +69,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def tile(
-        slides: list[Path] = typer.Argument(..., help="Slide files or folders of slides."),
+        slides: list[Path] = typer.Argument(..., help="Slide files, DICOM series folders, or folders of them."),
         out: Path = typer.Option(..., help="Output folder (shards/, slides/<id>/report.json, manifest.parquet)."),
         config: Optional[Path] = config_option("Tiling config (the keys of TileConfig)"),
         set_: Optional[list[str]] = set_option("tissue_threshold=0.3"),

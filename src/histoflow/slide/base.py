@@ -51,8 +51,16 @@ class SlideReader(Protocol):
 
 
 def slide_id_of(path: str | Path) -> str:
-    """The file name without its (possibly double, `.ome.tif`) suffix: ids must stay readable."""
-    name = Path(path).name
+    """The file name without its (possibly double, `.ome.tif`) suffix: ids must stay readable.
+
+    A DICOM slide is a folder of instances named by UID: its id is the folder's name, whether
+    the folder or one of its `.dcm` instances is given (the same slide either way)."""
+    p = Path(path)
+    if p.suffix.lower() == ".dcm":
+        p = p.parent
+    if p.name in ("", ".", "..") or p.is_dir():
+        return (p.name if p.name not in ("", ".", "..") else p.resolve().name) or str(p)
+    name = p.name
     for suffix in (".ome.tiff", ".ome.tif"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]

@@ -13,6 +13,8 @@ import numpy as np
 
 from histoflow.core.errors import ConfigError, SlideReadError
 from histoflow.slide.base import BACKENDS, BaseSlide
+from histoflow.slide.dicom import DicomSlide, is_dicom_file
+from histoflow.slide.files import check_companions
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +60,12 @@ def same_level0_pixels(slide) -> BaseSlide | None:
 def open_slide(path: str | Path, backend: str = "auto", mpp: float | None = None) -> BaseSlide:
     """Open a slide with the named backend, or the first that can read it (`auto`).
 
-    auto: OpenSlide for every vendor format it recognises (svs, ndpi, mrxs, scn...), with level 0
+    auto: OpenSlide for every vendor format it recognises (svs, ndpi, mrxs, scn, DICOM...), with level 0
     of Aperio JPEG slides decoded by tifffile when it gives the same pixels (same_level0_pixels);
     tifffile for generic tiled TIFF (faster, same pixels) and for TIFFs OpenSlide refuses (strips,
-    OME, SubIFD pyramids); PIL for PNG/JPEG.
+    OME, SubIFD pyramids); PIL for PNG/JPEG. A folder is a DICOM series (see slide.dicom).
+    Formats whose pixels live in a folder beside the file (VSI, MRXS) are refused with a message
+    naming that folder when it is missing.
     `mpp` overrides (or supplies missing) microns-per-pixel metadata.
     """
     if isinstance(path, np.ndarray):
@@ -73,10 +77,16 @@ def open_slide(path: str | Path, backend: str = "auto", mpp: float | None = None
     p = Path(path)
     if not p.exists():
         raise SlideReadError(f"{p}: slide file not found")
+    if p.is_file() and p.stat().st_size == 0:
+        raise SlideReadError(f"{p}: slide file is empty")
+    if p.is_dir() or (p.is_file() and (p.suffix.lower() == ".dcm" or is_dicom_file(p))):
+        # a DICOM series (its folder) or one of its instances: OpenSlide reads DICOM WSI
+        if backend not in ("auto", "openslide"):
+            raise SlideReadError(f"{p}: a DICOM slide (or a folder) is read by OpenSlide, not the {backend} backend")
+        return DicomSlide(p, mpp_override=mpp)
     if not p.is_file():
         raise SlideReadError(f"{p}: not a file")
-    if p.stat().st_size == 0:
-        raise SlideReadError(f"{p}: slide file is empty")
+    check_companions(p)
 
     if backend == "openslide":
         from histoflow.slide.openslide import OpenSlideSlide

@@ -1,4 +1,4 @@
-"""OpenSlide backend: svs, ndpi, mrxs, scn, vms, bif, generic tiled TIFF...
+"""OpenSlide backend: svs, ndpi, mrxs, scn, vms, bif, DICOM (dicom.py), generic tiled TIFF...
 
 openslide-python is imported here, not at package import, so histoflow imports without it.
 Each reader gets its own bounded tile cache: N workers x cache size is the memory a tiling
@@ -72,7 +72,7 @@ class OpenSlideSlide(BaseSlide):
     def __init__(self, path: str | Path, mpp_override: float | None = None, cache_bytes: int = CACHE_BYTES):
         openslide = _openslide()
         try:
-            self._slide = openslide.OpenSlide(str(path))
+            self._slide = openslide.OpenSlide(self._openslide_path(Path(path)))
         except openslide.OpenSlideError as exc:
             raise SlideReadError(f"{path}: OpenSlide cannot open this slide ({exc})") from exc
         try:
@@ -93,6 +93,10 @@ class OpenSlideSlide(BaseSlide):
             associated_images=sorted(self._slide.associated_images),
             mpp_override=mpp_override,
         )
+
+    def _openslide_path(self, path: Path) -> str:
+        """The file OpenSlide opens for `path` (DicomSlide: one instance of a folder's series)."""
+        return str(path)
 
     def read_region(self, xy_level0, level, size_px) -> np.ndarray:
         x, y, w, h = self._check_region(xy_level0, level, size_px)

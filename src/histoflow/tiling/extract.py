@@ -218,6 +218,8 @@ def _slide_report(plan: SlidePlan, shards: list[dict], cfg: TileConfig, extract_
             f"(tissue is {plan.tissue_fraction:.1%} of the slide view); no tiles written"
         )
         log.warning(warning)
+    if error is None and plan.dark_background_note:  # logged by planning already
+        warning = plan.dark_background_note + (f"; {warning.split(': ', 1)[1]}" if warning else "")
     return {
         "slide_id": plan.slide_id,
         "path": plan.path,

@@ -18,7 +18,7 @@ from histoflow.core.errors import HistoflowError
 from histoflow.tiling.grid import Grid, TileSpec, tile_grid
 from histoflow.tiling.preview import Caption, draw_overview, jpeg_bytes, picture_view, png_bytes
 from histoflow.tiling.readers import cached_reader, slide_id_for
-from histoflow.tiling.tissue import TissueMask, tissue_mask
+from histoflow.tiling.tissue import TissueMask, dark_background_note, tissue_mask
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ class SlidePlan:
     rejected_tissue: int = 0
     tissue_fraction: float = 0.0
     pen_fraction: float = 0.0
+    dark_background_note: str | None = None  # a fluorescence/dark-field view (tissue.dark_background_note)
     plan_s: float = 0.0
     error: str | None = None
     thumbnail_png: bytes = b""
@@ -67,6 +68,8 @@ def slide_grid(slide, cfg: TileConfig, allow_upsample: bool = False) -> tuple[np
         min_area_um2=cfg.min_tissue_um2,
         reject_pen=cfg.reject_pen,
     )
+    if mask.dark_background:  # said here so slide prediction warns too, not only tiling's report
+        log.warning("%s", dark_background_note(slide.slide_id, mask))
     return view, mask, tile_grid(slide, mask, cfg, allow_upsample=allow_upsample)
 
 
@@ -84,6 +87,8 @@ def plan_slide(path: str, cfg: TileConfig) -> SlidePlan:
         plan.specs = grid.specs
         plan.n_candidates, plan.rejected_tissue = grid.n_candidates, grid.rejected_tissue
         plan.tissue_fraction, plan.pen_fraction = mask.tissue_fraction, mask.pen_fraction
+        if mask.dark_background:
+            plan.dark_background_note = dark_background_note(plan.slide_id, mask)
         plan.info.update(
             tile_level=grid.level,
             region_px0=grid.region_px0,

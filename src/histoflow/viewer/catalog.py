@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from histoflow.slide.base import slide_id_of
-from histoflow.slide.files import SLIDE_SUFFIXES
+from histoflow.slide.files import SLIDE_SUFFIXES, expand_slides
 
 log = logging.getLogger(__name__)
 MAX_DEPTH = 4  # a study folder holds outputs two levels down; deeper trees are someone's archive
@@ -123,10 +123,9 @@ def discover(paths, catalog: Catalog | None = None) -> Catalog:
     # finds the slide given on the command line by its id
     for p in given:
         if p.is_dir():
-            if not _is_output_dir(p):  # slide files in the folder itself, as `histoflow tile` takes them
-                for q in sorted(p.iterdir()):
-                    if q.is_file() and q.name.lower().endswith(SLIDE_SUFFIXES):
-                        cat.entry_for(slide_id_of(q), q)
+            if not _is_output_dir(p):  # slides in the folder itself, as `histoflow tile` takes them
+                for q in expand_slides([p]):  # a DICOM series folder is one slide, and so is each series in p
+                    cat.entry_for(slide_id_of(q), q)
         elif p.name != "slide.json" and p.suffix.lower() not in (".geojson", ".csv"):
             if p.exists() or p.name.lower().endswith(SLIDE_SUFFIXES):
                 cat.entry_for(slide_id_of(p), p)

@@ -71,3 +71,30 @@ def test_hotspot_and_score_rules():
     assert hotspot(np.zeros((0, 2)), 1000.0)["count"] == 0
     cuts = GradingConfig().cuts  # 2 mm^2: 0-7 -> 1, 8-14 -> 2, 15+ -> 3
     assert [nottingham_score(n, cuts) for n in (0, 7, 8, 14, 15, 40)] == [1, 1, 2, 2, 3, 3]
+
+
+def test_atypia_checkpoint_scores_each_slide_detection_on_a_window_centred_on_it(tmp_path, detector):
+    from histoflow.predict.mitosis_slide import detection_windows
+    from tests.mitosis.synthetic import NUCLEUS
+
+    image = disks(size=(720, 488), centres=CENTRES, radius=8)
+    slide = ArraySlide(image, mpp=0.25, slide_id="disks-atypia")
+    windows = detection_windows(slide, np.array(CENTRES, float), 32, 1.0)
+    assert windows.shape == (5, 3, 32, 32)
+    assert (windows[:, :, 16, 16] == np.array(NUCLEUS)[None]).all(), "each window's middle is its disk"
+    edge = detection_windows(slide, np.array([[2.0, 480.0]]), 32, 1.0)  # shifted inside the slide
+    assert edge.shape == (1, 3, 32, 32)
+    coarse = detection_windows(ArraySlide(image[::2, ::2].copy(), mpp=0.5), np.array([[200.0, 150.0]]), 32, 0.5)
+    assert (coarse[0, :, 16, 16] == np.array(NUCLEUS)).all(), "a 0.5 um/px slide is upsampled to the detector's 0.25"
+
+    path = register_in_memory(slide)
+    atypia = window_checkpoint(tmp_path / "atyp.pt", classes=("normal", "atypical"), image_px=32)
+    tiles = SlidePredictConfig(tissue_threshold=0.0, workers=0)
+    detect_slides(detector, [path], tmp_path / "out", tiles, tile_px=256, progress=False, atypia_checkpoint=atypia)
+    table = pd.read_csv(tmp_path / "out" / "disks-atypia" / "detections.csv")
+    assert len(table) == 5 and table["p_atypical"].between(0, 1).all()
+    features = json.loads((tmp_path / "out" / "disks-atypia" / "detections.geojson").read_text())["features"]
+    assert all("p_atypical" in f["properties"]["measurements"] for f in features)
+    plain = detect_slides(detector, [path], tmp_path / "out", tiles, tile_px=256, progress=False)
+    assert plain["resumed"] == [], "another atypia setting is another result, not a finished slide"
+    assert pd.read_csv(tmp_path / "out" / "disks-atypia" / "detections.csv")["p_atypical"].isna().all()

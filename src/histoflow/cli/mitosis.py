@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
             False, help="Resize inputs far from the detector's resolution instead of refusing them."
         ),
         atypia_checkpoint: Optional[Path] = typer.Option(
-            None, help="Images: normal-vs-atypical checkpoint, adds p_atypical."
+            None, help="Normal-vs-atypical checkpoint (histoflow mitosis atypia-cv): adds p_atypical."
         ),
         threshold: Optional[float] = typer.Option(
             None, help="Score threshold [default: the one chosen on validation]."
@@ -83,7 +83,7 @@ def register(app: typer.Typer) -> None:
 
             tiles = SlidePredictConfig(slide_mpp=slide_mpp, allow_resample=resample, tissue_threshold=tissue_threshold)
             return detect_slides(
-                detector, expand_slides(inputs), out, tiles, grading, tile_px, progress=not state.quiet
+                detector, expand_slides(inputs), out, tiles, grading, tile_px, not state.quiet, atypia_checkpoint
             )
 
         summary = run_verb(work)

@@ -66,10 +66,21 @@ class AtypiaScorer:
         self.crop = ckpt.data_config.get("crop_px")
         self.torch = torch
 
+    @property
+    def window_px(self) -> int:
+        """Side of the window each detection is scored on, at the detector's mpp."""
+        return self.ckpt.image_px
+
     def __call__(self, rgb: np.ndarray, points: np.ndarray) -> np.ndarray:
         if not len(points):
             return np.zeros(0)
         windows, _ = cut_windows(rgb, points, self.ckpt.image_px, "reflect")
+        return self.score_windows(windows)
+
+    def score_windows(self, windows: np.ndarray) -> np.ndarray:
+        """P(atypical) of (n, 3, window_px, window_px) uint8 windows centred on detections."""
+        if not len(windows):
+            return np.zeros(0)
         if self.crop and self.crop < self.ckpt.image_px:
             start = (self.ckpt.image_px - self.crop) // 2
             windows = windows[:, :, start : start + self.crop, start : start + self.crop]

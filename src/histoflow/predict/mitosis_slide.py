@@ -7,7 +7,8 @@ edge to edge and every place of the tissue is proposed once. Windows of several 
 scored in one batch; a final non-maximum suppression in level-0 pixels removes duplicates where
 tiles meet.
 
-    OUT/<slide_id>/detections.csv      slide,x,y (level-0 px),score,p_atypical
+    OUT/<slide_id>/detections.csv      slide,x,y (level-0 px),score,p_atypical (empty without an
+                                       atypia checkpoint)
     OUT/<slide_id>/detections.geojson  QuPath points
     OUT/<slide_id>/density.npy         mitoses per heatmap cell (rows, cols), cell side `heatmap_um`
     OUT/<slide_id>/heatmap.png         thumbnail, density overlay, detections, the hotspot square
@@ -150,6 +151,26 @@ def prepared_batches(batches, detector: MitosisDetector, box) -> Iterator[tuple]
             yield done, future.result()
 
 
+def detection_windows(slide, xy: np.ndarray, window_px: int, scale: float) -> np.ndarray:
+    """(n, 3, window_px, window_px) uint8 windows centred on level-0 points, at the detector's
+    resolution (`scale` level-0 px per window px). A window that would leave the slide is
+    shifted inside it, so a detection within half a window of the edge is seen off centre."""
+    import cv2
+
+    side = max(1, round(window_px * scale))
+    width, height = slide.dimensions
+    out = np.empty((len(xy), 3, window_px, window_px), np.uint8)
+    for i, (x, y) in enumerate(xy):
+        x0 = int(min(max(round(x - side / 2), 0), max(width - side, 0)))
+        y0 = int(min(max(round(y - side / 2), 0), max(height - side, 0)))
+        region = slide.read_region((x0, y0), 0, (side, side))
+        if side != window_px:
+            interp = cv2.INTER_AREA if side > window_px else cv2.INTER_CUBIC
+            region = cv2.resize(region, (window_px, window_px), interpolation=interp)
+        out[i] = region.transpose(2, 0, 1)
+    return out
+
+
 def fingerprint(detector: MitosisDetector, cfg: SlidePredictConfig, grading: GradingConfig, atypia: str | None) -> str:
     blob = json.dumps(
         {
@@ -185,7 +206,7 @@ def detect_slide(
     slide_path = str(slide_path)
     slide_id = slide_id_for(slide_path)
     out_dir = Path(out) / slide_id
-    fp = fingerprint(detector, cfg, grading, None if atypia is None else str(atypia.ckpt.path))
+    fp = fingerprint(detector, cfg, grading, None if atypia is None else atypia.ckpt.fingerprint)
     done = out_dir / "slide.json"
     if done.is_file():
         report = json.loads(done.read_text(encoding="utf-8"))
@@ -229,6 +250,9 @@ def detect_slide(
         table = table.iloc[np.sort(keep)].reset_index(drop=True)
         table.insert(0, "slide", slide_id)
         table["p_atypical"] = np.nan
+        if atypia is not None and len(table):
+            windows = detection_windows(slide, table[["x", "y"]].to_numpy(float), atypia.window_px, detector.mpp / slide_mpp)
+            table["p_atypical"] = atypia.score_windows(windows)
         width, height = slide.dimensions
         xy_um = table[["x", "y"]].to_numpy(float) * slide_mpp
         spot = hotspot(xy_um, float(np.sqrt(grading.area_mm2) * 1000.0))
@@ -236,7 +260,10 @@ def detect_slide(
         out_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(out_dir / "detections.csv") as tmp:
             table.to_csv(tmp, index=False)
-        features = [point_feature(r.x, r.y, slide_id, r.score, None) for r in table.itertuples(index=False)]
+        features = [
+            point_feature(r.x, r.y, slide_id, r.score, None if np.isnan(r.p_atypical) else r.p_atypical)
+            for r in table.itertuples(index=False)
+        ]
         atomic_write_bytes(
             out_dir / "detections.geojson", json.dumps({"type": "FeatureCollection", "features": features}).encode()
         )
@@ -283,9 +310,11 @@ def detect_slides(
     grading: GradingConfig | None = None,
     tile_px: int = 512,
     progress: bool = True,
+    atypia_checkpoint: str | Path | None = None,
 ) -> dict:
     """Every slide in turn (finished ones skipped); a slide that fails is reported, not fatal.
-    Writes OUT/summary.json and OUT/detections.csv (all slides)."""
+    Writes OUT/summary.json and OUT/detections.csv (all slides). With `atypia_checkpoint` (a
+    normal-vs-atypical model) each detection gets P(atypical) from a window around it."""
     from histoflow.core.errors import ConfigError
     from histoflow.predict.slide import each_slide
 
@@ -293,10 +322,13 @@ def detect_slides(
         raise ConfigError(
             f"{detector.ckpt.path}: no detection threshold; use detector.pt from `histoflow mitosis evaluate`"
         )
+    from histoflow.predict.mitosis_outputs import AtypiaScorer
+
+    atypia = AtypiaScorer(atypia_checkpoint, detector.mpp) if atypia_checkpoint else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     reports, failed = each_slide(
-        slides, lambda path: detect_slide(detector, path, out, cfg, grading, None, tile_px, progress)
+        slides, lambda path: detect_slide(detector, path, out, cfg, grading, atypia, tile_px, progress)
     )
     tables = [pd.read_csv(out / sid / "detections.csv") for sid in reports if (out / sid / "detections.csv").is_file()]
     with atomic_path(out / "detections.csv") as tmp:

@@ -118,7 +118,9 @@ def test_weights_of_another_architecture_name_the_mismatch(tmp_path):
     assert "missing (e.g." in msg and "unexpected (e.g." in msg and "model.safetensors" in msg
     # same keys, other shapes: a ViT-Ti file for the ViT-S entry
     torch.save(timm.create_model("vit_tiny_patch16_224", num_classes=0).state_dict(), tmp_path / "tiny.bin")
-    with pytest.raises(CheckpointError, match=r"150 shape mismatches \(e.g. blocks.0.attn.proj.bias: file \(192,\) vs model \(384,\)"):
+    with pytest.raises(
+        CheckpointError, match=r"150 shape mismatches \(e.g. blocks.0.attn.proj.bias: file \(192,\) vs model \(384,\)"
+    ):
         build_encoder("vit-s16-imagenet", tmp_path / "tiny.bin")
     (tmp_path / "junk.bin").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="junk.bin: not a readable weights file"):
@@ -139,7 +141,9 @@ def test_giant_key_layouts_checked_without_allocating():
 
 
 def test_unknown_encoder_lists_the_known_ones_and_the_closest():
-    with pytest.raises(ConfigError, match=r"unknown encoder 'virchow3'. Did you mean 'virchow' or 'virchow2'\? Known encoders: uni,"):
+    with pytest.raises(
+        ConfigError, match=r"unknown encoder 'virchow3'. Did you mean 'virchow' or 'virchow2'\? Known encoders: uni,"
+    ):
         get_encoder_spec("virchow3")
 
 
@@ -190,7 +194,9 @@ def test_histoflow_checkpoint_of_an_encoder_classifier_round_trips(tmp_path):
 
     cfg = ModelConfig(name="vit-s16-imagenet")
     model = create_model(cfg, 2).eval()
-    path = save_checkpoint(tmp_path / "m.pt", model, model_config=cfg.model_dump(), class_names=["a", "b"], image_px=224)
+    path = save_checkpoint(
+        tmp_path / "m.pt", model, model_config=cfg.model_dump(), class_names=["a", "b"], image_px=224
+    )
     again, _ = load_checkpoint(path)
     x = torch.randint(0, 256, (1, 3, 224, 224), dtype=torch.uint8)
     with torch.no_grad():

@@ -19,7 +19,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -77,7 +77,7 @@ class EncoderBackbone(nn.Module):
         if pooling == "cls_hidden":  # transformers: class token of the last hidden state
             return self.model(pixel_values=x).last_hidden_state[:, 0]
         if pooling == "conch":
-            return self.model.encode_image(x, proj_contrast=False, normalize=False)
+            return cast(Any, self.model).encode_image(x, proj_contrast=False, normalize=False)
         raise ConfigError(f"encoder {self.spec.name!r}: unknown pooling {pooling!r}")
 
 
@@ -256,7 +256,7 @@ def load_encoder_state(backbone: EncoderBackbone, state: dict[str, torch.Tensor]
 # -- encoders outside timm ------------------------------------------------------------------------------
 def _build_conch(spec: EncoderSpec, source: WeightsSource) -> nn.Module:
     try:
-        from conch.open_clip_custom import create_model_from_pretrained  # type: ignore[import-not-found]
+        from conch.open_clip_custom import create_model_from_pretrained
     except ImportError as exc:
         raise ConfigError(
             f"encoder 'conch' needs Mahmood Lab's CONCH code (open_clip-based, not a timm model): "
@@ -271,7 +271,7 @@ def _build_conch(spec: EncoderSpec, source: WeightsSource) -> nn.Module:
 
 def _build_transformers(spec: EncoderSpec, source: WeightsSource) -> nn.Module:
     try:
-        from transformers import AutoModel  # type: ignore[import-not-found]
+        from transformers import AutoModel
     except ImportError as exc:
         raise ConfigError(
             f"encoder {spec.name!r} is a Hugging Face transformers model ({spec.arch}), not timm: "

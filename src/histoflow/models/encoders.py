@@ -143,9 +143,7 @@ def check_resolution(spec: EncoderSpec, tile_px: int, mpp: float | None, policy:
     if policy not in ("warn", "refuse"):
         raise ConfigError(f"resolution policy must be 'warn' or 'refuse', got {policy!r}")
     if spec.fixed_size and tile_px != spec.tile_px:
-        raise ConfigError(
-            f"encoder {spec.name!r} ({spec.arch}) only accepts {spec.tile_px} px tiles, got {tile_px} px"
-        )
+        raise ConfigError(f"encoder {spec.name!r} ({spec.arch}) only accepts {spec.tile_px} px tiles, got {tile_px} px")
     problems = resolution_problems(spec, tile_px, mpp)
     if problems:
         msg = f"encoder {spec.name!r} was not trained on {' at '.join(problems)}"

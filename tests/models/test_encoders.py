@@ -205,3 +205,9 @@ def test_histoflow_checkpoint_of_an_encoder_classifier_round_trips(tmp_path):
     backbone, _ = build_encoder("vit-s16-imagenet", path)
     with torch.no_grad():
         assert torch.equal(backbone.eval()(again.preprocess(x)), again.features(x))
+
+
+def test_hub_weights_offline_fail_fast_naming_the_file_to_download(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConfigError, match=r"cannot download hf-hub:MahmoodLab/uni .*Download pytorch_model.bin from"):
+        build_encoder("uni", "hub")

@@ -102,9 +102,8 @@ def build_encoder(name: str, weights: str | Path | None = None, seed: int = 0) -
     if source.kind == "hub":
         import timm
 
-        kw = {k: v for k, v in resolve_kwargs(spec.kwargs).items() if k not in ("pretrained_cfg",)}
-        try:
-            model = timm.create_model(spec.hub_id or spec.arch, pretrained=True, **kw)
+        try:  # the card's kwargs on top of the hub's config, as the cards call it
+            model = timm.create_model(spec.hub_id or spec.arch, pretrained=True, **resolve_kwargs(spec.kwargs))
         except Exception as exc:  # noqa: BLE001 - hub/network failures surface with advice
             raise ConfigError(
                 f"encoder {name!r}: cannot download {spec.hub_id} ({type(exc).__name__}: {exc}). Offline or not "

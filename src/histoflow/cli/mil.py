@@ -37,7 +37,9 @@ def register(app: typer.Typer) -> None:
             help="--encoder's weights: a file or HF download folder [default: $HISTOFLOW_WEIGHTS/<encoder>/]; "
             "'hub' downloads (online), 'random' for tests.",
         ),
-        tile_px: Optional[int] = typer.Option(None, help="--encoder: tile side in pixels [default: the encoder's own]."),
+        tile_px: Optional[int] = typer.Option(
+            None, help="--encoder: tile side in pixels [default: the encoder's own]."
+        ),
         resolution_policy: str = typer.Option(
             "warn", help="--encoder: tiles of a size or mpp it was not trained on: warn or refuse."
         ),

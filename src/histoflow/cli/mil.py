@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Optional, cast
 
 import typer
 
@@ -30,7 +30,21 @@ def register(app: typer.Typer) -> None:
         slides: Optional[list[Path]] = typer.Argument(
             None, help="Slide files, DICOM series folders, or folders of them."
         ),
-        checkpoint: Path = typer.Option(..., help="Checkpoint whose frozen backbone embeds the tiles."),
+        checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint whose frozen backbone embeds the tiles."),
+        encoder: Optional[str] = typer.Option(
+            None, help="Instead of --checkpoint: a registered encoder (uni, virchow2, ...; docs/encoders.md)."
+        ),
+        weights: Optional[str] = typer.Option(
+            None,
+            help="--encoder's weights: a file or HF download folder [default: $HISTOFLOW_WEIGHTS/<encoder>/]; "
+            "'hub' downloads (online), 'random' for tests.",
+        ),
+        tile_px: Optional[int] = typer.Option(
+            None, help="--encoder: tile side in pixels [default: the encoder's own]."
+        ),
+        resolution_policy: str = typer.Option(
+            "warn", help="--encoder: tiles of a size or mpp it was not trained on: warn or refuse."
+        ),
         out: Path = typer.Option(..., help="Output folder: <slide_id>/{embeddings.npy, tiles.parquet, embed.json}."),
         config: Optional[Path] = config_option(
             "Embedding config (SlidePredictConfig keys; BagConfig keys with --pcam-bags)"
@@ -57,7 +71,13 @@ def register(app: typer.Typer) -> None:
         from histoflow.core.errors import ConfigError
 
         def work():
+            if (checkpoint is None) == (encoder is None):
+                raise ConfigError("give either --checkpoint or --encoder (exactly one)")
+            if encoder is None and (weights or tile_px):
+                raise ConfigError("--weights and --tile-px go with --encoder")
             if pcam_bags is not None:
+                if checkpoint is None:
+                    raise ConfigError("--pcam-bags embeds with --checkpoint only")
                 from histoflow.config.slides import BagConfig
                 from histoflow.mil.bags import build_pcam_bags
 
@@ -69,7 +89,12 @@ def register(app: typer.Typer) -> None:
             from histoflow.mil.embed import embed_slides
 
             cfg = verb_config(SlidePredictConfig, config, set_, keys={"reader_threads": "workers"})
-            return embed_slides(checkpoint, expand_slides(slides), out, cfg, progress=not state.quiet)
+            if encoder is not None:
+                from histoflow.mil.embed import encoder_embedder
+
+                emb = encoder_embedder(encoder, weights, cfg, tile_px=tile_px, resolution_policy=resolution_policy)
+                return embed_slides(emb, expand_slides(slides), out, progress=not state.quiet)
+            return embed_slides(cast(Path, checkpoint), expand_slides(slides), out, cfg, progress=not state.quiet)
 
         summary = run_verb(work)
         console.print_json(json.dumps(summary, default=str))

@@ -35,7 +35,15 @@ class MilAggregator:
 
     def check_backbone(self, checkpoint_fingerprint: str) -> None:
         """The MIL model only understands features of the checkpoint its bags were embedded with."""
-        want = self.meta.get("embedding", {}).get("checkpoint_fingerprint")
+        made_by = self.meta.get("embedding", {})
+        if made_by.get("encoder"):
+            raise CheckpointError(
+                f"{self.path}: MIL aggregator was trained on embeddings of encoder {made_by['encoder']!r} "
+                f"(weights sha256 {str(made_by.get('weights_sha256'))[:12]}); predict-slide takes tile features "
+                f"from the patch checkpoint's backbone (fingerprint {checkpoint_fingerprint}), which is not that "
+                f"encoder. Use a MIL model trained on `histoflow embed --checkpoint` embeddings of this checkpoint"
+            )
+        want = made_by.get("checkpoint_fingerprint")
         if want and want != checkpoint_fingerprint:
             raise CheckpointError(
                 f"{self.path}: MIL aggregator was trained on embeddings of another checkpoint "

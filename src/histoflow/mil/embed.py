@@ -2,28 +2,36 @@
 
     OUT/<slide_id>/embeddings.npy   (n_tiles, F) float32 pooled backbone features
     OUT/<slide_id>/tiles.parquet    tile_id, x, y, row, col (row i describes embeddings[i])
-    OUT/<slide_id>/embed.json       grid geometry, checkpoint fingerprint, status (written last)
+    OUT/<slide_id>/embed.json       grid geometry, what embedded it, status (written last)
 
-MIL training then reads a few MB per slide instead of decoding thousands of tiles per epoch.
-The checkpoint fingerprint travels into the MIL checkpoint, so predict-slide can refuse a MIL
-aggregator trained on another backbone's features.
+The features come from a trained patch classifier's backbone (`--checkpoint`) or from a
+registered encoder (`--encoder uni --weights PATH`, histoflow.models.encoders). embed.json
+records which: the checkpoint's fingerprint, or the encoder's name and its weights file's
+sha256 ('random' / 'hub' when there is no file), with the tile size and mpp. MIL training reads
+a few MB per slide instead of decoding thousands of tiles per epoch, refuses to mix slides
+embedded differently, and carries the record into the MIL checkpoint, so predict-slide can
+refuse a MIL aggregator trained on another backbone's features.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
+import torch
 
 from histoflow.config.slides import SlidePredictConfig
+from histoflow.core.errors import ConfigError
 from histoflow.core.io import atomic_write_bytes, atomic_write_json
-from histoflow.predict.model_loop import run_model
+from histoflow.predict.model_loop import device_of, run_model
 from histoflow.predict.outputs import write_parquet
 from histoflow.predict.slide import Predictor, each_slide, load_predictor
 from histoflow.predict.tiles import open_reader_factory, plan_tiles, shard_tiles
@@ -41,18 +49,83 @@ def save_npy(path: Path, arr: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def embed_slide(pred: Predictor, slide_path: str, out: Path, progress: bool = False) -> dict:
+@dataclass
+class Embedder:
+    """A frozen feature extractor with the resolution it embeds at and a record of what it is.
+
+    `model` is a Classifier (only its `features` are used); `record` goes into every embed.json
+    and, through MIL training, into the MIL checkpoint; `fingerprint` identifies it in one string."""
+
+    model: torch.nn.Module
+    cfg: SlidePredictConfig
+    tile_px: int
+    mpp: float
+    device: torch.device
+    fingerprint: str
+    record: dict = field(default_factory=dict)
+
+
+def checkpoint_embedder(pred: Predictor) -> Embedder:
+    """A trained patch classifier's backbone (`histoflow embed --checkpoint`)."""
+    record = {"checkpoint": str(pred.checkpoint.path), "checkpoint_fingerprint": pred.fingerprint}
+    return Embedder(pred.model, pred.cfg, pred.tile_px, pred.mpp, pred.device, pred.fingerprint, record)
+
+
+def encoder_embedder(
+    name: str,
+    weights: str | Path | None,
+    cfg: SlidePredictConfig,
+    tile_px: int | None = None,
+    resolution_policy: str = "warn",
+) -> Embedder:
+    """A registered encoder with its weights (`histoflow embed --encoder NAME --weights PATH`).
+
+    Tiles default to the encoder's own size and mpp; others are warned about or refused
+    (`resolution_policy`) before any weights are read."""
+    from histoflow.models.classifier import Classifier
+    from histoflow.models.encoder_backbone import build_encoder
+    from histoflow.models.encoders import check_resolution, get_encoder_spec
+
+    spec = get_encoder_spec(name)
+    tile_px = int(tile_px or spec.tile_px)
+    mpp = cfg.mpp or spec.embed_mpp
+    if mpp is None:
+        raise ConfigError(f"encoder {name!r} records no mpp: pass --mpp")
+    check_resolution(spec, tile_px, mpp, resolution_policy)
+    backbone, source = build_encoder(name, weights)
+    if source.kind == "random":
+        log.warning("encoder %r: random weights, as asked: its features mean nothing (tests, benchmarks)", name)
+    sha = source.sha256()
+    record = {
+        "encoder": name,
+        "encoder_arch": spec.arch,
+        "weights": source.label,
+        "weights_sha256": sha,
+        "tile_px": tile_px,
+        "mpp": float(mpp),
+        "pooling": spec.pooling,
+        "model_card": spec.card,
+    }
+    fingerprint = hashlib.sha1(f"{name}:{sha}".encode()).hexdigest()[:16]
+    model = Classifier(backbone, 2, mean=spec.mean, std=spec.std).eval()  # the head is never used
+    return Embedder(model, cfg, tile_px, float(mpp), device_of(cfg.device), fingerprint, record)
+
+
+def embed_slide(emb: Embedder | Predictor, slide_path: str, out: Path, progress: bool = False) -> dict:
     import pyarrow as pa
 
     from histoflow.predict.pipeline import SlideTileSource
 
+    pred = emb if isinstance(emb, Embedder) else checkpoint_embedder(emb)
     cfg, t0 = pred.cfg, time.perf_counter()
     slide_id = slide_id_for(str(slide_path))
     out_dir = Path(out) / slide_id
     done = out_dir / "embed.json"
     if done.is_file():
         rep = json.loads(done.read_text())
-        if rep.get("checkpoint_fingerprint") == pred.fingerprint and rep.get("status") == "complete":
+        same = rep.get("embedding_fingerprint", rep.get("checkpoint_fingerprint")) == pred.fingerprint
+        same = same and rep.get("tile_px") == pred.tile_px and rep.get("mpp") == pred.mpp
+        if same and rep.get("status") == "complete":
             return {**rep, "resumed": True}
     source: TileSource
     if cfg.tiles_dir:
@@ -105,8 +178,8 @@ def embed_slide(pred: Predictor, slide_path: str, out: Path, progress: bool = Fa
         "tile_px": pred.tile_px,
         "mpp": pred.mpp,
         "grid": g.to_dict(),
-        "checkpoint": str(pred.checkpoint.path),
-        "checkpoint_fingerprint": pred.fingerprint,
+        **pred.record,
+        "embedding_fingerprint": pred.fingerprint,
         "seconds": round(time.perf_counter() - t0, 3),
     }
     atomic_write_json(done, rep)
@@ -114,24 +187,29 @@ def embed_slide(pred: Predictor, slide_path: str, out: Path, progress: bool = Fa
 
 
 def embed_slides(
-    checkpoint: str | Path,
+    checkpoint: str | Path | Embedder,
     slides: Sequence[str | Path],
     out: str | Path,
     cfg: SlidePredictConfig | None = None,
     progress: bool = True,
 ) -> dict:
-    """Embed every slide (resumable); a failing slide is reported, not fatal."""
-    pred = load_predictor(checkpoint, cfg or SlidePredictConfig())
+    """Embed every slide (resumable) with a checkpoint's backbone or an `Embedder` (see
+    `encoder_embedder`); a failing slide is reported, not fatal."""
+    if isinstance(checkpoint, Embedder):
+        pred = checkpoint
+    else:
+        pred = checkpoint_embedder(load_predictor(checkpoint, cfg or SlidePredictConfig()))
     reports, failed = each_slide(slides, lambda path: embed_slide(pred, str(path), Path(out), progress=progress))
     summary = {
         "out": str(out),
-        "checkpoint_fingerprint": pred.fingerprint,
+        **pred.record,
+        "embedding_fingerprint": pred.fingerprint,
         "slides": len(slides),
         "complete": len(reports),
         "failed": failed,
         "resumed": [s for s, r in reports.items() if r.get("resumed")],
     }
-    atomic_write_json(Path(out) / "embed_summary.json", summary)
+    atomic_write_json(Path(out) / "embed_summary.json", {**summary, "embedding": pred.record})
     return summary
 
 
@@ -154,7 +232,7 @@ class ImageFileSource:
         pass
 
 
-def embed_images(pred: Predictor, paths: Sequence[str | Path], progress: bool = False) -> np.ndarray:
+def embed_images(pred: Embedder | Predictor, paths: Sequence[str | Path], progress: bool = False) -> np.ndarray:
     """(N, F) features of image files, in order; an unreadable file is an error naming it."""
     from histoflow.core.errors import DataError
 

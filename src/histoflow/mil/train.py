@@ -67,12 +67,15 @@ def load_bags(cfg: MILData) -> tuple[list[dict], list[str]]:
     if unknown:
         raise DataError(f"{path}: labels {sorted(unknown)} are not in data.classes {classes}")
     bags, missing = [], []
+    made_by: dict[str, dict] = {}  # bag id -> what embedded it (embed.json), for slides
     for r in rows:
         d = Path(cfg.embeddings) / r[cfg.id_column]
         f = d / "embeddings.npy"
         if not f.is_file():
             missing.append(r[cfg.id_column])
             continue
+        if (d / "embed.json").is_file():
+            made_by[r[cfg.id_column]] = embedding_identity(json.loads((d / "embed.json").read_text()))
         feats = np.load(f).astype(np.float32)
         if not len(feats):
             log.warning("%s: no tiles embedded; left out", r[cfg.id_column])
@@ -95,9 +98,41 @@ def load_bags(cfg: MILData) -> tuple[list[dict], list[str]]:
             f"{cfg.embeddings}: no embeddings for {len(missing)} bag(s) listed in {path}, "
             f"e.g. {missing[:3]} (run `histoflow embed` first)"
         )
+    check_one_embedding(made_by, Path(cfg.embeddings))
     if len({b["x"].shape[1] for b in bags}) > 1:
         raise DataError(f"{cfg.embeddings}: bags have different feature sizes (embedded with different backbones?)")
     return bags, classes
+
+
+IDENTITY_KEYS = ("encoder", "weights_sha256", "checkpoint_fingerprint", "tile_px", "mpp")
+
+
+def embedding_identity(report: dict) -> dict:
+    """What made a slide's embeddings (an embed.json): the encoder and its weights file's sha256,
+    or the checkpoint's fingerprint; and the tile size and mpp."""
+    return {k: report[k] for k in IDENTITY_KEYS if report.get(k) is not None}
+
+
+def describe_embedding(ident: dict) -> str:
+    if "encoder" in ident:
+        sha = str(ident.get("weights_sha256", "?"))
+        what = f"encoder {ident['encoder']!r} (weights {sha if len(sha) < 16 else 'sha256 ' + sha[:12] + '...'})"
+    else:
+        what = f"checkpoint {ident.get('checkpoint_fingerprint', '?')}"
+    return f"{what}, {ident.get('tile_px', '?')} px at {ident.get('mpp', '?')} um/px"
+
+
+def check_one_embedding(made_by: dict[str, dict], where: Path) -> None:
+    """Refuse bags embedded by different encoders, weights or resolutions: their features live in
+    different spaces, and a MIL model trained on the mix means nothing for either."""
+    first = next(iter(made_by.items()), None)
+    for bag_id, ident in made_by.items():
+        if first is not None and ident != first[1]:
+            raise DataError(
+                f"{where}: slides embedded differently: {first[0]} with {describe_embedding(first[1])}, "
+                f"{bag_id} with {describe_embedding(ident)}. Train MIL on embeddings of one encoder at one "
+                f"resolution (re-embed with `histoflow embed` into another folder)"
+            )
 
 
 def _num(s: str) -> bool:
@@ -246,7 +281,7 @@ def _train(cfg: MILConfig, out: Path, rng) -> dict:
     # set by the first epoch; None only when no epoch ran or every score was NaN (torch then raises)
     model.load_state_dict(cast(dict[str, torch.Tensor], best_state))
     results = {s: _evaluate(model, parts[s], cfg.data.task) for s in ("train", "val", "test")}
-    emb_meta = _embedding_meta(Path(cfg.data.embeddings))
+    emb_meta = _embedding_meta(Path(cfg.data.embeddings), [b["id"] for b in bags])
     save_mil(
         out / "mil.pt",
         model,
@@ -272,7 +307,13 @@ def _train(cfg: MILConfig, out: Path, rng) -> dict:
     return metrics
 
 
-def _embedding_meta(emb_dir: Path) -> dict:
+def _embedding_meta(emb_dir: Path, bag_ids: list[str]) -> dict:
+    """What embedded the bags, for the MIL checkpoint: the slides' embed.json (checked to agree by
+    load_bags), else the folder's bags.json / embed_summary.json."""
+    for bag_id in bag_ids:
+        p = emb_dir / bag_id / "embed.json"
+        if p.is_file():
+            return embedding_identity(json.loads(p.read_text()))
     for name in ("bags.json", "embed_summary.json"):
         p = emb_dir / name
         if p.is_file():

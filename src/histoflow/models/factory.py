@@ -10,10 +10,12 @@ from torch import nn
 
 # the built-in models register themselves on import: every lookup below sees them
 import histoflow.models.baselines
+import histoflow.models.encoder_backbone
 import histoflow.models.ensemble  # noqa: F401
 from histoflow.config import ModelConfig
 from histoflow.core.errors import CheckpointError, ConfigError
 from histoflow.models.classifier import Classifier
+from histoflow.models.encoders import is_encoder
 from histoflow.models.registry import descriptions, resolve
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,14 @@ def create_model(cfg: ModelConfig | str, num_classes: int, mean=None, std=None) 
         cfg = ModelConfig(name=cfg)
     if num_classes < 2:
         raise ConfigError(f"num_classes must be >= 2, got {num_classes}")
+    if is_encoder(cfg.name):
+        # an encoder loads its weights itself, strictly, into an unallocated model (no random init
+        # of a giant ViT first), and its features only mean something with its own normalisation
+        backbone = get_factory(cfg.name)(pretrained=cfg.pretrained, weights=cfg.weights, **cfg.params)
+        spec = backbone.spec
+        if mean is not None and (tuple(mean), tuple(std or ())) != (tuple(spec.mean), tuple(spec.std)):
+            log.info("encoder %r: normalising with its own mean/std %s / %s", cfg.name, spec.mean, spec.std)
+        return Classifier(backbone, num_classes, mean=spec.mean, std=spec.std, dropout=cfg.dropout)
     backbone = get_factory(cfg.name)(pretrained=cfg.pretrained, **cfg.params)
     kwargs = {k: v for k, v in (("mean", mean), ("std", std)) if v is not None}
     model = Classifier(backbone, num_classes, dropout=cfg.dropout, **kwargs)

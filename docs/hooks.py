@@ -9,6 +9,8 @@
 - A table cell's code span may hold `\\|` (GitHub needs it); the site shows `|`.
 - `api.md` must document every name of `histoflow.__all__`: a public name without its entry
   fails the build.
+- `<!-- DEFAULTS: RunConfig -->` (any schema in `histoflow.config`) becomes the YAML of that
+  schema's defaults, so a page never shows defaults that the code does not have.
 
 The site documents this checkout's code: `src/` goes first on sys.path before the CLI is
 imported, whatever histoflow the environment has installed.
@@ -29,6 +31,7 @@ from mkdocs.structure.files import File
 ROOT = Path(__file__).resolve().parent.parent
 HELP_WIDTH = 100
 README_MARKER = re.compile(r"^<!-- README: (.+?) -->$", re.MULTILINE)
+DEFAULTS_MARKER = re.compile(r"^( *)<!-- DEFAULTS: (\w+) -->$", re.MULTILINE)
 
 
 # -- CLI reference -------------------------------------------------------------------------------
@@ -238,6 +241,17 @@ def readme_section(readme: str, heading: str) -> str:
     raise PluginError(f"README.md has no section '## {heading}' (it has: {titles})")
 
 
+def defaults_block(schema: str) -> str:
+    """A ```yaml block of the defaults of `histoflow.config.<schema>`."""
+    import histoflow.config as config_package
+
+    cls = getattr(config_package, schema, None)
+    if cls is None:
+        raise PluginError(f"histoflow.config has no schema {schema!r}")
+    dumped = yaml.safe_dump(cls().model_dump(mode="json"), sort_keys=False, default_flow_style=None, width=100)
+    return f"```yaml\n{dumped}```"
+
+
 # -- the public API must be documented --------------------------------------------------------------
 
 
@@ -264,6 +278,9 @@ def on_page_markdown(markdown, page, config, files):
     if README_MARKER.search(markdown):
         readme = (ROOT / "README.md").read_text()
         markdown = README_MARKER.sub(lambda m: readme_section(readme, m.group(1)), markdown)
+    markdown = DEFAULTS_MARKER.sub(
+        lambda m: "\n".join(m.group(1) + line for line in defaults_block(m.group(2)).split("\n")), markdown
+    )
     markdown = _table_code_pipes(markdown)
     if page.file.src_uri == "api.md":
         documented = set(re.findall(r'heading: "histoflow\.(\w+)"', markdown))

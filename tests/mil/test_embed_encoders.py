@@ -112,3 +112,41 @@ def test_train_mil_refuses_mixed_encoders_and_records_the_one_it_used(tmp_path, 
     }
     with pytest.raises(CheckpointError, match="trained on embeddings of encoder 'vit-s16-imagenet'"):
         agg.check_backbone("0123456789abcdef")
+
+
+def test_predict_mil_scores_encoder_embeddings_and_refuses_another_encoder(tmp_path, slides):
+    """embed --encoder -> train-mil -> predict-mil: the MIL model scores the stored embeddings
+    as train-mil's own evaluation does, and slides embedded otherwise are refused by name."""
+    from histoflow.mil.model import load_mil, predict_bag
+    from histoflow.mil.train import load_mil_config, train_mil
+
+    spec = get_encoder_spec("vit-s16-imagenet")
+    torch.manual_seed(5)
+    torch.save(build_architecture(spec).state_dict(), tmp_path / "vit.bin")
+    emb = tmp_path / "emb"
+    _embed([*slides, "--encoder", spec.name, "--weights", tmp_path / "vit.bin", "--out", emb])
+    _labels(tmp_path / "labels.csv", ["s0", "s1"])
+    sets = [f"data.embeddings={emb}", f"data.labels={tmp_path / 'labels.csv'}", "train.epochs=2"]
+    train_mil(load_mil_config(None, sets), tmp_path / "run")
+
+    res = CliRunner().invoke(
+        app, ["--quiet", "predict-mil", str(emb), "--mil-checkpoint", str(tmp_path / "run" / "mil.pt"),
+              "--out", str(tmp_path / "pred")],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    table = __import__("pandas").read_csv(tmp_path / "pred" / "predictions.csv")
+    model, _ = load_mil(tmp_path / "run" / "mil.pt")
+    for row in table.itertuples():
+        expected = predict_bag(model, np.load(emb / row.slide / "embeddings.npy"))
+        assert row.score == pytest.approx(expected["score"], abs=1e-6)
+        attention = __import__("pandas").read_parquet(tmp_path / "pred" / row.slide / "attention.parquet")
+        assert len(attention) == row.tiles and attention["attention"].sum() == pytest.approx(1.0, abs=1e-4)
+    assert sorted(table["slide"]) == ["s0", "s1"]
+
+    _embed([slides[0], "--encoder", "resnet50-trunc", "--weights", "random", "--out", tmp_path / "other"])
+    res = CliRunner().invoke(
+        app, ["predict-mil", str(tmp_path / "other"), "--mil-checkpoint", str(tmp_path / "run" / "mil.pt"),
+              "--out", str(tmp_path / "p2")],
+    )  # fmt: skip
+    assert res.exit_code == 2
+    assert "slide s0" in res.output and "encoder 'resnet50-trunc'" in res.output

@@ -1,4 +1,4 @@
-"""`histoflow embed` (tile embeddings from a frozen backbone) and `histoflow train-mil`."""
+"""`histoflow embed` (tile embeddings from a frozen backbone or an encoder), `train-mil`, `predict-mil`."""
 
 from __future__ import annotations
 
@@ -116,4 +116,19 @@ def register(app: typer.Typer) -> None:
         metrics = run_verb(work)
         console.print_json(
             json.dumps({k: metrics[k] for k in ("task", "bags", "patients", "best_epoch", "val", "test")})
+        )
+
+    @app.command("predict-mil")
+    def predict_mil_cmd(
+        embeddings: Path = typer.Argument(..., help="An `histoflow embed` output folder (<slide_id>/embeddings.npy)."),
+        mil_checkpoint: Path = typer.Option(..., help="A MIL model (mil.pt from `histoflow train-mil`)."),
+        out: Path = typer.Option(..., help="Output folder: predictions.csv, <slide_id>/attention.parquet."),
+    ) -> None:
+        """Slide scores from stored embeddings (e.g. of a foundation encoder) with a trained MIL model."""
+        from histoflow.mil.predict_bags import predict_mil
+
+        summary = run_verb(predict_mil, mil_checkpoint, embeddings, out)
+        console.print(
+            f"{summary['slides']} slides scored ({len(summary['no_tiles'])} without tiles); wrote {out / 'predictions.csv'}",
+            highlight=False,
         )

@@ -41,7 +41,8 @@ class MilAggregator:
                 f"{self.path}: MIL aggregator was trained on embeddings of encoder {made_by['encoder']!r} "
                 f"(weights sha256 {str(made_by.get('weights_sha256'))[:12]}); predict-slide takes tile features "
                 f"from the patch checkpoint's backbone (fingerprint {checkpoint_fingerprint}), which is not that "
-                f"encoder. Use a MIL model trained on `histoflow embed --checkpoint` embeddings of this checkpoint"
+                f"encoder. Score encoder embeddings with `histoflow predict-mil EMBEDDINGS --mil-checkpoint MIL`, or use "
+                f"a MIL model trained on `histoflow embed --checkpoint` embeddings of this checkpoint"
             )
         want = made_by.get("checkpoint_fingerprint")
         if want and want != checkpoint_fingerprint:

@@ -129,7 +129,6 @@ def test_explain_cli_on_real_pcam(tmp_path):
             "explain",
             "--checkpoint",
             str(ckpt),
-            "--data",
             str(csv),
             "--n",
             "8",
@@ -156,5 +155,5 @@ def test_explain_cli_on_real_pcam(tmp_path):
     assert len(list((out / "cams").glob("*.png"))) == len(gallery)
     # a class the model does not know: an error naming the file, exit code 2
     csv.write_text("path,label\n" + rows[0].rsplit(",", 1)[0] + ",2\n" + rows[-1] + "\n")
-    bad = CliRunner().invoke(app, ["explain", "--checkpoint", str(ckpt), "--data", str(csv), "--out", str(out)])
+    bad = CliRunner().invoke(app, ["explain", "--checkpoint", str(ckpt), str(csv), "--out", str(out)])
     assert bad.exit_code == 2 and "not known to the model" in bad.output

@@ -128,3 +128,15 @@ def test_deprecated_data_option_still_runs_with_a_note(tmp_path):
         assert both.exit_code == 2 and "given twice" in both.output, both.output
         neither = runner.invoke(app, [verb, "--checkpoint", str(missing)])
         assert neither.exit_code == 2 and "Missing argument 'data'" in neither.output, neither.output
+
+
+def test_help_shows_plain_types_not_python_annotations():
+    helps = _helps()
+    for verb, text in helps.items():
+        for python in ("list[", "Path]", "<bool>", "Optional", "NoneType", "Union"):
+            assert python not in text, (verb, python, text)
+    assert "slides... <path>" in helps["histoflow predict-slide"]
+    assert "sources... <path>" in helps["histoflow normalize"]
+    for verb in ("tile", "train", "predict-slide", "study", "mitosis windows"):
+        assert "--set <key=value>" in helps[f"histoflow {verb}"], verb
+    assert "--split <str>" in helps["histoflow data download"]

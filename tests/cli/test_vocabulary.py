@@ -72,7 +72,7 @@ def test_model_verbs_all_take_batch_size_and_device():
     options = _options()
     for name in ("--batch-size", "--device"):
         verbs = {v for v, _ in options[name]}
-        assert {"evaluate", "predict", "predict-slide", "embed"} <= verbs, (name, verbs)
+        assert {"evaluate", "explain", "predict", "predict-slide", "embed"} <= verbs, (name, verbs)
 
 
 def _helps() -> dict[str, str]:

@@ -172,9 +172,10 @@ def check_data_alias(data_option: Any, usage: str) -> None:
     error. `usage`: the verb's new form, e.g. "histoflow evaluate --checkpoint CKPT DATA".
     command.yaml records the path once, under `data`."""
     ctx = _current_context()
+    if ctx is not None:
+        ctx.params.pop("data_option", None)
     if data_option is None or ctx is None:
         return
-    ctx.params.pop("data_option", None)
     source = ctx.get_parameter_source("data")
     if source is not None and source.name == "COMMANDLINE":
         raise fail(f"the data was given twice (as an argument and as --data); give it once: {usage}")

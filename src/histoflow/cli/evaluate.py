@@ -68,6 +68,11 @@ def register(app: typer.Typer) -> None:
         method: str = typer.Option("gradcam", help="gradcam or gradcam++."),
         split: Optional[str] = split_option(),
         threshold: float = typer.Option(0.5, help="Decision threshold on the positive-class probability."),
+        tta: bool = typer.Option(
+            False, help="Average the 8 dihedral views: cases picked as `evaluate --tta` scores them, maps averaged."
+        ),
+        batch_size: int = batch_size_option(64),
+        device: Optional[str] = device_option(),
         data_option: Optional[Path] = deprecated_data_option(),
     ) -> None:
         """Grad-CAM gallery of the most confident true/false positives and negatives."""
@@ -75,9 +80,20 @@ def register(app: typer.Typer) -> None:
 
         check_data_alias(data_option, "histoflow explain --checkpoint CKPT DATA")
         summary = run_verb(
-            explain_checkpoint, checkpoint, data, out, n=n, method=method, split=split, threshold=threshold
+            explain_checkpoint,
+            checkpoint,
+            data,
+            out,
+            n=n,
+            method=method,
+            split=split,
+            threshold=threshold,
+            tta=tta,
+            batch_size=batch_size,
+            device=device,
         )
-        console.print(f"{summary['n']} cases {summary['counts']}; wrote {summary['gallery']}", highlight=False)
+        how = " (TTA: 8-view means)" if tta else ""
+        console.print(f"{summary['n']} cases {summary['counts']}{how}; wrote {summary['gallery']}", highlight=False)
 
     @app.command()
     def report(

@@ -85,10 +85,10 @@ def test_predict_happy_and_missing_checkpoint(tmp_path):
     ckpt = _tiny_checkpoint(tmp_path / "m.pt")
     images = need_data("pcam", "valid", "1")
     out = tmp_path / "p.csv"
-    result = _invoke("predict", "--checkpoint", ckpt, "--data", images, "--out", out)
+    result = _invoke("predict", "--checkpoint", ckpt, images, "--out", out)
     assert result.exit_code == 0, result.output
     assert len(out.read_text().splitlines()) == 1 + len(list(images.glob("*.jpg")))
-    _error(_invoke("predict", "--checkpoint", tmp_path / "none.pt", "--data", images, "--out", out), "none.pt")
+    _error(_invoke("predict", "--checkpoint", tmp_path / "none.pt", images, "--out", out), "none.pt")
 
 
 def test_predict_slide_config_file_and_bad_checkpoint(tmp_path):

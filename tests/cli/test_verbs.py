@@ -91,7 +91,6 @@ def test_evaluate_and_explain_and_calibrate(tiny_run, tmp_path):
             "evaluate",
             "--checkpoint",
             str(ckpt),
-            "--data",
             str(tiny_run / "splits.csv"),
             "--split",
             "val",
@@ -108,7 +107,6 @@ def test_evaluate_and_explain_and_calibrate(tiny_run, tmp_path):
             "explain",
             "--checkpoint",
             str(ckpt),
-            "--data",
             str(tiny_run / "splits.csv"),
             "--split",
             "val",
@@ -128,9 +126,7 @@ def test_evaluate_explain_calibrate_bad_inputs(tmp_path):
     data = need_data("pcam", "valid")
     missing = tmp_path / "nope.pt"
     for verb in ("evaluate", "explain"):
-        result = runner.invoke(
-            app, [verb, "--checkpoint", str(missing), "--data", str(data), "--out", str(tmp_path / "o")]
-        )
+        result = runner.invoke(app, [verb, "--checkpoint", str(missing), str(data), "--out", str(tmp_path / "o")])
         _error_line(result, "nope.pt")
     _error_line(runner.invoke(app, ["calibrate", str(tmp_path)]), "predictions_val.csv")
 

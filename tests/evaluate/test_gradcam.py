@@ -10,7 +10,15 @@ from typer.testing import CliRunner
 from histoflow.checkpoint import save_checkpoint
 from histoflow.config import ModelConfig
 from histoflow.core.errors import ConfigError, DataError
-from histoflow.evaluate.gradcam import explain_images, pick_gallery
+from histoflow.data.transforms import dihedral_views
+from histoflow.evaluate.gradcam import (
+    DIHEDRAL,
+    dihedral_view,
+    explain_images,
+    pick_gallery,
+    tta_cams,
+    undo_dihedral_view,
+)
 from histoflow.models.factory import create_model, list_models
 from tests.conftest import need_data
 
@@ -129,7 +137,6 @@ def test_explain_cli_on_real_pcam(tmp_path):
             "explain",
             "--checkpoint",
             str(ckpt),
-            "--data",
             str(csv),
             "--n",
             "8",
@@ -154,7 +161,53 @@ def test_explain_cli_on_real_pcam(tmp_path):
 
     assert Image.open(out / "gallery.png").size[0] > 400
     assert len(list((out / "cams").glob("*.png"))) == len(gallery)
+    assert not gallery["tta"].any()
+    # --tta: the cases carry the 8-view probability `predict --tta` gives (and evaluate --tta scores)
+    tta_out, preds = tmp_path / "explain_tta", tmp_path / "p.csv"
+    args = ["--checkpoint", str(ckpt), str(csv), "--n", "8", "--out", str(tta_out), "--batch-size", "4"]
+    result = CliRunner().invoke(app, ["explain", *args, "--tta", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    predicted = CliRunner().invoke(app, ["predict", "--checkpoint", str(ckpt), str(csv), "--tta", "--out", str(preds)])
+    assert predicted.exit_code == 0, predicted.output
+    tta_gallery = pd.read_csv(tta_out / "gallery.csv").merge(pd.read_csv(preds), on="path")
+    assert tta_gallery["tta"].all() and len(tta_gallery) == len(pd.read_csv(tta_out / "gallery.csv"))
+    np.testing.assert_allclose(tta_gallery["probability"], tta_gallery["p_1"], atol=1e-3)
     # a class the model does not know: an error naming the file, exit code 2
     csv.write_text("path,label\n" + rows[0].rsplit(",", 1)[0] + ",2\n" + rows[-1] + "\n")
-    bad = CliRunner().invoke(app, ["explain", "--checkpoint", str(ckpt), "--data", str(csv), "--out", str(out)])
+    bad = CliRunner().invoke(app, ["explain", "--checkpoint", str(ckpt), str(csv), "--out", str(out)])
     assert bad.exit_code == 2 and "not known to the model" in bad.output
+
+
+def test_dihedral_views_are_tta_views_and_map_back():
+    images = _images(n=2, px=8)
+    batch = torch.from_numpy(images).permute(0, 3, 1, 2)
+    for (flip, k), view in zip(DIHEDRAL, dihedral_views(batch), strict=True):
+        np.testing.assert_array_equal(dihedral_view(images, flip, k), view.permute(0, 2, 3, 1).numpy())
+        maps = images[..., 0]
+        np.testing.assert_array_equal(undo_dihedral_view(dihedral_view(maps, flip, k), flip, k), maps)
+
+
+def _red(images: np.ndarray) -> np.ndarray:
+    """A stand-in for Grad-CAM that turns with the image: the red channel, rescaled to [0, 1]."""
+    red = images[..., 0].astype(np.float32)
+    low, high = red.min(axis=(1, 2), keepdims=True), red.max(axis=(1, 2), keepdims=True)
+    return (red - low) / (high - low)
+
+
+def test_cam_of_a_turned_image_maps_back_and_tta_cams_average_them():
+    images = _images(n=3, px=16, seed=1)  # asymmetric: a map left turned would not match
+    for flip, k in DIHEDRAL[1:]:
+        turned = _red(dihedral_view(images, flip, k))
+        assert not np.allclose(turned, _red(images))
+        np.testing.assert_allclose(undo_dihedral_view(turned, flip, k), _red(images))
+    np.testing.assert_allclose(tta_cams(_red, images), _red(images), atol=1e-6)
+    non_square = _images(n=1, px=16)[:, :12]  # quarter turns swap height and width; mapped back
+    assert tta_cams(_red, non_square).shape == (1, 12, 16)
+
+
+def test_tta_cams_of_a_real_model_are_maps_in_0_1():
+    torch.manual_seed(0)
+    model = create_model(ModelConfig(name="simple_cnn", params={"widths": [8, 16]}), 2)
+    images = _images(n=2, px=32)
+    cams = tta_cams(lambda views: explain_images(model, views, classes=[1, 0]), images)
+    assert cams.shape == (2, 32, 32) and cams.min() >= 0 and np.isclose(cams.max(), 1)

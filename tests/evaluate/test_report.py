@@ -265,9 +265,7 @@ def test_evaluate_and_predict_verbs_record_their_options(tiny_run, tmp_path):
     few.mkdir()
     for p in sorted((valid / "1").glob("*.jpg"))[:3]:
         (few / p.name).write_bytes(p.read_bytes())
-    result = runner.invoke(
-        app, ["predict", "--checkpoint", str(ckpt), "--data", str(few), "--out", str(tmp_path / "preds.csv")]
-    )
+    result = runner.invoke(app, ["predict", "--checkpoint", str(ckpt), str(few), "--out", str(tmp_path / "preds.csv")])
     assert result.exit_code == 0, result.output
     record = yaml.safe_load((tmp_path / "preds.command.yaml").read_text())
     assert record["command"].endswith("predict") and record["options"]["tta"] is False

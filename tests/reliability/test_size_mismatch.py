@@ -33,7 +33,7 @@ def run(tmp_path_factory):
 def test_same_size_data_has_no_note(run, tmp_path):
     root, data, _ = run
     ckpt = root / "run" / "checkpoints" / "best.pt"
-    assert invoke("evaluate", "--checkpoint", str(ckpt), "--data", str(data), "--out", str(tmp_path)).exit_code == 0
+    assert invoke("evaluate", "--checkpoint", str(ckpt), str(data), "--out", str(tmp_path)).exit_code == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["notes"] == [] and not any("size" in n for n in metrics["data"]["notes"])
 
@@ -41,7 +41,7 @@ def test_same_size_data_has_no_note(run, tmp_path):
 def test_other_size_is_noted_in_evaluate(run, tmp_path):
     root, _, small = run
     ckpt = root / "run" / "checkpoints" / "best.pt"
-    result = invoke("evaluate", "--checkpoint", str(ckpt), "--data", str(small), "--out", str(tmp_path))
+    result = invoke("evaluate", "--checkpoint", str(ckpt), str(small), "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     note = metrics["notes"][0]
@@ -56,7 +56,7 @@ def test_other_size_is_noted_in_predict(run, tmp_path):
     root, _, small = run
     ckpt = root / "run" / "checkpoints" / "best.pt"
     out = tmp_path / "p.csv"
-    result = invoke("predict", "--checkpoint", str(ckpt), "--data", str(small), "--out", str(out))
+    result = invoke("predict", "--checkpoint", str(ckpt), str(small), "--out", str(out))
     assert result.exit_code == 0, result.output
     assert "warning" in result.output and "50x50" in result.output
     record = yaml.safe_load((tmp_path / "p.command.yaml").read_text())
@@ -68,7 +68,7 @@ def test_raise_policy_refuses(run, tmp_path, verb):
     root, _, small = run
     ckpt = root / "run" / "checkpoints" / "best.pt"
     out = tmp_path / ("p.csv" if verb == "predict" else "ev")
-    result = invoke(verb, "--checkpoint", str(ckpt), "--data", str(small), "--out", str(out), "--size-policy", "raise")
+    result = invoke(verb, "--checkpoint", str(ckpt), str(small), "--out", str(out), "--size-policy", "raise")
     error_line(result, "50x50", "96x96", "size policy: raise")
     assert not out.exists()
 
@@ -81,7 +81,6 @@ def test_unknown_policy_is_named(run, tmp_path):
             "evaluate",
             "--checkpoint",
             str(ckpt),
-            "--data",
             str(small),
             "--out",
             str(tmp_path),

@@ -54,14 +54,14 @@ def test_inspect_train_evaluate_predict_with_accents(unicode_data, tmp_path):
     result = train(unicode_data, run)
     assert result.exit_code == 0, result.output
     ckpt = run / "checkpoints" / "best.pt"
-    result = invoke("evaluate", "--checkpoint", str(ckpt), "--data", str(unicode_data), "--out", str(tmp_path / "ëval"))
+    result = invoke("evaluate", "--checkpoint", str(ckpt), str(unicode_data), "--out", str(tmp_path / "ëval"))
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "ëval" / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["data"]["n"] == 24
     preds = pd.read_csv(tmp_path / "ëval" / "predictions_data.csv")
     assert preds["path"].str.contains("pätient é 病理").all()
     out = tmp_path / "prédictions.csv"
-    result = invoke("predict", "--checkpoint", str(ckpt), "--data", str(unicode_data), "--out", str(out))
+    result = invoke("predict", "--checkpoint", str(ckpt), str(unicode_data), "--out", str(out))
     assert result.exit_code == 0, result.output
     assert len(pd.read_csv(out)) == 24
     # the record beside the CSV is readable text, not \xe4 escapes

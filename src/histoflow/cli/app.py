@@ -6,8 +6,10 @@ Each stage module (data, slides, train, evaluate, predict, mil, study, view, sys
 
 from __future__ import annotations
 
+import re
+
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from histoflow.cli import data, evaluate, mil, mitosis, predict, slides, study, system, train, view
 from histoflow.cli.common import setup_logging, state
@@ -15,9 +17,39 @@ from histoflow.cli.common import setup_logging, state
 GLOBAL_FLAGS = ("-q", "--quiet", "--debug")
 
 
+def _plain_type(label: str) -> str:
+    """`list[Path]` -> `path`: the element type, as typer writes a single value's type."""
+    return re.sub(r"list\[(\w+)\]", lambda m: m.group(1).lower(), label)
+
+
+class PlainVariadicArgument(TyperArgument):
+    """A variadic argument whose help shows the type of one value (`sources... <path>`), not
+    typer's Python annotation (`sources... <list[Path]>`); the `...` already says "several"."""
+
+    def display_type(self, ctx) -> str:
+        return _plain_type(super().display_type(ctx))
+
+
+def plain_help_types(command) -> None:
+    """Help texts show plain types in every verb (issue 20): a repeatable option shows the type of
+    one value (`--split <str>`, and `--set <key=value>`), a variadic argument likewise."""
+    for sub in getattr(command, "commands", {}).values():
+        plain_help_types(sub)
+    for param in command.params:
+        if isinstance(param, TyperOption) and param.multiple and param.metavar is None:
+            param.metavar = "<key=value>" if "--set" in param.opts else f"<{_plain_type(param.bare_type())}>"
+        elif isinstance(param, TyperArgument) and param.nargs != 1:
+            param.__class__ = PlainVariadicArgument
+
+
 class GlobalFlagsAnywhere(TyperGroup):
     """`histoflow predict ... -q` means `histoflow -q predict ...`: the global flags are taken
-    wherever they are typed, so nobody has to know they belong before the verb."""
+    wherever they are typed, so nobody has to know they belong before the verb. It also makes
+    the help of every verb under it show plain types (plain_help_types)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        plain_help_types(self)
 
     def parse_args(self, ctx, args: list[str]) -> list[str]:
         if args and args[0] not in GLOBAL_FLAGS and not args[0].startswith("-"):

@@ -141,11 +141,52 @@ def given_on_command_line(name: str) -> bool:
     if ctx is None:
         return False
     source = ctx.get_parameter_source(name)
-    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT", "PROMPT")
+    # DEFAULT_MAP: histoflow sets no default_map but the deprecated --data's (typed, under its old name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT", "PROMPT", "DEFAULT_MAP")
 
 
 # -- the shared vocabulary: an option name means one thing in every verb -------------------------------
 # (tests/cli/test_vocabulary.py holds every verb to it: same name, same help, same kind of value)
+def data_argument(help: str, required: bool = True) -> Any:
+    """A verb's input data, positional like every verb's inputs (`histoflow evaluate --checkpoint
+    CKPT DATA`); pair it with `deprecated_data_option()` and call `check_data_alias` first thing."""
+    return typer.Argument(... if required else None, help=help, show_default=False)
+
+
+def _data_option_fills_argument(ctx: typer.Context, value: Any) -> Any:
+    # eager, so it runs before the arguments are read: `--data PATH` becomes the default of the
+    # DATA argument (click's default_map), so a required DATA is not missing
+    if value is not None:
+        ctx.default_map = {**(ctx.default_map or {}), "data": value}
+    return value
+
+
+def deprecated_data_option() -> Any:
+    """`--data PATH`, the old spelling of the positional DATA: hidden from help, kept so that
+    scripts written before issue 20 still run (with a one-line note)."""
+    return typer.Option(None, "--data", hidden=True, is_eager=True, callback=_data_option_fills_argument)
+
+
+def check_data_alias(data_option: Any, usage: str) -> None:
+    """The DATA argument came from the deprecated `--data`: print a one-line note; from both: an
+    error. `usage`: the verb's new form, e.g. "histoflow evaluate --checkpoint CKPT DATA".
+    command.yaml records the path once, under `data`."""
+    ctx = _current_context()
+    if ctx is not None:
+        ctx.params.pop("data_option", None)
+    if data_option is None or ctx is None:
+        return
+    source = ctx.get_parameter_source("data")
+    if source is not None and source.name == "COMMANDLINE":
+        raise fail(f"the data was given twice (as an argument and as --data); give it once: {usage}")
+    Console(stderr=True).print(
+        f"note: --data is deprecated; give the data as an argument: {usage}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+
+
 def slide_mpp_option() -> Any:
     """The level-0 resolution of the slides, for files that lack it (never the output resolution)."""
     return typer.Option(None, "--slide-mpp", help="Microns per level-0 pixel of slides whose files lack it.")

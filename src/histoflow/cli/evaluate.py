@@ -7,15 +7,26 @@ from typing import Optional
 
 import typer
 
-from histoflow.cli.common import batch_size_option, console, device_option, run_verb, split_option
+from histoflow.cli.common import (
+    batch_size_option,
+    check_data_alias,
+    console,
+    data_argument,
+    deprecated_data_option,
+    device_option,
+    run_verb,
+    split_option,
+)
 from histoflow.workflows.display import print_metrics
+
+LABELLED = "Labelled patches: folder, CSV manifest, Kaggle folder or PCam HDF5."
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
     def evaluate(
+        data: Path = data_argument(LABELLED),
         checkpoint: Path = typer.Option(..., help="A histoflow checkpoint (best.pt)."),
-        data: Path = typer.Option(..., help="Labelled patches: folder, CSV manifest, Kaggle folder or PCam HDF5."),
         split: Optional[str] = split_option(),
         tta: bool = typer.Option(False, help="Average the 8 dihedral views."),
         threshold: float = typer.Option(0.5, help="Decision threshold on the positive-class probability."),
@@ -27,10 +38,12 @@ def register(app: typer.Typer) -> None:
         ),
         batch_size: int = batch_size_option(256),
         device: Optional[str] = device_option(),
+        data_option: Optional[Path] = deprecated_data_option(),
     ) -> None:
         """Evaluate a checkpoint: metrics.json, ROC/PR/confusion plots."""
         from histoflow.evaluate.run import evaluate_checkpoint
 
+        check_data_alias(data_option, "histoflow evaluate --checkpoint CKPT DATA")
         run_verb(
             evaluate_checkpoint,
             checkpoint,
@@ -48,21 +61,39 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def explain(
+        data: Path = data_argument(LABELLED),
         checkpoint: Path = typer.Option(..., help="A histoflow checkpoint (best.pt)."),
-        data: Path = typer.Option(..., help="Labelled patches: folder, CSV manifest, Kaggle folder or PCam HDF5."),
         n: int = typer.Option(32, help="Cases in the gallery (a quarter each of TP, FP, FN, TN)."),
         out: Path = typer.Option(Path("runs/explain"), help="Output folder (gallery.png, gallery.csv, cams/)."),
         method: str = typer.Option("gradcam", help="gradcam or gradcam++."),
         split: Optional[str] = split_option(),
         threshold: float = typer.Option(0.5, help="Decision threshold on the positive-class probability."),
+        tta: bool = typer.Option(
+            False, help="Average the 8 dihedral views: cases picked as `evaluate --tta` scores them, maps averaged."
+        ),
+        batch_size: int = batch_size_option(64),
+        device: Optional[str] = device_option(),
+        data_option: Optional[Path] = deprecated_data_option(),
     ) -> None:
         """Grad-CAM gallery of the most confident true/false positives and negatives."""
         from histoflow.evaluate.explain import explain_checkpoint
 
+        check_data_alias(data_option, "histoflow explain --checkpoint CKPT DATA")
         summary = run_verb(
-            explain_checkpoint, checkpoint, data, out, n=n, method=method, split=split, threshold=threshold
+            explain_checkpoint,
+            checkpoint,
+            data,
+            out,
+            n=n,
+            method=method,
+            split=split,
+            threshold=threshold,
+            tta=tta,
+            batch_size=batch_size,
+            device=device,
         )
-        console.print(f"{summary['n']} cases {summary['counts']}; wrote {summary['gallery']}", highlight=False)
+        how = " (TTA: 8-view means)" if tta else ""
+        console.print(f"{summary['n']} cases {summary['counts']}{how}; wrote {summary['gallery']}", highlight=False)
 
     @app.command()
     def report(

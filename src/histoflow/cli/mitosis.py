@@ -9,8 +9,11 @@ from typing import Optional
 import typer
 
 from histoflow.cli.common import (
+    check_data_alias,
     config_option,
     console,
+    data_argument,
+    deprecated_data_option,
     device_option,
     expand_slides,
     run_verb,
@@ -110,19 +113,22 @@ def is_slide(path: Path) -> bool:
 
 @mitosis_app.command("windows")
 def windows(
+    data: Optional[str] = data_argument("AMi-Br folder [default: ${HISTOFLOW_DATA}/ami_br].", required=False),
     config: Optional[Path] = config_option("Window dataset config (MitosisWindowsConfig keys)"),
     out: Path = typer.Option(
         ..., help="Output folder: windows/, windows.csv (a manifest for `histoflow train`), crops.csv, points.csv."
     ),
-    data: Optional[str] = typer.Option(None, help="AMi-Br folder [default: ${HISTOFLOW_DATA}/ami_br]."),
     window_px: Optional[int] = typer.Option(None, help="Window side in pixels [default: 48]."),
     set_: Optional[list[str]] = set_option("candidates.threshold=0.05"),
+    data_option: Optional[str] = deprecated_data_option(),
 ) -> None:
     """AMi-Br crops -> windows on mitoses and on other candidate nuclei, split by slide."""
     from histoflow.config.mitosis import MitosisWindowsConfig
     from histoflow.core.paths import expand
     from histoflow.data.amibr import read_amibr
     from histoflow.data.mitosis_windows import build_windows
+
+    check_data_alias(data_option, "histoflow mitosis windows [DATA] --out OUT")
 
     def work():
         cfg = verb_config(MitosisWindowsConfig, config, set_)

@@ -15,8 +15,11 @@ from rich.table import Table
 
 from histoflow.cli.common import (
     batch_size_option,
+    check_data_alias,
     config_option,
     console,
+    data_argument,
+    deprecated_data_option,
     device_option,
     expand_slides,
     model_mpp_option,
@@ -33,8 +36,8 @@ from histoflow.cli.common import (
 def register(app: typer.Typer) -> None:
     @app.command()
     def predict(
+        data: Path = data_argument("Images: a bare folder, a class-folder dataset, a CSV or Kaggle folder."),
         checkpoint: Path = typer.Option(..., help="A histoflow checkpoint (best.pt)."),
-        data: Path = typer.Option(..., help="Images: a bare folder, a class-folder dataset, a CSV or Kaggle folder."),
         out: Path = typer.Option(Path("predictions.csv"), help="CSV with one row per image."),
         tta: bool = typer.Option(False, help="Average the 8 dihedral views."),
         threshold: float = typer.Option(0.5, help="Decision threshold on the positive-class probability."),
@@ -45,10 +48,12 @@ def register(app: typer.Typer) -> None:
         ),
         batch_size: int = batch_size_option(256),
         device: Optional[str] = device_option(),
+        data_option: Optional[Path] = deprecated_data_option(),
     ) -> None:
         """Class probabilities and predicted label for every image."""
         from histoflow.predict.folder import predict_to_csv
 
+        check_data_alias(data_option, "histoflow predict --checkpoint CKPT DATA")
         frame = run_verb(
             predict_to_csv,
             checkpoint,

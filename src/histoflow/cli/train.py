@@ -63,8 +63,9 @@ def register(app: typer.Typer) -> None:
             return run_dir
 
         run_dir = run_verb(work)
-        print_metrics(console, run_dir / "metrics.json")
-        console.print(f"run folder: {run_dir}")
+        if not state.quiet:  # --quiet: nothing but warnings and errors; the results are in the run folder
+            print_metrics(console, run_dir / "metrics.json")
+            console.print(f"run folder: {run_dir}")
 
     @app.command("tune", help=HELP)
     def tune(

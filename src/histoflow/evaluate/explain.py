@@ -15,8 +15,12 @@ def explain_checkpoint(
     split: Optional[str] = None,
     threshold: float = 0.5,
     format: str = "auto",
+    tta: bool = False,
+    batch_size: int = 64,
+    device: str | None = None,
 ) -> dict:
-    """Grad-CAM gallery of a checkpoint on labelled data: out/gallery.png, gallery.csv, cams/."""
+    """Grad-CAM gallery of a checkpoint on labelled data: out/gallery.png, gallery.csv, cams/.
+    `tta`: cases and maps from the 8 dihedral views (histoflow.evaluate.gradcam.explain_gallery)."""
     from histoflow.checkpoint import load_checkpoint
     from histoflow.evaluate.gradcam import explain_gallery
     from histoflow.evaluate.run import dataset_for_checkpoint, labelled_manifest
@@ -27,4 +31,16 @@ def explain_checkpoint(
     )
     dataset = dataset_for_checkpoint(manifest, ckpt)
     caption = f"{split} split" if split else f"{data.name}"
-    return explain_gallery(model, ckpt, dataset, out, n=n, method=method, threshold=threshold, caption=caption)
+    return explain_gallery(
+        model,
+        ckpt,
+        dataset,
+        out,
+        n=n,
+        method=method,
+        threshold=threshold,
+        caption=caption,
+        tta=tta,
+        batch_size=batch_size,
+        device=device,
+    )

@@ -128,6 +128,33 @@ def explain_images(
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, *images.shape[1:3]), np.float32)
 
 
+DIHEDRAL = tuple((flip, k) for flip in (False, True) for k in range(4))  # the 8 views of TTA
+
+
+def dihedral_view(images: np.ndarray, flip: bool, k: int) -> np.ndarray:
+    """View `(flip, k)` of (N, H, W[, C]) arrays as histoflow.data.transforms.dihedral_views makes
+    it of NCHW batches: mirrored left-right, then turned k quarter turns."""
+    out = images[:, :, ::-1] if flip else images
+    return np.ascontiguousarray(np.rot90(out, k, axes=(1, 2)))
+
+
+def undo_dihedral_view(maps: np.ndarray, flip: bool, k: int) -> np.ndarray:
+    """Maps (N, H, W) computed on view `(flip, k)`, back in the original orientation."""
+    out = np.rot90(maps, -k, axes=(1, 2))
+    return np.ascontiguousarray(out[:, :, ::-1] if flip else out)
+
+
+def tta_cams(explain, images: np.ndarray) -> np.ndarray:
+    """The mean of `explain`'s maps of the 8 dihedral views of `images`, each mapped back to the
+    original orientation, rescaled to [0, 1] per image as each single map is. `explain`: uint8
+    images (N, H, W, 3) -> maps (N, H, W), e.g. explain_images with the classes fixed."""
+    total = sum(undo_dihedral_view(explain(dihedral_view(images, f, k)), f, k) for f, k in DIHEDRAL)
+    mean = np.asarray(total, dtype=np.float32) / len(DIHEDRAL)
+    low = mean.min(axis=(1, 2), keepdims=True)
+    span = mean.max(axis=(1, 2), keepdims=True) - low
+    return np.where(span > 0, (mean - low) / np.where(span > 0, span, 1), 0).astype(np.float32)
+
+
 def overlay(image: np.ndarray, cam: np.ndarray, image_weight: float = 0.55) -> np.ndarray:
     """The map as a JET heatmap over the patch (uint8 RGB)."""
     from pytorch_grad_cam.utils.image import show_cam_on_image
@@ -143,6 +170,7 @@ class GalleryItem:
     label: str
     predicted: str
     probability: float  # of the positive class (binary) or of the predicted class
+    tta: bool = False  # probability and map: means over the 8 dihedral views
 
 
 def pick_gallery(y: np.ndarray, probs: np.ndarray, n: int, threshold: float = 0.5) -> list[tuple[str, int]]:
@@ -184,31 +212,41 @@ def explain_gallery(
     threshold: float = 0.5,
     probs: np.ndarray | None = None,
     caption: str = "",
+    tta: bool = False,
+    batch_size: int = 64,
+    device: torch.device | str | None = None,
 ) -> dict:
     """Write gallery.png (+ gallery.csv, one overlay PNG per case) to `out_dir`; returns a summary.
-    `caption`: which images these are, for the gallery's title (e.g. "val split")."""
+    `caption`: which images these are, for the gallery's title (e.g. "val split"). `tta`: cases
+    picked by the 8-view mean probability (as `evaluate --tta` scores them), each map the mean of
+    the 8 views' maps in the original orientation. `device`: None: cuda when available."""
     import pandas as pd
     from PIL import Image
 
-    from histoflow.predict.patches import predict_dataset
+    from histoflow.predict.patches import default_device, predict_dataset
 
     out_dir = Path(out_dir)
+    device = torch.device(device) if device is not None else default_device()
     if probs is None:
-        probs = predict_dataset(model, dataset, workers=0, progress=False)
+        probs = predict_dataset(model, dataset, batch_size=batch_size, workers=0, tta=tta, device=device)
     y = dataset.labels
     picked = pick_gallery(y, probs, n, threshold)
     if not picked:
         raise DataError("explain: no case to show")
     images = np.stack([dataset.load(i) for _, i in picked])
     classes = [int(probs[i].argmax()) if probs.shape[1] > 2 else int(probs[i, 1] >= threshold) for _, i in picked]
-    cams = explain_images(model, images, classes, method=method)
+
+    def explain(views: np.ndarray) -> np.ndarray:
+        return explain_images(model, views, classes, method=method, batch_size=batch_size, device=device)
+
+    cams = tta_cams(explain, images) if tta else explain(images)
     names = ckpt.class_names
     items = []
     cam_dir = out_dir / "cams"
     cam_dir.mkdir(parents=True, exist_ok=True)
     for k, ((category, i), img, cam, c) in enumerate(zip(picked, images, cams, classes)):
         p = float(probs[i, 1] if probs.shape[1] == 2 else probs[i, c])
-        items.append(GalleryItem(category, i, dataset.path(i), names[y[i]], names[c], round(p, 4)))
+        items.append(GalleryItem(category, i, dataset.path(i), names[y[i]], names[c], round(p, 4), tta))
         with atomic_path(cam_dir / f"{k:03d}_{category.replace(' ', '_')}.png") as tmp:
             Image.fromarray(overlay(img, cam)).save(tmp)
     frame = pd.DataFrame([vars(it) for it in items])
@@ -223,6 +261,7 @@ def explain_gallery(
         positive_class=names[1] if probs.shape[1] == 2 else None,
         caption=caption,
         threshold=threshold,
+        tta=tta,
     )
     counts = frame["category"].value_counts().to_dict()
     return {
@@ -232,6 +271,7 @@ def explain_gallery(
         "gallery": str(out_dir / "gallery.png"),
         "positive_class": names[1] if probs.shape[1] == 2 else None,
         "layer": type(model.gradcam_layer).__name__,
+        "tta": tta,
     }
 
 
@@ -244,11 +284,13 @@ def gallery_plot(
     positive_class: str | None = None,
     caption: str = "",
     threshold: float = 0.5,
+    tta: bool = False,
 ) -> Path:
     """Rows of (patch, overlay) pairs grouped by category, each titled with its category, the
     probability and the file name, a colour bar of the Grad-CAM scale, and a title that says
     which categories had no case; `positive_class`: the class a binary model's "positive" means
-    (None: multi-class), `caption`: the images explained (e.g. "val split")."""
+    (None: multi-class), `caption`: the images explained (e.g. "val split"), `tta`: the maps and
+    probabilities are 8-view means (the title says so)."""
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
     from matplotlib.layout_engine import ConstrainedLayoutEngine
@@ -275,6 +317,8 @@ def gallery_plot(
         axes[r, 2 * c + 1].set_title(_short(Path(it.path).name), fontsize=7.5, loc="left", color="0.3")
     name = "Grad-CAM++" if method == "gradcam++" else "Grad-CAM"
     title = f"{name} of the predicted class" + (f": {caption}" if caption else "")
+    if tta:
+        title += f", TTA (maps and probabilities: means of the {len(DIHEDRAL)} dihedral views)"
     shown = {it.category for it in items}
     if positive_class is not None:
         absent = [c for c in CATEGORIES if c not in shown]

@@ -286,7 +286,8 @@ def _fit_lightning(
         log_every_n_steps=max(1, min(10, steps_per_epoch)),  # small data: no "fewer batches than" warning
         num_sanity_val_steps=0,
         default_root_dir=run_dir,
-        limit_train_batches=t.max_steps_per_epoch or 1.0,
+        # None, not 1.0: an explicit 1.0 makes Lightning print that 100% of the batches will be used
+        limit_train_batches=t.max_steps_per_epoch,
         enable_progress_bar=not quiet,
         min_epochs=t.early_stopping.min_epochs if t.early_stopping else None,
     )

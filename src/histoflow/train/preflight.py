@@ -112,17 +112,26 @@ class _DropTips(logging.Filter):
 
 
 _TIP_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning_utilities.core.rank_zero")
+# Lightning's INFO lines: "GPU available: False, used: False", "TPU/HPU available", "LOCAL_RANK: 0 -
+# CUDA_VISIBLE_DEVICES", "`Trainer.fit` stopped: `max_epochs=1` reached", "Loading `train_dataloader`
+# to estimate number of stepping batches", the "💡 Tip" adverts. All go through these two loggers
+# (each has its own stderr handler); histoflow logs what it chose itself, so only their warnings stay.
+_LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
 
 
 @contextlib.contextmanager
 def quiet_lightning() -> Iterator[None]:
-    """Lightning's advertising tips (litlogger, litmodels) and torch's pytree `LeafSpec`
-    deprecation (raised inside Lightning, nothing a user can act on) are dropped while Lightning
-    runs; every other warning and log line still shows."""
+    """While Lightning runs, its INFO lines (device summary, "fit stopped", advertising tips) and
+    torch's pytree `LeafSpec` deprecation (raised inside Lightning, nothing a user can act on) are
+    dropped, with or without --quiet; Lightning's warnings and errors still show."""
     drop = _DropTips()
-    loggers = [logging.getLogger(name) for name in _TIP_LOGGERS]
-    for lg in loggers:
+    tips = [logging.getLogger(name) for name in _TIP_LOGGERS]
+    for lg in tips:
         lg.addFilter(drop)
+    loggers = [logging.getLogger(name) for name in _LIGHTNING_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings(
@@ -130,5 +139,7 @@ def quiet_lightning() -> Iterator[None]:
             )
             yield
     finally:
-        for lg in loggers:
+        for lg in tips:
             lg.removeFilter(drop)
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)

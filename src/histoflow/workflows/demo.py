@@ -107,7 +107,7 @@ def predict_step(root: Path, pcam: Path, run_dir: Path, out: Path, console: Cons
     console.rule("3. predict unlabelled patches")
     csv = out / "predictions.csv"
     console.print(
-        f"$ histoflow predict --checkpoint {run_dir / 'checkpoints' / 'best.pt'} --data {images} --out {csv}",
+        f"$ histoflow predict --checkpoint {run_dir / 'checkpoints' / 'best.pt'} {images} --out {csv}",
         highlight=False,
         markup=False,
     )

@@ -22,6 +22,7 @@ from histoflow.cli.common import (
     state,
     verb_config,
 )
+from histoflow.cli.scale_options import devices_option, engine_option, scale_out, spark_master_option
 
 
 def register(app: typer.Typer) -> None:
@@ -52,6 +53,9 @@ def register(app: typer.Typer) -> None:
         batch_size: int = batch_size_option(128),
         reader_threads: int = reader_threads_option(),
         device: Optional[str] = device_option(),
+        engine: str = engine_option(),
+        spark_master: str = spark_master_option(),
+        devices: Optional[str] = devices_option(),
     ) -> None:
         """Tile embeddings from a frozen backbone, stored per slide for fast MIL training (resumable)."""
         from histoflow.core.errors import ConfigError
@@ -69,7 +73,8 @@ def register(app: typer.Typer) -> None:
             from histoflow.mil.embed import embed_slides
 
             cfg = verb_config(SlidePredictConfig, config, set_, keys={"reader_threads": "workers"})
-            return embed_slides(checkpoint, expand_slides(slides), out, cfg, progress=not state.quiet)
+            scale = scale_out(engine, spark_master, devices)
+            return embed_slides(checkpoint, expand_slides(slides), out, cfg, progress=not state.quiet, scale=scale)
 
         summary = run_verb(work)
         console.print_json(json.dumps(summary, default=str))

@@ -16,6 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -25,6 +26,7 @@ from histoflow.config.slides import SlidePredictConfig
 from histoflow.core.io import atomic_write_bytes, atomic_write_json
 from histoflow.predict.model_loop import run_model
 from histoflow.predict.outputs import write_parquet
+from histoflow.predict.scale import ScaleOut, SlideJob, run_slides
 from histoflow.predict.slide import Predictor, each_slide, load_predictor
 from histoflow.predict.tiles import open_reader_factory, plan_tiles, shard_tiles
 from histoflow.tiling.readers import slide_id_for
@@ -119,10 +121,22 @@ def embed_slides(
     out: str | Path,
     cfg: SlidePredictConfig | None = None,
     progress: bool = True,
+    scale: ScaleOut | None = None,
 ) -> dict:
-    """Embed every slide (resumable); a failing slide is reported, not fatal."""
-    pred = load_predictor(checkpoint, cfg or SlidePredictConfig())
-    reports, failed = each_slide(slides, lambda path: embed_slide(pred, str(path), Path(out), progress=progress))
+    """Embed every slide (resumable); a failing slide is reported, not fatal. `scale`: one worker
+    process per device or one Spark task per slide (histoflow.predict.scale), same outputs."""
+    cfg = cfg or SlidePredictConfig()
+    spread = scale is not None and scale.spread
+    pred = load_predictor(
+        checkpoint, cfg, device="cpu" if spread else (scale.devices[0] if scale and scale.devices else None)
+    )
+    if scale is not None and spread:  # the workers load the model; this copy gives the fingerprint
+        job = SlideJob(
+            partial(load_predictor, str(checkpoint), cfg), embed_slide, {"out": Path(out).resolve()}, cfg.device
+        )
+        reports, failed = run_slides(job, slides, scale, progress=progress)
+    else:
+        reports, failed = each_slide(slides, lambda path: embed_slide(pred, str(path), Path(out), progress=progress))
     summary = {
         "out": str(out),
         "checkpoint_fingerprint": pred.fingerprint,

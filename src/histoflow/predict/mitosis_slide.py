@@ -253,10 +253,10 @@ def detect_slide(
         table.insert(0, "slide", slide_id)
         table["p_atypical"] = np.nan
         if atypia is not None and len(table):
-            windows = detection_windows(
+            around = detection_windows(
                 slide, table[["x", "y"]].to_numpy(float), atypia.window_px, detector.mpp / slide_mpp
             )
-            table["p_atypical"] = atypia.score_windows(windows)
+            table["p_atypical"] = atypia.score_windows(around)
         width, height = slide.dimensions
         xy_um = table[["x", "y"]].to_numpy(float) * slide_mpp
         spot = hotspot(xy_um, float(np.sqrt(grading.area_mm2) * 1000.0))

@@ -109,3 +109,19 @@ def test_embed_and_detect_mitoses_on_two_worker_processes(inputs, tmp_path, verb
     summary = run_verb(verb, inputs, tmp_path / "two", "--devices", "cpu,cpu")
     assert not summary["failed"] and summary["resumed"] == []
     assert_same_outputs(verb, tmp_path / "one", tmp_path / "two")
+
+
+def test_scale_options_mean_one_thing_in_every_verb():
+    import typer
+
+    from histoflow.cli import app
+
+    helps: dict[str, dict[str, str]] = {}
+    for name, cmd in typer.main.get_command(app).commands.items():
+        for param in getattr(cmd, "params", []):
+            for opt in param.opts:
+                helps.setdefault(opt, {})[name] = param.help or ""
+    verbs = {"predict-slide", "embed", "detect-mitoses"}
+    assert verbs <= set(helps["--devices"]) and len(set(helps["--devices"].values())) == 1
+    assert verbs | {"tile"} <= set(helps["--spark-master"]) and len(set(helps["--spark-master"].values())) == 1
+    assert verbs | {"tile"} <= set(helps["--engine"])

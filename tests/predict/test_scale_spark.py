@@ -64,6 +64,15 @@ def test_an_executor_dying_mid_slide_is_retried_and_nothing_doubles(spark, input
     assert not list((tmp_path / "hurt").rglob("*.tmp*")), "no temporary file left behind"
 
 
+def test_a_failing_slide_is_reported_as_in_the_local_run(spark, inputs, tmp_path):
+    slides = [inputs["slides"][1], str(tmp_path / "missing.svs")]
+    local = predict_slides(inputs["predict-slide"], slides, tmp_path / "local", progress=False)
+    scale = ScaleOut(engine="spark", spark_master=MASTER)
+    on_spark = predict_slides(inputs["predict-slide"], slides, tmp_path / "spark", progress=False, scale=scale)
+    assert on_spark["failed"] == local["failed"] and "slide file not found" in on_spark["failed"][slides[1]]
+    assert on_spark["scores"] == local["scores"] and on_spark["complete"] == 1
+
+
 @pytest.mark.parametrize("verb", ["embed", "detect-mitoses"])
 def test_embed_and_detect_mitoses_on_spark_equal_the_local_run(spark, inputs, tmp_path, verb):
     run_verb(verb, inputs, tmp_path / "local")

@@ -264,8 +264,11 @@ def run_processes(
 
     from histoflow.core.progress import progress_bar
 
+    if not slides:
+        return {}, {}
     ctx = mp.get_context("spawn")  # CUDA cannot be forked; spawn also gives each worker a clean torch
     todo, done = ctx.Queue(), ctx.Queue()
+    todo.cancel_join_thread()  # sentinels of workers that died stay unread: never wait on them at exit
     for i, path in enumerate(slides):
         todo.put((i, path))
     n_workers = min(len(devices), max(1, len(slides)))

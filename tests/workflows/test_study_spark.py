@@ -1,7 +1,9 @@
-"""A study whose tiling runs on Spark (local[2]) gives the tiles the local engine gives."""
+"""A study whose tiling runs on Spark (local[2]) gives the tiles the local engine gives, and
+draws its test slides' heatmaps on Spark too."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -27,10 +29,12 @@ def test_study_tiles_on_spark_like_the_local_engine(tmp_path):
         cohort,
         tiling={"engine": "spark", "spark_master": "local[2]", "settings": settings},
         mil={"enabled": False},
-        evaluation={"n_boot": 20, "heatmaps": "none"},
+        evaluation={"n_boot": 20, "heatmaps": "test"},
     )
     record = _run(path, tmp_path / "out")
     assert _actions(record)["tiles"] == "ran" and record["tiles"]["failed"] == []
+    summary = json.loads((tmp_path / "out" / "heatmaps" / "summary.json").read_text())
+    assert summary["device"] == "spark local[2]" and summary["complete"] == 2 and not summary["failed"]
     local = tmp_path / "local"
     extract_tiles(sorted((cohort / "slides").glob("*.tif")), local, TileConfig(**settings), workers=1, progress=False)
     assert pq.read_table(tmp_path / "out" / "tiles" / "manifest.parquet").equals(

@@ -22,6 +22,7 @@ from histoflow.cli.common import (
     state,
     verb_config,
 )
+from histoflow.cli.scale_options import devices_option, engine_option, scale_out, spark_master_option
 
 
 def register(app: typer.Typer) -> None:
@@ -66,6 +67,9 @@ def register(app: typer.Typer) -> None:
         batch_size: int = batch_size_option(128),
         reader_threads: int = reader_threads_option(),
         device: Optional[str] = device_option(),
+        engine: str = engine_option(),
+        spark_master: str = spark_master_option(),
+        devices: Optional[str] = devices_option(),
     ) -> None:
         """Tile embeddings from a frozen backbone, stored per slide for fast MIL training (resumable)."""
         from histoflow.core.errors import ConfigError
@@ -89,12 +93,15 @@ def register(app: typer.Typer) -> None:
             from histoflow.mil.embed import embed_slides
 
             cfg = verb_config(SlidePredictConfig, config, set_, keys={"reader_threads": "workers"})
+            scale = scale_out(engine, spark_master, devices)
             if encoder is not None:
                 from histoflow.mil.embed import encoder_embedder
 
                 emb = encoder_embedder(encoder, weights, cfg, tile_px=tile_px, resolution_policy=resolution_policy)
-                return embed_slides(emb, expand_slides(slides), out, progress=not state.quiet)
-            return embed_slides(cast(Path, checkpoint), expand_slides(slides), out, cfg, progress=not state.quiet)
+                return embed_slides(emb, expand_slides(slides), out, cfg, progress=not state.quiet, scale=scale)
+            return embed_slides(
+                cast(Path, checkpoint), expand_slides(slides), out, cfg, progress=not state.quiet, scale=scale
+            )
 
         summary = run_verb(work)
         console.print_json(json.dumps(summary, default=str))

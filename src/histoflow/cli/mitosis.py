@@ -22,6 +22,7 @@ from histoflow.cli.common import (
     state,
     verb_config,
 )
+from histoflow.cli.scale_options import devices_option, engine_option, scale_out, spark_master_option
 
 mitosis_app = typer.Typer(
     help="Mitotic figures: window datasets from point annotations, detector evaluation, normal vs atypical.",
@@ -61,6 +62,9 @@ def register(app: typer.Typer) -> None:
         config: Optional[Path] = config_option("Grading config (GradingConfig keys: area_mm2, cuts, heatmap_um)"),
         set_: Optional[list[str]] = set_option("cuts=[10,20]"),
         device: Optional[str] = device_option(),
+        engine: str = engine_option(),
+        spark_master: str = spark_master_option(),
+        devices: Optional[str] = devices_option(),
     ) -> None:
         """Detect mitotic figures: points with scores, QuPath GeoJSON; on slides also the density
         heatmap, the densest `area_mm2` square, its mitotic count and the score 1/2/3."""
@@ -71,7 +75,9 @@ def register(app: typer.Typer) -> None:
 
         def work():
             grading = verb_config(GradingConfig, config, set_)
-            detector = MitosisDetector.from_checkpoint(checkpoint, device=device or default_device())
+            scale = scale_out(engine, spark_master, devices)
+            one = scale.devices[0] if scale is not None and not scale.spread and scale.devices else None
+            detector = MitosisDetector.from_checkpoint(checkpoint, device=one or device or default_device())
             if threshold is not None:
                 detector.threshold = threshold
             chosen = kind if kind != "auto" else ("slides" if any(is_slide(p) for p in inputs) else "images")
@@ -86,7 +92,7 @@ def register(app: typer.Typer) -> None:
 
             tiles = SlidePredictConfig(slide_mpp=slide_mpp, allow_resample=resample, tissue_threshold=tissue_threshold)
             return detect_slides(
-                detector, expand_slides(inputs), out, tiles, grading, tile_px, not state.quiet, atypia_checkpoint
+                detector, expand_slides(inputs), out, tiles, grading, tile_px, not state.quiet, atypia_checkpoint, scale
             )
 
         summary = run_verb(work)

@@ -31,6 +31,7 @@ from histoflow.cli.common import (
     state,
     verb_config,
 )
+from histoflow.cli.scale_options import devices_option, engine_option, scale_out, spark_master_option
 
 
 def register(app: typer.Typer) -> None:
@@ -112,6 +113,9 @@ def register(app: typer.Typer) -> None:
         tta: bool = typer.Option(False, help="Average over the 8 flips/rotations."),
         backend: str = typer.Option("auto", help="Slide reader: auto, openslide, tifffile or image."),
         device: Optional[str] = device_option(),
+        engine: str = engine_option(),
+        spark_master: str = spark_master_option(),
+        devices: Optional[str] = devices_option(),
     ) -> None:
         """Heatmaps, GeoJSON and slide scores from a patch model (resumable)."""
         from histoflow.config.slides import SlidePredictConfig
@@ -129,7 +133,8 @@ def register(app: typer.Typer) -> None:
                     "reader_threads": "workers",
                 },
             )
-            return predict_slides(checkpoint, expand_slides(slides), out, cfg, progress=not state.quiet)
+            scale = scale_out(engine, spark_master, devices)
+            return predict_slides(checkpoint, expand_slides(slides), out, cfg, progress=not state.quiet, scale=scale)
 
         summary = run_verb(work)
         from histoflow.core.pictures import probability_label

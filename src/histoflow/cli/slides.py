@@ -23,6 +23,7 @@ from histoflow.cli.common import (
     state,
     verb_config,
 )
+from histoflow.cli.scale_options import spark_master_option
 
 
 def register(app: typer.Typer) -> None:
@@ -102,7 +103,7 @@ def register(app: typer.Typer) -> None:
         processes: Optional[int] = typer.Option(
             None, "--processes", help="Local engine: worker processes [default: all cores]."
         ),
-        spark_master: str = typer.Option("local[*]", help="Spark master: local[*], spark://host:7077, yarn."),
+        spark_master: str = spark_master_option(),
         pool_min_tiles: Optional[int] = typer.Option(
             None, hidden=True, help="Local engine: use the process pool from this many tiles (tests force it with 0)."
         ),

@@ -15,6 +15,7 @@ import numpy as np
 from histoflow.config.slides import SlidePredictConfig
 from histoflow.core.errors import CheckpointError
 from histoflow.mil.model import GatedAttentionMIL, load_mil, predict_bag
+from histoflow.predict.scale import ScaleOut
 from histoflow.predict.slide import predict_slides
 
 
@@ -66,6 +67,7 @@ def predict_slides_with_mil(
     out: str | Path,
     cfg: SlidePredictConfig | None = None,
     progress: bool = True,
+    scale: ScaleOut | None = None,
 ) -> dict:
     """Predict every slide with a patch checkpoint: per slide `out/<slide_id>/` gets tiles.parquet
     (tile id, x, y, probabilities), probabilities.npy, heatmap.png, GeoJSON for QuPath and
@@ -75,7 +77,8 @@ def predict_slides_with_mil(
     slide's own mpp when its file lacks it, tissue threshold, aggregation, reader threads,
     device, TTA, `tiles_dir` to read a `histoflow tile` output instead of the slides, and
     `mil_checkpoint` to add a learned attention-MIL slide score. A slide that fails is reported
-    in the summary, never fatal; re-running skips finished slides."""
+    in the summary, never fatal; re-running skips finished slides. `scale`: one worker process
+    per device or one Spark task per slide (histoflow.predict.scale), same outputs."""
     cfg = cfg or SlidePredictConfig()
     aggregator = MilAggregator.load(cfg.mil_checkpoint) if cfg.mil_checkpoint else None
-    return predict_slides(checkpoint, slides, out, cfg, progress=progress, aggregator=aggregator)
+    return predict_slides(checkpoint, slides, out, cfg, progress=progress, aggregator=aggregator, scale=scale)

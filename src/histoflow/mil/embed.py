@@ -20,8 +20,9 @@ import io
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -33,6 +34,7 @@ from histoflow.core.errors import ConfigError
 from histoflow.core.io import atomic_write_bytes, atomic_write_json
 from histoflow.predict.model_loop import device_of, run_model
 from histoflow.predict.outputs import write_parquet
+from histoflow.predict.scale import ScaleOut, SlideJob, run_slides
 from histoflow.predict.slide import Predictor, each_slide, load_predictor
 from histoflow.predict.tiles import open_reader_factory, plan_tiles, shard_tiles
 from histoflow.tiling.readers import slide_id_for
@@ -63,12 +65,21 @@ class Embedder:
     device: torch.device
     fingerprint: str
     record: dict = field(default_factory=dict)
+    # builds this embedder again on a given device (`rebuild(device=...)`), picklable: how worker
+    # processes and Spark tasks load it (histoflow.predict.scale)
+    rebuild: Callable[..., Embedder] | None = None
 
 
 def checkpoint_embedder(pred: Predictor) -> Embedder:
     """A trained patch classifier's backbone (`histoflow embed --checkpoint`)."""
     record = {"checkpoint": str(pred.checkpoint.path), "checkpoint_fingerprint": pred.fingerprint}
-    return Embedder(pred.model, pred.cfg, pred.tile_px, pred.mpp, pred.device, pred.fingerprint, record)
+    rebuild = partial(checkpoint_embedder_on, str(pred.checkpoint.path), pred.cfg)
+    return Embedder(pred.model, pred.cfg, pred.tile_px, pred.mpp, pred.device, pred.fingerprint, record, rebuild)
+
+
+def checkpoint_embedder_on(checkpoint: str, cfg: SlidePredictConfig, device: str | None = None) -> Embedder:
+    """checkpoint_embedder of a checkpoint file loaded on `device` (None: cfg's, else the default)."""
+    return checkpoint_embedder(load_predictor(checkpoint, cfg, device=device))
 
 
 def encoder_embedder(
@@ -108,7 +119,23 @@ def encoder_embedder(
     }
     fingerprint = hashlib.sha1(f"{name}:{sha}".encode()).hexdigest()[:16]
     model = Classifier(backbone, 2, mean=spec.mean, std=spec.std).eval()  # the head is never used
-    return Embedder(model, cfg, tile_px, float(mpp), device_of(cfg.device), fingerprint, record)
+    rebuild = partial(
+        encoder_embedder_on, name, None if weights is None else str(weights), cfg, tile_px, resolution_policy
+    )
+    return Embedder(model, cfg, tile_px, float(mpp), device_of(cfg.device), fingerprint, record, rebuild)
+
+
+def encoder_embedder_on(
+    name: str,
+    weights: str | None,
+    cfg: SlidePredictConfig,
+    tile_px: int | None,
+    resolution_policy: str,
+    device: str | None = None,
+) -> Embedder:
+    """encoder_embedder on `device` (None: cfg's): what a worker process or Spark task loads."""
+    cfg = cfg if device is None else cfg.model_copy(update={"device": device})
+    return encoder_embedder(name, weights, cfg, tile_px, resolution_policy)
 
 
 def embed_slide(emb: Embedder | Predictor, slide_path: str, out: Path, progress: bool = False) -> dict:
@@ -192,14 +219,25 @@ def embed_slides(
     out: str | Path,
     cfg: SlidePredictConfig | None = None,
     progress: bool = True,
+    scale: ScaleOut | None = None,
 ) -> dict:
     """Embed every slide (resumable) with a checkpoint's backbone or an `Embedder` (see
-    `encoder_embedder`); a failing slide is reported, not fatal."""
+    `encoder_embedder`); a failing slide is reported, not fatal. `scale`: one worker process per
+    device or one Spark task per slide (histoflow.predict.scale), same outputs."""
+    cfg = cfg or SlidePredictConfig()
+    spread = scale is not None and scale.spread
     if isinstance(checkpoint, Embedder):
         pred = checkpoint
     else:
-        pred = checkpoint_embedder(load_predictor(checkpoint, cfg or SlidePredictConfig()))
-    reports, failed = each_slide(slides, lambda path: embed_slide(pred, str(path), Path(out), progress=progress))
+        device = "cpu" if spread else (scale.devices[0] if scale and scale.devices else None)
+        pred = checkpoint_embedder_on(str(checkpoint), cfg, device=device)
+    if scale is not None and spread:  # the workers load the model; this copy gives the fingerprint
+        if pred.rebuild is None:
+            raise ConfigError("this embedder cannot be rebuilt in worker processes; build it with encoder_embedder")
+        job = SlideJob(pred.rebuild, embed_slide, {"out": Path(out).resolve()}, cfg.device)
+        reports, failed = run_slides(job, slides, scale, progress=progress)
+    else:
+        reports, failed = each_slide(slides, lambda path: embed_slide(pred, str(path), Path(out), progress=progress))
     summary = {
         "out": str(out),
         **pred.record,

@@ -27,18 +27,20 @@ import logging
 import time
 from collections import deque
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from histoflow.config.mitosis import GradingConfig
+from histoflow.config.mitosis import DetectConfig, GradingConfig
 from histoflow.config.slides import SlidePredictConfig
 from histoflow.core.io import atomic_path, atomic_write_bytes, atomic_write_json
 from histoflow.core.progress import progress_bar
 from histoflow.predict.mitosis import MitosisDetector, nms
-from histoflow.predict.mitosis_outputs import point_feature
+from histoflow.predict.mitosis_outputs import AtypiaScorer, point_feature
 from histoflow.predict.pipeline import SlideTileSource, stream_batches
+from histoflow.predict.scale import ScaleOut, SlideJob, each_slide, run_slides
 from histoflow.predict.tiles import open_reader_factory, plan_tiles
 from histoflow.tiling.readers import slide_id_for
 
@@ -304,6 +306,20 @@ def detect_slide(
     return report
 
 
+def load_detector(
+    path: str, cfg: DetectConfig, threshold: float | None, atypia_checkpoint: str | Path | None, device: str
+) -> tuple[MitosisDetector, AtypiaScorer | None]:
+    """A worker's detector (and atypia model): what detect_slides' caller loaded, on `device`."""
+    detector = MitosisDetector.from_checkpoint(path, cfg, device=device)
+    detector.threshold = threshold
+    return detector, AtypiaScorer(atypia_checkpoint, detector.mpp) if atypia_checkpoint else None
+
+
+def detect_loaded(loaded: tuple, slide_path: str | Path, out: str, **kwargs) -> dict:
+    detector, atypia = loaded
+    return detect_slide(detector, slide_path, out, atypia=atypia, **kwargs)
+
+
 def detect_slides(
     detector: MitosisDetector,
     slides: list[Path],
@@ -313,25 +329,31 @@ def detect_slides(
     tile_px: int = 512,
     progress: bool = True,
     atypia_checkpoint: str | Path | None = None,
+    scale: ScaleOut | None = None,
 ) -> dict:
     """Every slide in turn (finished ones skipped); a slide that fails is reported, not fatal.
     Writes OUT/summary.json and OUT/detections.csv (all slides). With `atypia_checkpoint` (a
-    normal-vs-atypical model) each detection gets P(atypical) from a window around it."""
+    normal-vs-atypical model) each detection gets P(atypical) from a window around it.
+    `scale`: one worker process per device or one Spark task per slide (predict.scale); each
+    worker loads the detector from `detector`'s checkpoint, with its settings and threshold."""
     from histoflow.core.errors import ConfigError
-    from histoflow.predict.slide import each_slide
 
     if detector.threshold is None:
         raise ConfigError(
             f"{detector.ckpt.path}: no detection threshold; use detector.pt from `histoflow mitosis evaluate`"
         )
-    from histoflow.predict.mitosis_outputs import AtypiaScorer
-
     atypia = AtypiaScorer(atypia_checkpoint, detector.mpp) if atypia_checkpoint else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    reports, failed = each_slide(
-        slides, lambda path: detect_slide(detector, path, out, cfg, grading, atypia, tile_px, progress)
-    )
+    if scale is not None and scale.spread:
+        load = partial(load_detector, str(detector.ckpt.path), detector.cfg, detector.threshold, atypia_checkpoint)
+        run_kwargs = {"out": str(out.resolve()), "cfg": cfg, "grading": grading, "tile_px": tile_px}
+        job = SlideJob(load, detect_loaded, run_kwargs, device=str(detector.device))
+        reports, failed = run_slides(job, slides, scale, progress=progress)
+    else:
+        reports, failed = each_slide(
+            slides, lambda path: detect_slide(detector, path, out, cfg, grading, atypia, tile_px, progress)
+        )
     tables = [pd.read_csv(out / sid / "detections.csv") for sid in reports if (out / sid / "detections.csv").is_file()]
     with atomic_path(out / "detections.csv") as tmp:
         (pd.concat(tables) if tables else pd.DataFrame(columns=["slide", "x", "y", "score", "p_atypical"])).to_csv(

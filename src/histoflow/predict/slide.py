@@ -22,21 +22,23 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from histoflow.checkpoint import Checkpoint, load_checkpoint
 from histoflow.config.slides import SlidePredictConfig
-from histoflow.core.errors import ConfigError, HistoflowError
+from histoflow.core.errors import ConfigError
 from histoflow.core.io import atomic_write_json
 from histoflow.predict.aggregate import TileAggregator
 from histoflow.predict.checkpoint_info import checkpoint_resolution
 from histoflow.predict.model_loop import device_of, run_model
 from histoflow.predict.outputs import write_outputs
 from histoflow.predict.pipeline import SlideTileSource, TileSource
+from histoflow.predict.scale import ScaleOut, SlideJob, each_slide, run_slides
 from histoflow.predict.tiles import open_reader_factory, plan_tiles, shard_tiles
 from histoflow.tiling.readers import in_memory_slide, slide_id_for
 
@@ -81,15 +83,19 @@ class Predictor:
 
 
 def load_predictor(
-    checkpoint: str | Path, cfg: SlidePredictConfig, aggregator: TileAggregator | None = None
+    checkpoint: str | Path,
+    cfg: SlidePredictConfig,
+    aggregator: TileAggregator | None = None,
+    device: str | None = None,
 ) -> Predictor:
-    """The patch model of `checkpoint` on the configured device; `aggregator` is checked against it."""
-    device = device_of(cfg.device)
-    model, ckpt = load_checkpoint(checkpoint, device=device)
+    """The patch model of `checkpoint` on `device` (default: the configured one); `aggregator`
+    is checked against it."""
+    torch_device = device_of(device or cfg.device)
+    model, ckpt = load_checkpoint(checkpoint, device=torch_device)
     tile_px, mpp = checkpoint_resolution(ckpt, cfg.mpp)
     if aggregator is not None:
         aggregator.check_backbone(ckpt.fingerprint)
-    pred = Predictor(model, ckpt, cfg, tile_px, mpp, ckpt.fingerprint, device, aggregator)
+    pred = Predictor(model, ckpt, cfg, tile_px, mpp, ckpt.fingerprint, torch_device, aggregator)
     _ = pred.positive  # validate the class name now, before any slide
     return pred
 
@@ -175,24 +181,6 @@ def predict_slide(pred: Predictor, slide_path: str | Path, out: str | Path, prog
 
 
 # -- many slides --------------------------------------------------------------------------------------
-def each_slide(slides: Sequence[str | Path], one_slide: Callable[[str | Path], dict]) -> tuple[dict, dict]:
-    """Run `one_slide` on every slide: (reports by slide id, errors by slide). A slide that fails,
-    by raising a HistoflowError or by reporting status `failed`, is recorded, never fatal."""
-    reports: dict[str, dict] = {}
-    failed: dict[str, str] = {}
-    for path in slides:
-        try:
-            rep = one_slide(path)
-        except HistoflowError as exc:
-            log.error("%s", exc)
-            failed[str(path)] = str(exc)
-            continue
-        reports[rep["slide_id"]] = rep
-        if rep.get("status") == "failed":
-            failed[rep["slide_id"]] = rep["error"]
-    return reports, failed
-
-
 def predict_slides(
     checkpoint: str | Path,
     slides: Sequence[str | Path],
@@ -200,28 +188,39 @@ def predict_slides(
     cfg: SlidePredictConfig | None = None,
     progress: bool = True,
     aggregator: TileAggregator | None = None,
+    scale: ScaleOut | None = None,
 ) -> dict:
     """Every slide in turn with one loaded model; a slide that fails is reported, not fatal.
 
     `aggregator` adds a learned slide score from tile features (histoflow.mil.apply builds one
-    from `cfg.mil_checkpoint`: see predict_slides_with_mil)."""
+    from `cfg.mil_checkpoint`: see predict_slides_with_mil). `scale`: one worker process per
+    device, or one Spark task per slide (predict.scale); the outputs are the same."""
     cfg = cfg or SlidePredictConfig()
     if cfg.mil_checkpoint and aggregator is None:
         raise ConfigError(
             "mil_checkpoint is applied by histoflow.mil: call "
             "histoflow.mil.apply.predict_slides_with_mil (or pass aggregator=MilAggregator.load(...))"
         )
-    pred = load_predictor(checkpoint, cfg, aggregator)
+    spread = scale is not None and scale.spread
+    one_device = scale.devices[0] if scale is not None and not spread and scale.devices else None
+    # spread out, the workers load the model: this copy (on the CPU) checks the settings and
+    # gives the summary its resolution and classes
+    pred = load_predictor(checkpoint, cfg, aggregator, device="cpu" if spread else one_device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    reports, failed = each_slide(slides, lambda path: predict_slide(pred, path, out, progress=progress))
+    if scale is not None and spread:
+        load = partial(load_predictor, str(checkpoint), cfg, aggregator)
+        job = SlideJob(load, predict_slide, {"out": str(out.resolve())}, device=cfg.device)
+        reports, failed = run_slides(job, slides, scale, progress=progress)
+    else:
+        reports, failed = each_slide(slides, lambda path: predict_slide(pred, path, out, progress=progress))
     summary = {
         "out": str(out),
         "checkpoint": str(checkpoint),
         "tile_px": pred.tile_px,
         "mpp": pred.mpp,
-        "device": str(pred.device),
+        "device": scale.describe() if scale is not None and spread else str(pred.device),
         "positive_class": pred.class_names[pred.positive],  # what every score is the probability of
         "slides": len(slides),
         "complete": len(reports) - sum(r["status"] == "failed" for r in reports.values()),

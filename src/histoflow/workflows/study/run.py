@@ -93,7 +93,9 @@ def run_study(cfg: StudyConfig, out: str | Path, quiet: bool = False) -> dict:
     stages.run(
         "heatmaps",
         {"model": model.signature, "slides": held_out},
-        lambda folder, resume: _heatmaps(checkpoint, [by_id[s] for s in held_out if s in by_id], tiles.folder, folder),
+        lambda folder, resume: _heatmaps(
+            checkpoint, [by_id[s] for s in held_out if s in by_id], tiles.folder, folder, _scale(cfg)
+        ),
     )
     mil: StageResult | None = None
     if cfg.mil.enabled:
@@ -101,7 +103,9 @@ def run_study(cfg: StudyConfig, out: str | Path, quiet: bool = False) -> dict:
         embedded = stages.run(
             "embeddings",
             {"encoder": model.signature if cfg.mil.encoder is None else str(encoder), "tiles": tiles.signature},
-            lambda folder, resume: _embed(encoder, tiles.output["complete"], by_id, tiles.folder, folder, quiet),
+            lambda folder, resume: _embed(
+                encoder, tiles.output["complete"], by_id, tiles.folder, folder, quiet, _scale(cfg)
+            ),
         )
         mil = stages.run(
             "mil",
@@ -227,22 +231,34 @@ def _held_out_slides(model_folder: Path, which: str) -> list[str]:
     return sorted(keep["slide"])
 
 
-def _heatmaps(checkpoint: Path, slides: list[Path], tiles: Path, folder: Path) -> dict:
+def _scale(cfg: StudyConfig):
+    """Slide stages run where tiling does: on Spark when the study tiles with Spark, one task per slide."""
+    from histoflow.predict.scale import ScaleOut
+
+    t = cfg.tiling
+    return ScaleOut(engine="spark", spark_master=t.spark_master) if t.engine == "spark" else None
+
+
+def _heatmaps(checkpoint: Path, slides: list[Path], tiles: Path, folder: Path, scale=None) -> dict:
     from histoflow.config.slides import SlidePredictConfig
     from histoflow.predict.slide import predict_slides
 
     if not slides:
         return {"slides": 0}
-    summary = predict_slides(checkpoint, slides, folder, SlidePredictConfig(tiles_dir=str(tiles)), progress=False)
+    cfg = SlidePredictConfig(tiles_dir=str(tiles))
+    summary = predict_slides(checkpoint, slides, folder, cfg, progress=False, scale=scale)
     return {"slides": len(slides), "failed": sorted(summary.get("failed", {}))}
 
 
-def _embed(encoder: Path, complete: list[str], by_id: dict[str, Path], tiles: Path, folder: Path, quiet: bool) -> dict:
+def _embed(
+    encoder: Path, complete: list[str], by_id: dict[str, Path], tiles: Path, folder: Path, quiet: bool, scale=None
+) -> dict:
     from histoflow.config.slides import SlidePredictConfig
     from histoflow.mil.embed import embed_slides
 
     slides = [by_id[s] for s in complete if s in by_id]
-    summary = embed_slides(encoder, slides, folder, SlidePredictConfig(tiles_dir=str(tiles)), progress=not quiet)
+    cfg = SlidePredictConfig(tiles_dir=str(tiles))
+    summary = embed_slides(encoder, slides, folder, cfg, progress=not quiet, scale=scale)
     if summary["failed"]:
         log.error("embedding failed for %d slide(s): %s", len(summary["failed"]), sorted(summary["failed"]))
     return {"complete": summary["complete"], "failed": sorted(summary["failed"])}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -83,8 +85,12 @@ def test_window_dataset_from_amibr_crops_is_split_by_slide_and_resumable(tmp_pat
     assert not (slides["train"] & slides["val"]) and not (slides["train"] & slides["test"])
     assert (
         set(table["label"]) == {"mitosis", "other"}
-        and table["path"].map(lambda p: __import__("os").path.isfile(p)).all()
+        and table["path"].map(lambda p: (tmp_path / "w" / p).is_file()).all()
     )
+    # the paths are relative to windows.csv, as a CSV manifest reads them, from any working folder
+    from histoflow.data.manifest import read_manifest
+
+    assert read_manifest(tmp_path / "w" / "windows.csv").frame["path"].map(lambda p: Path(p).is_file()).all()
     # every window of a mitosis is within 3 um of one; every other window at least 7.5 um from all
     points = pd.read_csv(tmp_path / "w" / "points.csv")
     crops = pd.read_csv(tmp_path / "w" / "crops.csv").set_index("image")

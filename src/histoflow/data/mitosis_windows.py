@@ -131,7 +131,8 @@ def build_windows(ami: AmiBr, cfg: MitosisWindowsConfig, out: str | Path, quiet:
                 cv2.imwrite(str(path), window.transpose(1, 2, 0)[:, :, ::-1])
                 rows.append(
                     {
-                        "path": str(out / "windows" / split / LABELS[label] / name),
+                        # relative to windows.csv (as CSV manifests read it): the folder can move
+                        "path": f"windows/{split}/{LABELS[label]}/{name}",
                         "label": LABELS[label],
                         "slide": crop.slide,
                         "split": split,
@@ -144,7 +145,8 @@ def build_windows(ami: AmiBr, cfg: MitosisWindowsConfig, out: str | Path, quiet:
                 )
             x0, y0, x1, y1 = cut["box"]
             crop_rows.append(
-                {"image": crop.image, "path": crop.path, "slide": crop.slide, "split": split, "mpp": crop.mpp}
+                {"image": crop.image, "path": str(Path(crop.path).resolve()), "slide": crop.slide}
+                | {"split": split, "mpp": crop.mpp}
                 | {"x0": x0, "y0": y0, "x1": x1, "y1": y1, "candidates": cut["candidates"]}
             )
             for (x, y), label, centre, evaluated in zip(mitoses, mine["label"], mine["centre"], cut["evaluated"]):

@@ -36,7 +36,13 @@ def _images(n=3, px=64, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (n, px, px, 3), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("name", sorted(set(list_models()) | set(TIMM)))
+def _encoders() -> set[str]:
+    from histoflow.models.encoders import encoder_names
+
+    return set(encoder_names())
+
+
+@pytest.mark.parametrize("name", sorted((set(list_models()) - _encoders()) | set(TIMM)))
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
 def test_every_model_is_explained_or_says_why(name, method):
     torch.manual_seed(0)
@@ -51,6 +57,21 @@ def test_every_model_is_explained_or_says_why(name, method):
     assert np.isfinite(cams).all()
     # a map, not a constant (an all-zero map is a legitimate Grad-CAM answer for one random-weight image)
     assert (cams.reshape(3, -1).std(1) > 0).any()
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
+def test_a_foundation_encoder_backbone_is_explained_at_its_tile_size(method):
+    """Encoders as `model.name` (here the ViT-S/16 baseline, random weights) are ViTs with a fixed
+    224 px input: Grad-CAM maps their patch tokens back to the image. The giant encoders share the
+    adapter; building them for real here would take gigabytes (tests/models/test_encoders.py
+    builds them on the meta device); the encoders outside timm say which package they need."""
+    torch.manual_seed(0)
+    model = create_model(ModelConfig(name="vit-s16-imagenet"), 2)
+    cams = explain_images(model, _images(n=2, px=224), method=method)
+    assert cams.shape == (2, 224, 224) and np.isfinite(cams).all() and (cams.reshape(2, -1).std(1) > 0).all()
+    for name, package in (("conch", "CONCH"), ("phikon-v2", "transformers")):
+        with pytest.raises(ConfigError, match=package):
+            create_model(ModelConfig(name=name), 2)
 
 
 def _manual_gradcam(model, images, cls):

@@ -99,3 +99,25 @@ def test_window_dataset_from_amibr_crops_is_split_by_slide_and_resumable(tmp_pat
         nearest_um = np.hypot(*(mine - [row.x, row.y]).T).min() * crops.loc[row.image, "mpp"]
         assert nearest_um <= 3.0 if row.label == "mitosis" else nearest_um >= 7.5
     assert build_windows(ami, cfg, tmp_path / "w", quiet=True) == summary  # finished: reused
+
+
+def test_haematoxylin_in_bands_of_rows_equals_one_call(monkeypatch):
+    """Large fields go through rgb2hed a band at a time (bounded memory); the result must not change."""
+    from skimage.color import rgb2hed
+
+    from histoflow.preprocess import nuclei
+
+    img = np.random.default_rng(0).integers(0, 256, (70, 50, 3), dtype=np.uint8)
+    monkeypatch.setattr(nuclei, "BLOCK_PIXELS", 50 * 16)  # 16-row bands, the last one short
+    assert np.array_equal(nuclei.haematoxylin(img), rgb2hed(img)[..., 0].astype(np.float32))
+
+
+def test_dark_regions_of_a_large_field_are_not_black_fill():
+    """valid_box trims only whole black rows/columns at the border (slide-edge fill), never a dark
+    region inside a field, however large or dark."""
+    field = np.full((400, 600, 3), 220, np.uint8)
+    field[50:350, 0:200] = 5  # a near-black blob touching the left edge but not filling whole columns
+    field[0:60, 300:400] = 0
+    assert valid_box(field) == (0, 0, 600, 400)
+    field[:, 580:] = 0  # real fill past a slide's edge
+    assert valid_box(field) == (0, 0, 580, 400)

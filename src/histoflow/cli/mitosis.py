@@ -16,6 +16,7 @@ from histoflow.cli.common import (
     deprecated_data_option,
     device_option,
     expand_slides,
+    given_on_command_line,
     run_verb,
     set_option,
     slide_mpp_option,
@@ -119,29 +120,62 @@ def is_slide(path: Path) -> bool:
 
 @mitosis_app.command("windows")
 def windows(
-    data: Optional[str] = data_argument("AMi-Br folder [default: ${HISTOFLOW_DATA}/ami_br].", required=False),
+    data: Optional[str] = data_argument(
+        "AMi-Br folder [default: ${HISTOFLOW_DATA}/ami_br]; not with --points.", required=False
+    ),
     config: Optional[Path] = config_option("Window dataset config (MitosisWindowsConfig keys)"),
     out: Path = typer.Option(
         ..., help="Output folder: windows/, windows.csv (a manifest for `histoflow train`), crops.csv, points.csv."
+    ),
+    points: Optional[str] = typer.Option(
+        None,
+        help="Your own data instead of AMi-Br: a points CSV (image|file_name|slide,x,y[,label][,mpp]) "
+        "or a MIDOG++/COCO JSON.",
+    ),
+    images: Optional[str] = typer.Option(
+        None, help="Folder the points file's image names are relative to [default: the points file's folder]."
+    ),
+    mpp: Optional[float] = typer.Option(
+        None, help="Microns per pixel of images the points file gives none for [default: refuse them]."
     ),
     window_px: Optional[int] = typer.Option(None, help="Window side in pixels [default: 48]."),
     set_: Optional[list[str]] = set_option("candidates.threshold=0.05"),
     data_option: Optional[str] = deprecated_data_option(),
 ) -> None:
-    """AMi-Br crops -> windows on mitoses and on other candidate nuclei, split by slide."""
+    """Crops (AMi-Br) or whole images with point annotations (--points) -> windows on mitoses, on
+    annotated non-mitoses and on other candidate nuclei, split by slide."""
     from histoflow.config.mitosis import MitosisWindowsConfig
+    from histoflow.core.errors import ConfigError
     from histoflow.core.paths import expand
-    from histoflow.data.amibr import read_amibr
     from histoflow.data.mitosis_windows import build_windows
 
     check_data_alias(data_option, "histoflow mitosis windows [DATA] --out OUT")
 
     def work():
         cfg = verb_config(MitosisWindowsConfig, config, set_)
-        return build_windows(read_amibr(expand(cfg.data)), cfg, out, quiet=state.quiet)
+        if cfg.points is None:
+            from histoflow.data.amibr import read_amibr
+
+            return build_windows(read_amibr(expand(cfg.data)), cfg, out, quiet=state.quiet)
+        if given_on_command_line("data"):
+            raise ConfigError("give either DATA (an AMi-Br folder) or --points FILE, not both")
+        from histoflow.data.point_images import read_point_images
+
+        found = read_point_images(
+            expand(cfg.points),
+            None if cfg.images is None else expand(cfg.images),
+            mpp=cfg.mpp,
+            mitosis_labels=cfg.mitosis_labels,
+            negative_labels=cfg.negative_labels,
+            bbox_format=cfg.bbox_format,
+            on_duplicate=cfg.on_duplicate,
+            duplicate_px=cfg.duplicate_px,
+        )
+        return build_windows(found, cfg, out, quiet=state.quiet)
 
     summary = run_verb(work)
-    console.print_json(json.dumps({k: summary[k] for k in ("crops", "slides", "windows", "candidates_per_crop")}))
+    shown = ("crops", "slides", "windows", "candidates_per_crop", "imposters")
+    console.print_json(json.dumps({k: summary[k] for k in shown if k in summary}))
 
 
 @mitosis_app.command("evaluate")

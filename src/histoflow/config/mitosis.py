@@ -22,15 +22,37 @@ class CandidateConfig(Strict):
     threshold: float = Field(default=0.04, ge=0)  # haematoxylin optical density (rgb2hed units)
 
 
+# point labels meaning a mitotic figure (MIDOG's "mitotic figure", AMi-Br's normal/atypical) and an
+# annotated non-mitosis (MIDOG++ "non-mitotic figure" imposters, MIDOG 2021 "hard negative")
+MITOSIS_LABELS = ("mitosis", "mitotic figure", "mitotic", "mitoses", "mf", "normal", "atypical", "1", "true", "yes")
+NEGATIVE_LABELS = (
+    "non-mitotic figure", "not mitotic figure", "non-mitosis", "not mitosis", "non-mitotic", "hard negative",
+    "imposter", "mitotic-like figure", "mitosis-like", "look-alike", "lookalike", "other", "negative",
+    "0", "false", "no",
+)  # fmt: skip
+
+
 class WindowSplit(Strict):
     val_fraction: float = Field(default=0.15, ge=0, lt=1)
     test_fraction: float = Field(default=0.15, ge=0, lt=1)
 
 
 class MitosisWindowsConfig(Strict):
-    """`histoflow mitosis windows`: AMi-Br crops -> candidate-centred windows, mitosis vs other."""
+    """`histoflow mitosis windows`: AMi-Br crops, or your own images with a points file ->
+    candidate-centred windows, mitosis vs other."""
 
-    data: str = "${HISTOFLOW_DATA}/ami_br"
+    data: str = "${HISTOFLOW_DATA}/ami_br"  # AMi-Br folder, used when `points` is not given
+    # your own data: a points CSV (image|file_name|slide,x,y[,label][,mpp]) or a MIDOG++/COCO JSON
+    points: str | None = None
+    images: str | None = None  # folder the points file's image names are relative to [its own folder]
+    mpp: PositiveFloat | None = None  # microns per pixel of images the points file gives none for
+    # labels (case, '-' and '_' ignored) of positives and of annotated non-mitoses (windows labelled other);
+    # any other label is refused. Without a label column every point is a mitosis.
+    mitosis_labels: list[str] = Field(default_factory=lambda: list(MITOSIS_LABELS))
+    negative_labels: list[str] = Field(default_factory=lambda: list(NEGATIVE_LABELS))
+    bbox_format: Literal["xyxy", "xywh"] = "xyxy"  # JSON boxes: MIDOG/MIDOG++ [x1,y1,x2,y2], COCO proper [x,y,w,h]
+    on_duplicate: Literal["raise", "drop"] = "raise"  # points of one image within duplicate_px of another
+    duplicate_px: float = Field(default=0.0, ge=0)
     window_px: PositiveInt = 48
     # windows must not show where they lie in a crop: `inside` keeps only windows wholly inside
     # the crop's image (never its border or the black fill past a slide's edge); `reflect` pads

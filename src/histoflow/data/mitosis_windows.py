@@ -1,10 +1,13 @@
-"""A mitosis-vs-other window dataset from AMi-Br crops, split by slide.
+"""A mitosis-vs-other window dataset from AMi-Br crops or your own point-annotated images, split by slide.
 
-For every crop: candidate nuclei (histoflow.preprocess.nuclei) where a window fits, and every
-mitosis the crop holds (histoflow.data.amibr). Windows centred on
+For every crop (an AMi-Br crop, or one whole image of a points file: histoflow.data.point_images):
+candidate nuclei (histoflow.preprocess.nuclei) where a window fits, and every mitosis the crop
+holds (histoflow.data.amibr). Windows centred on
 - a mitosis, or a candidate within `positive_radius_um` of one: label `mitosis`;
 - a candidate at least `match_radius_um` from every mitosis: label `other` (the hard negatives:
   ordinary, apoptotic and dark nuclei next to real mitoses);
+- an annotated non-mitosis (MIDOG++'s "non-mitotic figure" imposters) at least
+  `match_radius_um` from every mitosis: label `other`, source `imposter`;
 - candidates in between are left out: they would be matched to the mitosis at evaluation but
   show it off-centre, so neither label is right.
 
@@ -12,7 +15,7 @@ Output folder (written under a temporary name and renamed when complete, so an i
 never leaves a half-written dataset that looks whole; a finished folder with the same config is
 reused):
   windows/<split>/<label>/<crop>_<x>_<y>.png
-  windows.csv   path,label,slide,split,image,x,y,source (mitosis|candidate),density: a histoflow
+  windows.csv   path,label,slide,split,image,x,y,source (mitosis|candidate|imposter),density: a histoflow
                 CSV manifest, so `histoflow train` trains on it unchanged (its split column is used)
   crops.csv     image,path,slide,split,mpp,x0,y0,x1,y1 (the valid area), for detection evaluation
   points.csv    image,x,y,label,centre,evaluated: every mitosis in every crop; `evaluated` is False
@@ -36,18 +39,34 @@ from histoflow.core.images import read_image
 from histoflow.core.io import atomic_path, atomic_write_json
 from histoflow.core.progress import progress_bar
 from histoflow.data.amibr import AmiBr
+from histoflow.data.point_images import PointImages
 from histoflow.data.splits import split_manifest
 from histoflow.data.windows import Box, cut_windows, fits, valid_box, window_region
 from histoflow.preprocess.nuclei import nucleus_candidates
 
 log = logging.getLogger(__name__)
 LABELS = ("other", "mitosis")
+MPP_SPREAD = 0.12  # DetectConfig.mpp_tolerance's default: images further apart are said to differ
 
 
-def slide_splits(ami: AmiBr, val_fraction: float, test_fraction: float, seed: int) -> pd.Series:
-    """train/val/test per crop, grouped by slide and stratified by normal/atypical."""
-    manifest = split_manifest(ami.atypia_manifest(), val_fraction, test_fraction, group_by="slide", seed=seed)
-    return manifest.frame["split"]
+def slide_splits(ami: AmiBr | PointImages, val_fraction: float, test_fraction: float, seed: int) -> pd.Series:
+    """train/val/test per crop, grouped by slide; stratified by normal/atypical (AMi-Br) or by
+    whether an image holds a mitosis (point images, when both kinds are there)."""
+    if isinstance(ami, AmiBr):
+        manifest = split_manifest(ami.atypia_manifest(), val_fraction, test_fraction, group_by="slide", seed=seed)
+        return manifest.frame["split"]
+    slides = ami.crops["slide"].nunique()
+    needed = 1 + (val_fraction > 0) + (test_fraction > 0)
+    if slides < needed:
+        raise DataError(
+            f"{ami.source}: {slides} slide(s)/image(s) cannot make train/val/test sets split by slide "
+            f"(at least {needed} needed); add images, or set split.val_fraction / split.test_fraction to 0"
+        )
+    manifest = ami.strata_manifest()
+    both = manifest.frame["label"].value_counts().reindex(["none", "mitosis"], fill_value=0).min() >= 2
+    return split_manifest(manifest, val_fraction, test_fraction, group_by="slide", seed=seed, stratify=both).frame[
+        "split"
+    ]
 
 
 def candidate_mask(shape: tuple[int, int], box: Box, window_px: int, border: str) -> np.ndarray:
@@ -68,17 +87,35 @@ def label_candidates(candidates: np.ndarray, mitoses: np.ndarray, positive_px: f
     return np.where(distance <= positive_px, 1, np.where(distance >= match_px, 0, -1))
 
 
-def crop_windows(rgb: np.ndarray, mitoses: np.ndarray, mpp: float, cfg: MitosisWindowsConfig) -> dict:
-    """Windows and their labels for one crop, with the crop's valid box and which mitoses fit."""
+def crop_windows(
+    rgb: np.ndarray, mitoses: np.ndarray, mpp: float, cfg: MitosisWindowsConfig, negatives: np.ndarray | None = None
+) -> dict:
+    """Windows and their labels for one crop, with the crop's valid box and which mitoses fit.
+
+    `negatives`: annotated non-mitoses; each gets an `other` window when it lies at least
+    `match_radius_um` from every mitosis (nearer, evaluation would match a detection there to
+    the mitosis, so, like such candidates, it is left out)."""
     box = valid_box(rgb)
     mask = candidate_mask(rgb.shape[:2], box, cfg.window_px, cfg.border)
     candidates = nucleus_candidates(rgb, mpp, cfg.candidates, mask=mask)
     labels = label_candidates(candidates, mitoses, cfg.positive_radius_um / mpp, cfg.match_radius_um / mpp)
     evaluated = fits(mitoses, box, cfg.window_px) if cfg.border == "inside" else np.ones(len(mitoses), bool)
-    centres = np.concatenate([mitoses[evaluated], candidates[labels >= 0, :2]])
-    window_labels = np.concatenate([np.ones(int(evaluated.sum()), int), labels[labels >= 0]])
-    source = ["mitosis"] * int(evaluated.sum()) + ["candidate"] * int((labels >= 0).sum())
-    density = np.concatenate([np.full(int(evaluated.sum()), np.nan), candidates[labels >= 0, 2]])
+    negatives = np.zeros((0, 2)) if negatives is None else np.asarray(negatives, dtype=float).reshape(-1, 2)
+    if cfg.border == "reflect":  # mirroring needs the point inside the valid area
+        x0, y0, x1, y1 = box
+        negatives = negatives[
+            (negatives[:, 0] >= x0) & (negatives[:, 0] < x1) & (negatives[:, 1] >= y0) & (negatives[:, 1] < y1)
+        ]
+    far = (
+        label_candidates(negatives, mitoses, 0.0, cfg.match_radius_um / mpp) == 0
+        if len(negatives)
+        else np.zeros(0, bool)
+    )
+    n_mit, n_neg = int(evaluated.sum()), int(far.sum())
+    centres = np.concatenate([mitoses[evaluated], negatives[far], candidates[labels >= 0, :2]])
+    window_labels = np.concatenate([np.ones(n_mit, int), np.zeros(n_neg, int), labels[labels >= 0]])
+    source = ["mitosis"] * n_mit + ["imposter"] * n_neg + ["candidate"] * int((labels >= 0).sum())
+    density = np.concatenate([np.full(n_mit + n_neg, np.nan), candidates[labels >= 0, 2]])
     windows, kept = cut_windows(rgb, centres, cfg.window_px, cfg.border, box)
     return {
         "box": box,
@@ -89,6 +126,7 @@ def crop_windows(rgb: np.ndarray, mitoses: np.ndarray, mpp: float, cfg: MitosisW
         "source": [source[i] for i in kept],
         "density": density[kept],
         "candidates": len(candidates),
+        "imposters_near_mitoses": int(len(far) - n_neg),
     }
 
 
@@ -99,8 +137,15 @@ def _finished(out: Path, cfg: MitosisWindowsConfig) -> bool:
     return json.loads(record.read_text(encoding="utf-8")).get("config") == cfg.model_dump(mode="json")
 
 
-def build_windows(ami: AmiBr, cfg: MitosisWindowsConfig, out: str | Path, quiet: bool = False) -> dict:
-    """Write the window dataset of `ami` into `out` (see the module docstring); returns the summary."""
+def window_stem(image: str) -> str:
+    """A file-name stem unique per image name (`a/001.tiff` and `b/001.tiff` differ)."""
+    return Path(image).with_suffix("").as_posix().replace("/", "__")
+
+
+def build_windows(ami: AmiBr | PointImages, cfg: MitosisWindowsConfig, out: str | Path, quiet: bool = False) -> dict:
+    """Write the window dataset of `ami` into `out` (see the module docstring); returns the summary.
+
+    Images are read one at a time, so memory follows the largest image, not the dataset."""
     import cv2
 
     out = Path(out)
@@ -115,13 +160,21 @@ def build_windows(ami: AmiBr, cfg: MitosisWindowsConfig, out: str | Path, quiet:
     shutil.rmtree(staging, ignore_errors=True)
     splits = slide_splits(ami, cfg.split.val_fraction, cfg.split.test_fraction, cfg.seed)
     points = ami.points.points
+    negatives = ami.negatives if isinstance(ami, PointImages) else pd.DataFrame(columns=["image", "x", "y"])
     rows, crop_rows, point_rows = [], [], []
+    imposters = {"annotated": len(negatives), "windows": 0, "near_mitoses": 0}
     with progress_bar(len(ami.crops), "cutting windows", quiet=quiet, unit="crops") as bar:
         for crop, split in zip(ami.crops.itertuples(index=False), splits):
             mine = points[points["image"] == crop.image]
             mitoses = mine[["x", "y"]].to_numpy(dtype=float)
-            cut = crop_windows(read_image(crop.path), mitoses, float(crop.mpp), cfg)
-            stem = Path(crop.image).stem
+            others = negatives.loc[negatives["image"] == crop.image, ["x", "y"]].to_numpy(dtype=float)
+            try:
+                cut = crop_windows(read_image(crop.path), mitoses, float(crop.mpp), cfg, others)
+            except DataError as exc:
+                raise DataError(f"{crop.path}: {exc}") from exc
+            imposters["windows"] += sum(s == "imposter" for s in cut["source"])
+            imposters["near_mitoses"] += cut["imposters_near_mitoses"]
+            stem = window_stem(crop.image)
             for window, (x, y), label, source, density in zip(
                 cut["windows"], cut["centres"], cut["labels"], cut["source"], cut["density"]
             ):
@@ -172,6 +225,21 @@ def build_windows(ami: AmiBr, cfg: MitosisWindowsConfig, out: str | Path, quiet:
         "mitoses": int(len(point_rows)),
         "mitoses_evaluated": int(sum(p["evaluated"] for p in point_rows)),
         "candidates_per_crop": round(float(np.mean([c["candidates"] for c in crop_rows])), 2),
+        "source": str(ami.source if isinstance(ami, PointImages) else ami.root),
     }
+    if isinstance(ami, PointImages):
+        summary["imposters"] = imposters
+        low, high = float(ami.crops["mpp"].min()), float(ami.crops["mpp"].max())
+        summary["mpp"] = {"min": low, "max": high}
+        notes = list(ami.notes)
+        if high > low * (1 + MPP_SPREAD):
+            # windows are cut at each image's own resolution: a 48 px window is 12 um at 0.25 um/px
+            # but 24 um at 0.5; the detector refuses images this far from its training mpp
+            notes.append(
+                f"images range from {low:g} to {high:g} um/px: windows show "
+                "different physical sizes; resample the images to one mpp, or build one dataset per resolution"
+            )
+            log.warning("%s: %s", ami.source, notes[-1])
+        summary["notes"] = notes
     atomic_write_json(out / "windows.json", summary)
     return summary

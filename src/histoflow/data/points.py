@@ -93,8 +93,8 @@ def _label_text(values: pd.Series, column: str) -> pd.Series:
 def _numbers(frame: pd.DataFrame, column: str, source: str) -> np.ndarray:
     values = pd.to_numeric(frame[column], errors="coerce")
     bad = values.isna() | ~np.isfinite(values.to_numpy(dtype=float, na_value=np.nan))
-    if bad.any():
-        lines = ", ".join(str(i + 2) for i in np.flatnonzero(bad.to_numpy())[:SHOWN])
+    if bad.any():  # the frame's index is the row number in the file, so lines stay right after filtering
+        lines = ", ".join(str(i + 2) for i in frame.index[bad.to_numpy()][:SHOWN])
         raise DataError(f"{source}: column {column!r} is not a number on CSV line(s) {lines}")
     return values.to_numpy(dtype=float)
 
@@ -114,7 +114,8 @@ def read_points_csv(
 
     `mpp`: microns per pixel of every image, unless the CSV has an `mpp` column. `sizes`
     (image -> (width, height)) lets points outside their image be refused; `images` lists
-    images that belong to the set even without points (all negative)."""
+    images that belong to the set even without points (all negative), and so does a row with an
+    image and empty x and y (`field_07.png,,`), which is how a CSV lists such an image itself."""
     path = Path(path)
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -139,22 +140,25 @@ def read_points_csv(
     blank = table.index[table[image_col].str.strip() == ""]
     if len(blank):
         raise DataError(f"{path}: empty {image_col!r} on CSV line(s) {', '.join(str(i + 2) for i in blank[:SHOWN])}")
+    listed = table[image_col][(table["x"].str.strip() == "") & (table["y"].str.strip() == "")]
+    mpp_rows = table
+    table = table.drop(index=listed.index)
     points = table.drop(columns=[c for c in ("x", "y") if c in table.columns]).copy()
     points = points.rename(columns={image_col: "image"})
     points["x"] = _numbers(table, "x", str(path))
     points["y"] = _numbers(table, "y", str(path))
     points["label"] = _label_text(table[label_col], label_col) if label_col else ""
-    points["line"] = np.arange(len(table)) + 2  # CSV line of each point, for error messages
-    if "mpp" in table.columns:
-        point_mpp = _numbers(table, "mpp", str(path))
-        per_image = pd.Series(point_mpp).groupby(points["image"].to_numpy()).agg(["min", "max"])
+    points["line"] = table.index.to_numpy() + 2  # CSV line of each point, for error messages
+    if "mpp" in mpp_rows.columns:
+        point_mpp = _numbers(mpp_rows, "mpp", str(path))
+        per_image = pd.Series(point_mpp).groupby(mpp_rows[image_col].to_numpy()).agg(["min", "max"])
         clash = per_image[per_image["min"] != per_image["max"]]
         if len(clash):
             raise DataError(f"{path}: images with two mpp values: {list(clash.index[:SHOWN])}")
         mpp_of = per_image["min"].to_dict()
     else:
         mpp_of = {}
-    names = list(dict.fromkeys([*(images or []), *points["image"]]))
+    names = list(dict.fromkeys([*(images or []), *points["image"], *listed]))
     frame = pd.DataFrame({"image": names})
     frame["width"] = [int((sizes or {}).get(n, (0, 0))[0]) for n in names]
     frame["height"] = [int((sizes or {}).get(n, (0, 0))[1]) for n in names]
@@ -174,9 +178,12 @@ def read_points_coco(
     """Points from a COCO-style JSON: each annotation's box centre, labelled by its category name.
 
     MIDOG 2021 and MIDOG++ store boxes as [x1, y1, x2, y2] (50 px around each figure), COCO itself
-    as [x, y, width, height]: `bbox_format` says which. `categories` keeps only those names (e.g.
-    ["mitotic figure"]; MIDOG++'s "not mitotic figure" are the look-alikes). Every listed image is
-    kept, with or without annotations."""
+    as [x, y, width, height]: `bbox_format` says which. Without `categories` every annotation is
+    kept, labelled by its category's name (MIDOG++: "mitotic figure" and "non-mitotic figure",
+    the look-alikes; MIDOG 2021: "mitotic figure" and "hard negative"); `categories` keeps only
+    those names (e.g. ["mitotic figure"]), so the others' places become unlabelled background.
+    Every listed image is kept, with or without annotations. An image entry's own `mpp` key, if
+    present, wins over `mpp`."""
     path = Path(path)
     try:
         blob = json.loads(path.read_text(encoding="utf-8"))
@@ -194,6 +201,7 @@ def read_points_coco(
                 "image": [str(im["file_name"]) for im in blob["images"]],
                 "width": [int(im.get("width", 0)) for im in blob["images"]],
                 "height": [int(im.get("height", 0)) for im in blob["images"]],
+                "mpp": [float(im.get("mpp", np.nan)) for im in blob["images"]],
             }
         )
     except (KeyError, TypeError, ValueError) as exc:
@@ -226,7 +234,9 @@ def read_points_coco(
         if unknown:
             raise DataError(f"{path}: categories {unknown} not in the file (it has {sorted(names.values())})")
         points = points[points["label"].isin(categories)]
-    frame = images.drop(columns="id").assign(mpp=float(mpp) if mpp is not None else np.nan)
+    frame = images.drop(columns="id")
+    if mpp is not None:
+        frame["mpp"] = frame["mpp"].fillna(float(mpp))
     return finish(points, frame, str(path), on_duplicate, duplicate_px, where="annotation")
 
 

@@ -58,8 +58,12 @@ def split_manifest(
     test_fraction: float = 0.15,
     group_by: str | None = "auto",
     seed: int = 0,
+    stratify: bool = True,
 ) -> Manifest:
-    """Fill the `split` column with train/val/test; returns a new Manifest."""
+    """Fill the `split` column with train/val/test; returns a new Manifest.
+
+    `stratify=False` splits groups without looking at labels (for a table whose rows have no
+    class to balance, e.g. images that all hold a mitosis)."""
     for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 <= frac < 1.0:
             raise ConfigError(f"split.{name} must be in [0, 1), got {frac}")
@@ -67,8 +71,9 @@ def split_manifest(
         raise ConfigError(
             f"split: val_fraction + test_fraction = {val_fraction + test_fraction} leaves no training data"
         )
-    manifest.require_classes(2)
-    y = manifest.targets
+    if stratify:
+        manifest.require_classes(2)
+    y = manifest.targets if stratify else np.zeros(len(manifest), dtype=int)
     groups = resolve_group(manifest, group_by)
     indices = np.arange(len(manifest))
     split = np.array(["train"] * len(manifest), dtype=object)

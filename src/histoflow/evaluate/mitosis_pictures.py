@@ -1,5 +1,8 @@
 """Pictures of detections on crops: true positives, false positives and misses, to look at.
 
+Crops up to VIEW_PX are drawn whole; a larger image (a high-power field) as a VIEW_PX square
+around its first false positive or miss.
+
 Each crop is enlarged (nearest neighbour, so pixels stay pixels) and drawn with OpenCV:
 green circle = a mitosis found (radius = the matching radius), red circle = a mitosis missed,
 grey circle = a mitosis outside the evaluated area (ignored), green dot = true positive
@@ -19,7 +22,32 @@ from histoflow.evaluate.detection import ImageDetections, classify_detections
 GREEN, RED, ORANGE, GREY, WHITE = (40, 200, 40), (230, 40, 40), (255, 150, 0), (160, 160, 160), (255, 255, 255)
 
 
-def draw_crop(rgb: np.ndarray, item: ImageDetections, threshold: float, window_px: int, zoom: int = 3) -> np.ndarray:
+VIEW_PX = 192  # a larger image (a whole high-power field) is drawn as this square around its first error
+
+
+def focus(rgb: np.ndarray, item: ImageDetections, threshold: float, view_px: int = VIEW_PX):
+    """(the part of `rgb` to draw, `item` in its pixels, whether it is the whole image): a field of
+    thousands of pixels, enlarged whole, would be hundreds of MB per picture and show nothing;
+    the view centres on a false positive, else a miss, else a mitosis, else the best detection."""
+    h, w = rgb.shape[:2]
+    if max(h, w) <= view_px:
+        return rgb, item, True
+    result = classify_detections(item, threshold)
+    fp = result["kept"][result["status"] == "fp"]
+    places = [item.det[fp], item.gt[result["missed"]], item.gt, item.det[np.argsort(-item.scores)], [[w / 2, h / 2]]]
+    cx, cy = next(np.asarray(p, dtype=float)[0] for p in places if len(p))
+    x0 = int(np.clip(round(cx) - view_px // 2, 0, max(w - view_px, 0)))
+    y0 = int(np.clip(round(cy) - view_px // 2, 0, max(h - view_px, 0)))
+    shift = np.array([x0, y0], dtype=float)
+    moved = ImageDetections(
+        item.image, item.gt - shift, item.det - shift, item.scores, item.radius_px, item.ignore - shift
+    )
+    return rgb[y0 : y0 + view_px, x0 : x0 + view_px], moved, False
+
+
+def draw_crop(
+    rgb: np.ndarray, item: ImageDetections, threshold: float, window_px: int, zoom: int = 3, frame: bool = True
+) -> np.ndarray:
     import cv2
 
     big = cv2.resize(rgb, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
@@ -40,9 +68,10 @@ def draw_crop(rgb: np.ndarray, item: ImageDetections, threshold: float, window_p
             cv2.circle(big, (x, y), 4, GREEN, -1)
         elif status == "fp":
             cv2.drawMarker(big, (x, y), ORANGE, cv2.MARKER_TILTED_CROSS, 14, 3)
-    half = window_px // 2
-    h, w = rgb.shape[:2]
-    cv2.rectangle(big, (half * zoom, half * zoom), ((w - half) * zoom, (h - half) * zoom), WHITE, 1)
+    if frame:  # the frame of a whole crop; a view of a larger image has no edge of it to show
+        half = window_px // 2
+        h, w = rgb.shape[:2]
+        cv2.rectangle(big, (half * zoom, half * zoom), ((w - half) * zoom, (h - half) * zoom), WHITE, 1)
     return big
 
 
@@ -54,7 +83,10 @@ def detection_montage(
 
     if not crops:
         return None
-    tiles = [draw_crop(read_image(p), item, threshold, window_px) for p, item in crops]
+    tiles = []
+    for p, item in crops:  # one image read at a time
+        rgb, shown, whole = focus(read_image(p), item, threshold)
+        tiles.append(draw_crop(rgb, shown, threshold, window_px, frame=whole))
     size = max(t.shape[0] for t in tiles)
     tiles = [
         cv2.copyMakeBorder(t, 2, 2 + size - t.shape[0], 2, 2 + size - t.shape[1], cv2.BORDER_CONSTANT) for t in tiles

@@ -14,14 +14,24 @@ import numpy as np
 from histoflow.config.mitosis import CandidateConfig
 from histoflow.core.errors import DataError
 
+BLOCK_PIXELS = 1 << 20  # pixels per rgb2hed call: its float64 temporaries stay ~50 MB
+
 
 def haematoxylin(rgb: np.ndarray) -> np.ndarray:
-    """Haematoxylin optical density (HxW float32) of an HxWx3 uint8 RGB image."""
+    """Haematoxylin optical density (HxW float32) of an HxWx3 uint8 RGB image.
+
+    rgb2hed works per pixel in float64 (three HxWx3 temporaries: ~2 GB for a 40 MP high-power
+    field), so large images go through it a band of rows at a time; the result is the same."""
     from skimage.color import rgb2hed
 
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise DataError(f"expected an HxWx3 uint8 RGB image, got {rgb.shape} {rgb.dtype}")
-    return rgb2hed(rgb)[..., 0].astype(np.float32)
+    h, w = rgb.shape[:2]
+    rows = max(1, BLOCK_PIXELS // max(w, 1))
+    out = np.empty((h, w), dtype=np.float32)
+    for top in range(0, h, rows):
+        out[top : top + rows] = rgb2hed(rgb[top : top + rows])[..., 0]
+    return out
 
 
 def nucleus_candidates(

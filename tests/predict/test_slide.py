@@ -342,10 +342,8 @@ def test_streamed_tiles_are_the_tile_by_tile_openslide_pixels(mpp):
     def source():
         return SlideTileSource(path, plan.specs, open_reader_factory(path, cfg))
 
-    for prefetch in (0, 4):  # reads between model batches (CPU), reads ahead of the model (GPU)
-        batches = list(stream_batches(source(), 96, cfg.batch_size, cfg.workers, prefetch))
-        assert [len(b.indices) for b in batches] == [24] * 6 + [6]
-        np.testing.assert_array_equal(np.concatenate([b.images for b in batches]), expected)
+    streamed = np.concatenate([b.images for b in stream_batches(source(), 96, cfg.batch_size, cfg.workers)])
+    np.testing.assert_array_equal(streamed, expected)
     torch.manual_seed(0)
     model = create_model(ModelConfig(name="simple_cnn", params={"widths": [8, 16], "depth": 1}), 2).eval()
     res = run_model(model, source(), 96, cfg, torch.device("cpu"))
@@ -420,10 +418,10 @@ class _NumberedTiles:
         pass
 
 
-@pytest.mark.parametrize("workers,prefetch", [(0, 0), (1, 0), (3, 0), (3, 2)])
+@pytest.mark.parametrize("workers,prefetch", [(0, 4), (1, 1), (3, 2), (3, 8)])
 def test_stream_batches_keeps_order_and_reports_each_bad_tile(workers, prefetch):
-    """Split reads (prefetch 0) and reads ahead give the same batches: source order, the bad
-    tiles reported at their positions and left out of the images."""
+    """However many reader threads and batches ahead: source order, the bad tiles reported at
+    their positions and left out of the images."""
     from histoflow.predict.pipeline import stream_batches
 
     batches = list(stream_batches(_NumberedTiles(50, {3, 17, 49}), 8, 16, workers, prefetch))

@@ -1,8 +1,7 @@
 """The model stage of slide prediction: decoded tiles -> probabilities (and pooled features).
 
-On a GPU, reader threads (predict.pipeline) stay `prefetch` batches ahead of the model, so
-decoding and inference overlap; on CPU they read between model batches, all at once (the
-pipeline's docstring says why). The time the model waited for tiles is reported either way.
+Reader threads (predict.pipeline) stay `prefetch` batches ahead of the model, so decoding and
+inference overlap; the time the model waited for tiles is reported to show which one bounds.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import torch
 
 from histoflow.config.slides import SlidePredictConfig
 from histoflow.core.progress import progress_bar
-from histoflow.predict.pipeline import default_prefetch, stream_batches
+from histoflow.predict.pipeline import stream_batches
 
 
 @dataclass
@@ -47,7 +46,7 @@ def run_model(
     progress: bool = False,
     description: str = "tiles",
 ) -> ModelOutput:
-    """Stream the source through the model (reads ahead of it on a GPU, between batches on CPU)."""
+    """Stream the source through the model; reader threads stay `prefetch` batches ahead."""
     from histoflow.data.transforms import dihedral_views
     from histoflow.predict.patches import autocast_for
 
@@ -55,8 +54,7 @@ def run_model(
     idx, probs, feats, errors = [], [], [], []
     model_s = wait_s = 0.0
     t0 = time.perf_counter()
-    prefetch = default_prefetch(device.type) if cfg.prefetch is None else cfg.prefetch
-    batches = stream_batches(source, tile_px, cfg.batch_size, cfg.workers, prefetch)
+    batches = stream_batches(source, tile_px, cfg.batch_size, cfg.workers, cfg.prefetch)
     with progress_bar(len(source), description, quiet=not progress, unit="tiles") as bar:
         while True:
             tw = time.perf_counter()

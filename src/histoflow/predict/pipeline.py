@@ -8,12 +8,7 @@ caches are not shared between threads).
 
 `stream_batches` keeps up to `prefetch` batches in flight: while the model consumes batch i,
 readers are already decoding batches i+1..i+prefetch, so the model never waits for I/O unless
-decoding is slower than the model overall. That is what a GPU needs. On CPU the model's own
-threads already fill every core, and a reader thread that takes a core mid-batch stalls all of
-them at their next barrier: bench/bench_slide_predict.py measured end-to-end / model-alone 0.88
-with reads ahead and 0.99 with reads between batches (native resolution, 2 cores). So on CPU
-(`prefetch=0`, see `default_prefetch`) the readers split each batch among themselves while the
-model waits, and the model then runs alone.
+decoding is slower than the model overall.
 """
 
 from __future__ import annotations
@@ -139,44 +134,14 @@ def _read_batch(source, positions: range, tile_px: int) -> Batch:
     return Batch(np.asarray(ok, np.int64), images[: len(ok)], errors)
 
 
-def default_prefetch(device_type: str) -> int:
-    """Batches to read ahead of the model: 4 on an accelerator, 0 (read between batches) on CPU."""
-    return 0 if device_type == "cpu" else 4
-
-
-def _join(parts: Sequence[Batch]) -> Batch:
-    return Batch(
-        np.concatenate([p.indices for p in parts]),
-        np.concatenate([p.images for p in parts]),
-        [e for p in parts for e in p.errors],
-    )
-
-
-def _split_reads(pool: ThreadPoolExecutor, source, positions: range, tile_px: int, workers: int) -> Batch:
-    """One batch read by all reader threads at once: contiguous chunks keep neighbouring tiles
-    together, so each chunk still reads its tiles as few region blocks (tiling.read.read_tiles)."""
-    step = -(-len(positions) // workers)
-    chunks = [positions[i : i + step] for i in range(0, len(positions), step)]
-    return _join([f.result() for f in [pool.submit(_read_batch, source, c, tile_px) for c in chunks]])
-
-
-def stream_batches(
-    source, tile_px: int, batch_size: int = 64, workers: int = 2, prefetch: int | None = 4
-) -> Iterator[Batch]:
-    """Batches of decoded tiles in source order, read `prefetch` batches ahead by `workers`
-    threads; with `prefetch=0` each batch is read by all of them between model batches."""
+def stream_batches(source, tile_px: int, batch_size: int = 64, workers: int = 2, prefetch: int = 4) -> Iterator[Batch]:
+    """Batches of decoded tiles in source order, read `prefetch` batches ahead by `workers` threads."""
     n = len(source)
     starts = list(range(0, n, batch_size))
-    if workers <= 0:  # plain loop: debugging, or measuring what the threads buy
+    if workers <= 0:  # plain loop: debugging, or measuring what the overlap buys
         for s in starts:
             yield _read_batch(source, range(s, min(n, s + batch_size)), tile_px)
         return
-    if prefetch == 0:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tile-reader") as pool:
-            for s in starts:
-                yield _split_reads(pool, source, range(s, min(n, s + batch_size)), tile_px, workers)
-        return
-    prefetch = 4 if prefetch is None else prefetch
     pending: deque = deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tile-reader") as pool:
         try:

@@ -25,11 +25,19 @@ is reported (`others_cpu_share`, from /proc); `--quiet 0.15` waits before each p
 use under 15% (at most `--quiet-wait-s`), for figures from a shared machine.
 
 Measured on 2026-12-01 (2-core AMD EPYC, other jobs' CPU share 0.00-0.01 during the pairs,
-`--repeats 7`), CMU-1-Small-Region, untrained simple_cnn, 2 torch threads, 2 reader threads:
-  resampled 0.972 um/px: ratio 0.657 (0.555-0.692), 992 vs 1,495 tiles/s  (target 0.9: NOT met)
-  native 0.5 um/px:      ratio 0.905 (0.865-0.929), 1,343 vs 1,491 tiles/s
-At 0.972 um/px every tile is a 187 px level-0 region area-resized to 96 px: 3.8x the pixels read
-and decoded per tile, plus the resize, on the same two cores the model uses.
+`--repeats 7 --quiet 0.15`), CMU-1-Small-Region, untrained simple_cnn, 2 torch threads, 2 reader
+threads:
+  resampled 0.972 um/px: ratio 0.746 (0.706-0.803), 806 vs 1,080 tiles/s  (target 0.9: NOT met)
+  native 0.5 um/px:      ratio 0.952 (0.677-1.216), 996 vs 1,153 tiles/s
+Where a resampled tile's time goes (one thread, this slide): OpenCV's INTER_AREA resize of the
+187 px region to 96 px about 190 us (its non-integer-factor path; an exact 2x factor takes about
+14 us), the region decode about 20 us (neighbouring tiles share one block read), cutting and
+bookkeeping about 75 us; two reader threads read 1.4-1.6x as fast as one. The model alone takes
+about 1.5 ms of CPU a tile, so even perfectly overlapped, reading is ~16% of the work. Reading
+between model batches instead of ahead of them (no thread contention) measured the same within
+noise (0.714 vs 0.724 in the same rounds), and an area resize in float32 gives identical pixels
+only about 20% faster; closing the gap needs a SIMD area resampler or a slide level near the
+target resolution.
 """
 
 from __future__ import annotations

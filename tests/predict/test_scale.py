@@ -125,3 +125,26 @@ def test_scale_options_mean_one_thing_in_every_verb():
     assert verbs <= set(helps["--devices"]) and len({helps["--devices"][v] for v in verbs}) == 1
     assert verbs | {"tile"} <= set(helps["--spark-master"]) and len(set(helps["--spark-master"].values())) == 1
     assert verbs | {"tile"} <= set(helps["--engine"])
+
+
+@pytest.mark.slow
+def test_embed_with_a_foundation_encoder_on_two_worker_processes(inputs, tmp_path):
+    """`embed --encoder` rebuilds the encoder (and its weights file) in each worker process:
+    the same embeddings and embed.json as one process."""
+    import torch
+    from typer.testing import CliRunner
+
+    from histoflow.cli import app
+    from histoflow.models.encoder_backbone import build_architecture
+    from histoflow.models.encoders import get_encoder_spec
+
+    torch.manual_seed(1)
+    torch.save(build_architecture(get_encoder_spec("vit-s16-imagenet")).state_dict(), tmp_path / "vit.bin")
+    for out, extra in (("one", []), ("two", ["--devices", "cpu,cpu"])):
+        args = ["--quiet", "embed", *inputs["slides"], "--encoder", "vit-s16-imagenet"]
+        res = CliRunner().invoke(
+            app, [*args, "--weights", str(tmp_path / "vit.bin"), "--out", str(tmp_path / out), *extra]
+        )
+        assert res.exit_code == 0, res.output
+    assert_same_outputs("embed", tmp_path / "one", tmp_path / "two")
+    assert json.loads((tmp_path / "two" / SLIDE_IDS[0] / "embed.json").read_text())["encoder"] == "vit-s16-imagenet"

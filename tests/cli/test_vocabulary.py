@@ -107,7 +107,7 @@ def test_a_verbs_inputs_are_positional_and_data_is_on_no_help():
     arguments = _arguments()
     for verb in ("evaluate", "explain", "predict", "data inspect", "normalize", "tile", "predict-slide", "embed"):
         assert arguments[verb], f"{verb}: its input is not a positional argument"
-    for verb in ("report", "view", "info", "detect-mitoses", "mitosis windows"):
+    for verb in ("report", "view", "info", "detect-mitoses", "mitosis windows", "mitosis evaluate", "predict-mil"):
         assert arguments[verb], f"{verb}: its input is not a positional argument"
     assert arguments["evaluate"] == arguments["explain"] == arguments["predict"] == ["data"]
     assert "--data" not in _options()
@@ -140,3 +140,15 @@ def test_help_shows_plain_types_not_python_annotations():
     for verb in ("tile", "train", "predict-slide", "study", "mitosis windows"):
         assert "--set <key=value>" in helps[f"histoflow {verb}"], verb
     assert "--split <str>" in helps["histoflow data download"]
+
+
+def test_mitosis_evaluate_takes_its_windows_positionally_and_the_old_option_still_runs(tmp_path):
+    runner = CliRunner()
+    missing = tmp_path / "nope.pt"
+    old = runner.invoke(app, ["mitosis", "evaluate", "--checkpoint", str(missing), "--windows", str(tmp_path),
+                              "--out", str(tmp_path / "o")])  # fmt: skip
+    assert old.exit_code == 2 and "nope.pt" in old.output, old.output
+    assert "--windows is deprecated; give the data as an argument: histoflow mitosis evaluate" in old.output
+    both = runner.invoke(app, ["mitosis", "evaluate", str(tmp_path), "--checkpoint", str(missing), "--windows",
+                               str(tmp_path), "--out", str(tmp_path / "o")])  # fmt: skip
+    assert both.exit_code == 2 and "given twice (as an argument and as --windows)" in both.output, both.output

@@ -216,8 +216,8 @@ def test_train_and_evaluate_on_windows_from_points(fields, tmp_path, monkeypatch
                                   "--set", "train.batch_size=32", "--set", "train.accelerator=cpu"])  # fmt: skip
     assert trained.exit_code == 0, trained.output
     best = tmp_path / "run" / "checkpoints" / "best.pt"
-    evaluated = runner.invoke(app, ["--quiet", "mitosis", "evaluate", "--checkpoint", str(best),
-                                    "--windows", str(tmp_path / "w"), "--out", str(tmp_path / "eval")])  # fmt: skip
+    evaluated = runner.invoke(app, ["--quiet", "mitosis", "evaluate", str(tmp_path / "w"), "--checkpoint", str(best),
+                                    "--out", str(tmp_path / "eval")])  # fmt: skip
     assert evaluated.exit_code == 0, evaluated.output
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["methods"]["model"]["test"]["tp"] + metrics["methods"]["model"]["test"]["fn"] > 0

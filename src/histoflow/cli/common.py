@@ -161,14 +161,14 @@ def _data_option_fills_argument(ctx: typer.Context, value: Any) -> Any:
     return value
 
 
-def deprecated_data_option() -> Any:
-    """`--data PATH`, the old spelling of the positional DATA: hidden from help, kept so that
-    scripts written before issue 20 still run (with a one-line note)."""
-    return typer.Option(None, "--data", hidden=True, is_eager=True, callback=_data_option_fills_argument)
+def deprecated_data_option(flag: str = "--data") -> Any:
+    """`--data PATH` (or another `flag`), the old spelling of the positional DATA: hidden from
+    help, kept so that scripts written before issue 20 still run (with a one-line note)."""
+    return typer.Option(None, flag, hidden=True, is_eager=True, callback=_data_option_fills_argument)
 
 
-def check_data_alias(data_option: Any, usage: str) -> None:
-    """The DATA argument came from the deprecated `--data`: print a one-line note; from both: an
+def check_data_alias(data_option: Any, usage: str, flag: str = "--data") -> None:
+    """The DATA argument came from the deprecated `flag`: print a one-line note; from both: an
     error. `usage`: the verb's new form, e.g. "histoflow evaluate --checkpoint CKPT DATA".
     command.yaml records the path once, under `data`."""
     ctx = _current_context()
@@ -178,9 +178,9 @@ def check_data_alias(data_option: Any, usage: str) -> None:
         return
     source = ctx.get_parameter_source("data")
     if source is not None and source.name == "COMMANDLINE":
-        raise fail(f"the data was given twice (as an argument and as --data); give it once: {usage}")
+        raise fail(f"the data was given twice (as an argument and as {flag}); give it once: {usage}")
     Console(stderr=True).print(
-        f"note: --data is deprecated; give the data as an argument: {usage}",
+        f"note: {flag} is deprecated; give the data as an argument: {usage}",
         highlight=False,
         markup=False,
         soft_wrap=True,

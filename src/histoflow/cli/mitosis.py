@@ -180,23 +180,26 @@ def windows(
 
 @mitosis_app.command("evaluate")
 def evaluate(
+    data: Path = data_argument("Output folder of `histoflow mitosis windows` (its val and test crops)."),
     checkpoint: Path = typer.Option(..., help="Mitosis window classifier (runs/.../checkpoints/best.pt)."),
-    windows: Path = typer.Option(..., help="Output folder of `histoflow mitosis windows` (its val and test crops)."),
     out: Path = typer.Option(..., help="Output folder: metrics.json, detections_<split>.csv, report/, detector.pt."),
     config: Optional[Path] = config_option("Detection config (DetectConfig keys)"),
     proposals: Optional[str] = typer.Option(
         None, help="candidates (haematoxylin blobs) or grid (dense) [default: candidates]."
     ),
     set_: Optional[list[str]] = set_option("nms_um=4"),
+    data_option: Optional[Path] = deprecated_data_option("--windows"),
 ) -> None:
     """Detection on held-out crops (threshold chosen on val, metrics on test) beside the centre and
     haematoxylin baselines; writes detector.pt for `histoflow detect-mitoses`."""
     from histoflow.config.mitosis import DetectConfig
     from histoflow.evaluate.mitosis import evaluate_detector
 
+    check_data_alias(data_option, "histoflow mitosis evaluate --checkpoint CKPT WINDOWS --out OUT", "--windows")
+
     def work():
         cfg = verb_config(DetectConfig, config, set_)
-        return evaluate_detector(checkpoint, windows, out, cfg, quiet=state.quiet)
+        return evaluate_detector(checkpoint, data, out, cfg, quiet=state.quiet)
 
     results = run_verb(work)
     for name, result in results["methods"].items():

@@ -131,7 +131,7 @@ def register(app: typer.Typer) -> None:
         mil_checkpoint: Path = typer.Option(..., help="A MIL model (mil.pt from `histoflow train-mil`)."),
         out: Path = typer.Option(..., help="Output folder: predictions.csv, <slide_id>/attention.parquet."),
     ) -> None:
-        """Slide scores from stored embeddings (e.g. of a foundation encoder) with a trained MIL model."""
+        """Slide scores from stored embeddings (a checkpoint's or a foundation encoder's) with a trained MIL model."""
         from histoflow.mil.predict_bags import predict_mil
 
         summary = run_verb(predict_mil, mil_checkpoint, embeddings, out)

@@ -44,13 +44,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pyarrow.parquet as pq
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("HISTOFLOW_DATA", REPO.parent / "shared" / "data"))
+
+from bench_train import EpochTimer  # noqa: E402  (images and seconds of each epoch's batches; run from bench/)
 
 from histoflow.config import load_config  # noqa: E402
 from histoflow.data.loading import make_loader  # noqa: E402
@@ -65,22 +66,6 @@ TILE = TileConfig(tile_px=96, mpp=0.972, tissue_threshold=0.2)
 SMALL_MODEL = "{widths: [8, 16, 32], depth: 1, pool_first: true}"
 BATCH = 64
 LOAD_IMAGES = 20000  # per data-loading measurement: whole passes, about a second each
-
-
-class EpochTimer(L.Callback):
-    """Images and seconds of each epoch's training batches (as bench/bench_train.py)."""
-
-    def __init__(self):
-        self.seconds, self.images = {}, {}
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if batch_idx == 0:
-            self._start = time.perf_counter()
-            self.images[trainer.current_epoch] = 0
-        self.images[trainer.current_epoch] += len(batch[1])
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.seconds[trainer.current_epoch] = time.perf_counter() - self._start
 
 
 def build_sources(root: Path, slides: int, grid: int) -> tuple[Path, Path, Path, int]:

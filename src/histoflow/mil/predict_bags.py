@@ -28,15 +28,15 @@ from histoflow.mil.train import describe_embedding, embedding_identity
 log = logging.getLogger(__name__)
 
 
-def embedded_slides(embeddings: Path) -> list[Path]:
-    """Slide folders of an `histoflow embed` output whose embedding finished (embed.json complete)."""
+def embedded_slides(embeddings: Path) -> list[tuple[Path, dict]]:
+    """(slide folder, its embed.json) of an `histoflow embed` output, for finished slides only."""
     if not embeddings.is_dir():
         raise DataError(f"{embeddings}: embeddings folder not found (run `histoflow embed` first)")
     found = []
     for d in sorted(p for p in embeddings.iterdir() if p.is_dir()):
-        report = d / "embed.json"
-        if report.is_file() and json.loads(report.read_text()).get("status") == "complete":
-            found.append(d)
+        report = json.loads((d / "embed.json").read_text()) if (d / "embed.json").is_file() else {}
+        if report.get("status") == "complete":
+            found.append((d, report))
     if not found:
         raise DataError(f"{embeddings}: no finished slide embeddings (<slide>/embed.json with status complete)")
     return found
@@ -49,9 +49,8 @@ def predict_mil(mil_checkpoint: str | Path, embeddings: str | Path, out: str | P
     classes = list(meta["class_names"])
     out = Path(out)
     rows, empty = [], []
-    slides = embedded_slides(Path(embeddings))
-    for d in slides:
-        ident = embedding_identity(json.loads((d / "embed.json").read_text()))
+    for d, report in embedded_slides(Path(embeddings)):
+        ident = embedding_identity(report)
         if trained_on and ident != trained_on:
             raise CheckpointError(
                 f"{mil_checkpoint}: trained on embeddings of {describe_embedding(trained_on)}, but slide "

@@ -6,7 +6,8 @@ around its first false positive or miss.
 Each crop is enlarged (nearest neighbour, so pixels stay pixels) and drawn with OpenCV:
 green circle = a mitosis found (radius = the matching radius), red circle = a mitosis missed,
 grey circle = a mitosis outside the evaluated area (ignored), green dot = true positive
-detection, orange cross = false positive, the thin white frame = where window centres may lie.
+detection, orange cross = false positive, the thin white frame = where window centres may lie;
+a band above the grid says so, with the threshold.
 """
 
 from __future__ import annotations
@@ -75,6 +76,34 @@ def draw_crop(
     return big
 
 
+def legend_band(width: int, threshold: float, window_frame: bool) -> np.ndarray:
+    """A white band naming each mark, drawn with the marks themselves, and the threshold."""
+    import cv2
+
+    band = np.full((64, width, 3), 255, np.uint8)
+    font, scale, ink = cv2.FONT_HERSHEY_SIMPLEX, 0.55, (30, 30, 30)
+    cv2.putText(
+        band, f"Mitosis detections at score threshold {threshold:.3f}", (10, 22), font, 0.65, ink, 1, cv2.LINE_AA
+    )
+    x, y = 10, 48
+    entries = [("circle", GREEN, "mitosis found"), ("circle", RED, "mitosis missed"), ("circle", GREY, "not evaluated"),
+               ("dot", GREEN, "true positive"), ("cross", ORANGE, "false positive")]  # fmt: skip
+    if window_frame:
+        entries.append(("frame", (120, 120, 120), "where window centres may lie"))
+    for kind, colour, text in entries:
+        if kind == "circle":
+            cv2.circle(band, (x + 8, y - 5), 8, colour, 2)
+        elif kind == "dot":
+            cv2.circle(band, (x + 8, y - 5), 4, colour, -1)
+        elif kind == "cross":
+            cv2.drawMarker(band, (x + 8, y - 5), colour, cv2.MARKER_TILTED_CROSS, 14, 3)
+        else:
+            cv2.rectangle(band, (x, y - 13), (x + 16, y + 3), colour, 1)
+        cv2.putText(band, text, (x + 22, y), font, scale, ink, 1, cv2.LINE_AA)
+        x += 22 + cv2.getTextSize(text, font, scale, 1)[0][0] + 24
+    return band
+
+
 def detection_montage(
     crops: list[tuple[str, ImageDetections]], threshold: float, path: Path, window_px: int, columns: int = 6
 ) -> Path | None:
@@ -83,10 +112,11 @@ def detection_montage(
 
     if not crops:
         return None
-    tiles = []
+    tiles, any_frame = [], False
     for p, item in crops:  # one image read at a time
         rgb, shown, whole = focus(read_image(p), item, threshold)
         tiles.append(draw_crop(rgb, shown, threshold, window_px, frame=whole))
+        any_frame |= whole
     size = max(t.shape[0] for t in tiles)
     tiles = [
         cv2.copyMakeBorder(t, 2, 2 + size - t.shape[0], 2, 2 + size - t.shape[1], cv2.BORDER_CONSTANT) for t in tiles
@@ -95,6 +125,7 @@ def detection_montage(
         tiles.append(np.zeros_like(tiles[0]))
     rows = [np.concatenate(tiles[i : i + columns], axis=1) for i in range(0, len(tiles), columns)]
     grid = np.concatenate(rows, axis=0)
+    grid = np.concatenate([legend_band(grid.shape[1], threshold, any_frame), grid], axis=0)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         cv2.imwrite(str(tmp), grid[:, :, ::-1])

@@ -34,10 +34,11 @@ def make_inputs(root: Path) -> dict:
     root.mkdir(parents=True, exist_ok=True)
     pyr = write_synthetic_slide(root / "pyr.tif", 3000, 2000, mpp=0.25, tile_px=256, min_level_px=600, seed=5)
     window = Checkpoint.read(window_checkpoint(root / "w.pt", mpp=0.5))
+    model = str(_tiny_checkpoint(root / "m.pt", mpp=0.972))
     return {
         "slides": [str(need_data("wsi", "cmu-1-small-region.svs")), str(pyr)],
-        "predict-slide": str(_tiny_checkpoint(root / "m.pt", mpp=0.972)),
-        "embed": str(_tiny_checkpoint(root / "m.pt", mpp=0.972)),
+        "predict-slide": model,
+        "embed": model,
         # threshold 0: every proposal is a detection, so there are plenty to compare
         "detect-mitoses": str(save_detector(root / "d.pt", window, DetectConfig(nms_um=3.0), 0.0, "t")),
     }

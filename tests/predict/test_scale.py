@@ -124,7 +124,7 @@ def test_scale_options_mean_one_thing_in_every_verb():
     verbs = {"predict-slide", "embed", "detect-mitoses"}
     assert verbs <= set(helps["--devices"]) and len({helps["--devices"][v] for v in verbs}) == 1
     assert verbs | {"tile"} <= set(helps["--spark-master"]) and len(set(helps["--spark-master"].values())) == 1
-    assert verbs | {"tile"} <= set(helps["--engine"])
+    assert verbs | {"tile"} <= set(helps["--engine"]) and len({helps["--engine"][v] for v in verbs}) == 1
 
 
 @pytest.mark.slow

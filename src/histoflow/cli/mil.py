@@ -97,7 +97,8 @@ def register(app: typer.Typer) -> None:
             if encoder is not None:
                 from histoflow.mil.embed import encoder_embedder
 
-                emb = encoder_embedder(encoder, weights, cfg, tile_px=tile_px, resolution_policy=resolution_policy)
+                here = cfg.model_copy(update={"device": scale.here_device(cfg.device)}) if scale else cfg
+                emb = encoder_embedder(encoder, weights, here, tile_px=tile_px, resolution_policy=resolution_policy)
                 return embed_slides(emb, expand_slides(slides), out, cfg, progress=not state.quiet, scale=scale)
             return embed_slides(
                 cast(Path, checkpoint), expand_slides(slides), out, cfg, progress=not state.quiet, scale=scale

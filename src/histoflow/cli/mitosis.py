@@ -77,8 +77,8 @@ def register(app: typer.Typer) -> None:
         def work():
             grading = verb_config(GradingConfig, config, set_)
             scale = scale_out(engine, spark_master, devices)
-            one = scale.devices[0] if scale is not None and not scale.spread and scale.devices else None
-            detector = MitosisDetector.from_checkpoint(checkpoint, device=one or device or default_device())
+            here = scale.here_device(device) if scale is not None else device
+            detector = MitosisDetector.from_checkpoint(checkpoint, device=here or default_device())
             if threshold is not None:
                 detector.threshold = threshold
             chosen = kind if kind != "auto" else ("slides" if any(is_slide(p) for p in inputs) else "images")
@@ -91,7 +91,9 @@ def register(app: typer.Typer) -> None:
             from histoflow.config.slides import SlidePredictConfig
             from histoflow.predict.mitosis_slide import detect_slides
 
-            tiles = SlidePredictConfig(slide_mpp=slide_mpp, allow_resample=resample, tissue_threshold=tissue_threshold)
+            tiles = SlidePredictConfig(
+                slide_mpp=slide_mpp, allow_resample=resample, tissue_threshold=tissue_threshold, device=device
+            )
             return detect_slides(
                 detector, expand_slides(inputs), out, tiles, grading, tile_px, not state.quiet, atypia_checkpoint, scale
             )

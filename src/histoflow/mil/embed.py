@@ -229,8 +229,7 @@ def embed_slides(
     if isinstance(checkpoint, Embedder):
         pred = checkpoint
     else:
-        device = "cpu" if spread else (scale.devices[0] if scale and scale.devices else None)
-        pred = checkpoint_embedder_on(str(checkpoint), cfg, device=device)
+        pred = checkpoint_embedder_on(str(checkpoint), cfg, device=scale.here_device() if scale else None)
     if scale is not None and spread:  # the workers load the model; this copy gives the fingerprint
         if pred.rebuild is None:
             raise ConfigError("this embedder cannot be rebuilt in worker processes; build it with encoder_embedder")

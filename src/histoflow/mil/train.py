@@ -318,7 +318,8 @@ def _embedding_meta(emb_dir: Path, bag_ids: list[str]) -> dict:
         p = emb_dir / name
         if p.is_file():
             meta = json.loads(p.read_text())
-            return meta.get("embedding") or {"checkpoint_fingerprint": meta.get("checkpoint_fingerprint")}
+            # the same keys as a slide's embed.json gives: predict-mil compares the two
+            return embedding_identity(meta.get("embedding") or meta)
     return {}
 
 

@@ -39,8 +39,10 @@ from histoflow.core.io import atomic_path, atomic_write_bytes, atomic_write_json
 from histoflow.core.progress import progress_bar
 from histoflow.predict.mitosis import MitosisDetector, nms
 from histoflow.predict.mitosis_outputs import AtypiaScorer, point_feature
+from histoflow.predict.outputs import write_npy
 from histoflow.predict.pipeline import SlideTileSource, stream_batches
 from histoflow.predict.scale import ScaleOut, SlideJob, each_slide, run_slides
+from histoflow.predict.slide import SPEED_ONLY, is_complete
 from histoflow.predict.tiles import open_reader_factory, plan_tiles
 from histoflow.tiling.readers import slide_id_for
 
@@ -179,9 +181,7 @@ def fingerprint(detector: MitosisDetector, cfg: SlidePredictConfig, grading: Gra
             "detector": detector.ckpt.fingerprint,
             "threshold": detector.threshold,
             "detect": detector.cfg.model_dump(mode="json"),
-            "tiles": {
-                k: v for k, v in cfg.to_dict().items() if k not in ("batch_size", "workers", "prefetch", "device")
-            },
+            "tiles": {k: v for k, v in cfg.to_dict().items() if k not in SPEED_ONLY},
             "grading": grading.model_dump(mode="json"),
             "atypia": atypia,
         },
@@ -209,11 +209,9 @@ def detect_slide(
     slide_id = slide_id_for(slide_path)
     out_dir = Path(out) / slide_id
     fp = fingerprint(detector, cfg, grading, None if atypia is None else atypia.ckpt.fingerprint)
-    done = out_dir / "slide.json"
-    if done.is_file():
-        report = json.loads(done.read_text(encoding="utf-8"))
-        if report.get("fingerprint") == fp:
-            return {**report, "resumed": True}
+    done = is_complete(out_dir, fp)
+    if done:
+        return {**done, "resumed": True}
     window = detector.window_px
     cfg = SlidePredictConfig(**{**cfg.to_dict(), "mpp": detector.mpp, "overlap_px": window})
     slide = open_reader_factory(slide_path, cfg)()
@@ -271,8 +269,7 @@ def detect_slide(
         atomic_write_bytes(
             out_dir / "detections.geojson", json.dumps({"type": "FeatureCollection", "features": features}).encode()
         )
-        with atomic_path(out_dir / "density.npy") as tmp:
-            np.save(tmp, grid)
+        write_npy(out_dir / "density.npy", grid)
         heatmap_picture(slide, grid, spot, slide_mpp, out_dir / "heatmap.png", table[["x", "y"]].to_numpy(float))
         top_detections_picture(slide, table, slide_mpp, out_dir / "top_detections.png")
     finally:
@@ -342,15 +339,15 @@ def detect_slides(
         raise ConfigError(
             f"{detector.ckpt.path}: no detection threshold; use detector.pt from `histoflow mitosis evaluate`"
         )
-    atypia = AtypiaScorer(atypia_checkpoint, detector.mpp) if atypia_checkpoint else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if scale is not None and scale.spread:
         load = partial(load_detector, str(detector.ckpt.path), detector.cfg, detector.threshold, atypia_checkpoint)
         run_kwargs = {"out": str(out.resolve()), "cfg": cfg, "grading": grading, "tile_px": tile_px}
-        job = SlideJob(load, detect_loaded, run_kwargs, device=str(detector.device))
+        job = SlideJob(load, detect_loaded, run_kwargs, device=cfg.device)  # as asked, resolved by each worker
         reports, failed = run_slides(job, slides, scale, progress=progress)
     else:
+        atypia = AtypiaScorer(atypia_checkpoint, detector.mpp) if atypia_checkpoint else None
         reports, failed = each_slide(
             slides, lambda path: detect_slide(detector, path, out, cfg, grading, atypia, tile_px, progress)
         )

@@ -133,6 +133,13 @@ class ScaleOut:
         """True when slides leave this process."""
         return self.engine == "spark" or len(self.devices) > 1
 
+    def here_device(self, fallback: str | None = None) -> str | None:
+        """The device of a run that stays in this process: the one --devices names, else
+        `fallback` (the --device); "cpu" when spread, where this process only checks settings."""
+        if self.spread:
+            return "cpu"
+        return self.devices[0] if self.devices else fallback
+
     @property
     def gpus(self) -> int:
         return sum(d.startswith("cuda") for d in self.devices)
@@ -196,8 +203,7 @@ def run_slides(
     from histoflow.tiling.readers import in_memory_slide
 
     if not scale.spread:
-        device = scale.devices[0] if scale.devices else job.device
-        loaded = job.load(device=device)
+        loaded = job.load(device=scale.here_device(job.device))
         return each_slide(slides, job.runner(loaded))
     memory = [str(s) for s in slides if in_memory_slide(str(s)) is not None]
     if memory:

@@ -202,10 +202,9 @@ def predict_slides(
             "histoflow.mil.apply.predict_slides_with_mil (or pass aggregator=MilAggregator.load(...))"
         )
     spread = scale is not None and scale.spread
-    one_device = scale.devices[0] if scale is not None and not spread and scale.devices else None
     # spread out, the workers load the model: this copy (on the CPU) checks the settings and
     # gives the summary its resolution and classes
-    pred = load_predictor(checkpoint, cfg, aggregator, device="cpu" if spread else one_device)
+    pred = load_predictor(checkpoint, cfg, aggregator, device=scale.here_device() if scale else None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -211,3 +211,14 @@ def test_hub_weights_offline_fail_fast_naming_the_file_to_download(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ConfigError, match=r"cannot download hf-hub:MahmoodLab/uni .*Download pytorch_model.bin from"):
         build_encoder("uni", "hub")
+
+
+def test_train_preflight_takes_an_encoders_weight_keywords_not_as_paths():
+    from histoflow.config.run import RunConfig
+    from histoflow.train.preflight import config_problems
+
+    for keyword in ("random", "hub"):
+        cfg = RunConfig(model={"name": "vit-s16-imagenet", "weights": keyword})
+        assert not [p for p in config_problems(cfg, data_given=True) if p.startswith("model.weights")]
+    cfg = RunConfig(model={"name": "simple_cnn", "weights": "random"})  # not an encoder: a missing file
+    assert any("model.weights: random does not exist" in p for p in config_problems(cfg, data_given=True))

@@ -184,3 +184,13 @@ def test_formats_with_pixels_beside_the_file_are_refused_when_that_folder_is_mis
     with pytest.raises(SlideReadError, match=r"y.mrxs: a MIRAX .*folder y/ .*missing"):
         open_slide(mrxs)
     assert expand_slides([tmp_path]) == [vsi, mrxs]  # listed, so a folder's run reports why they fail
+
+
+def test_a_dicom_instance_named_by_its_uid_alone_is_its_series_folders_slide():
+    """Instances are often exported without .dcm; their id is the series folder's, never the
+    UID's organisation prefix (which every slide of that organisation shares)."""
+    from histoflow.slide.base import slide_id_of
+
+    uid = "1.2.826.0.1.3680043.8.498.46702941076792458794464453066648511350"
+    assert slide_id_of(f"/data/case-7/{uid}") == "case-7" == slide_id_of(f"/data/case-7/{uid}.dcm")
+    assert slide_id_of("/data/scan.1.2.tif") == "scan.1.2"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -26,6 +27,8 @@ from histoflow.core.errors import ConfigError, SlideReadError
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "openslide", "tifffile", "image", "array")
+# a DICOM instance named by its UID alone (no .dcm), as series are often exported
+DICOM_UID = re.compile(r"\d+(\.\d+){3,}")
 
 
 @runtime_checkable
@@ -56,7 +59,7 @@ def slide_id_of(path: str | Path) -> str:
     A DICOM slide is a folder of instances named by UID: its id is the folder's name, whether
     the folder or one of its `.dcm` instances is given (the same slide either way)."""
     p = Path(path)
-    if p.suffix.lower() == ".dcm":
+    if p.suffix.lower() == ".dcm" or DICOM_UID.fullmatch(p.name):  # an instance: its series folder
         p = p.parent
     if p.name in ("", ".", "..") or p.is_dir():
         return (p.name if p.name not in ("", ".", "..") else p.resolve().name) or str(p)

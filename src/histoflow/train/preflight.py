@@ -49,7 +49,12 @@ def config_problems(cfg: RunConfig, data_given: bool = False) -> list[str]:
         problems.append(f"model.name: {e}")
     if not data_given:
         problems += data_problems(cfg)
-    for key, value in (("model.weights", cfg.model.weights), ("preprocess.target", cfg.preprocess.target)):
+    from histoflow.models.encoders import encoder_names
+
+    weights = cfg.model.weights
+    if cfg.model.name in encoder_names() and weights in ("random", "hub"):  # encoders' keywords, not paths
+        weights = None
+    for key, value in (("model.weights", weights), ("preprocess.target", cfg.preprocess.target)):
         if value and not expand(value).exists():
             problems.append(f"{key}: {expand(value)} does not exist")
     if cfg.model.freeze != "none" and not (cfg.model.weights or cfg.model.pretrained):

@@ -165,7 +165,7 @@ def _summary(cfg: dict, mil: bool) -> tuple[str, str, str]:
 
 
 def recipes_page() -> str:
-    paths = sorted((ROOT / "configs").glob("*.yaml")) + sorted((ROOT / "configs" / "mil").glob("*.yaml"))
+    paths = sorted((ROOT / "configs").rglob("*.yaml"), key=lambda p: (len(p.relative_to(ROOT).parts), str(p)))
     if not paths:
         raise PluginError("no recipes in configs/")
     lines = [

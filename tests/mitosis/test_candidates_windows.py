@@ -121,3 +121,36 @@ def test_dark_regions_of_a_large_field_are_not_black_fill():
     assert valid_box(field) == (0, 0, 600, 400)
     field[:, 580:] = 0  # real fill past a slide's edge
     assert valid_box(field) == (0, 0, 580, 400)
+
+
+def test_reflect_windows_leave_out_a_mitosis_lying_in_black_slide_edge_fill():
+    """With border: reflect, a figure in the black fill of a crop at a slide's edge is not
+    evaluated and gets no window (mirroring needs a point inside the valid area); the others do."""
+    from histoflow.config.mitosis import MitosisWindowsConfig
+    from histoflow.data.mitosis_windows import crop_windows
+
+    rgb = disks(size=(128, 128), centres=[(60, 60), (100, 90)], radius=6)
+    rgb[:, :30] = 0  # slide-edge fill: valid area starts at x = 30
+    mitoses = np.array([[60.0, 60.0], [10.0, 64.0]])  # the second lies in the fill
+    cut = crop_windows(rgb, mitoses, 0.25, MitosisWindowsConfig(border="reflect"))
+    assert cut["box"][0] == 30 and cut["evaluated"].tolist() == [True, False]
+    assert [tuple(c) for c, s in zip(cut["centres"], cut["source"]) if s == "mitosis"] == [(60.0, 60.0)]
+
+
+def test_the_detection_montage_draws_fields_that_are_not_square(tmp_path):
+    """A wide field beside a square crop: each padded to the largest height and width."""
+    from PIL import Image
+
+    from histoflow.evaluate.detection import ImageDetections
+    from histoflow.evaluate.mitosis_pictures import detection_montage
+
+    wide, square = tmp_path / "wide.png", tmp_path / "square.png"
+    Image.fromarray(disks(size=(150, 100), centres=[(40, 50)])).save(wide)
+    Image.fromarray(disks(size=(128, 128))).save(square)
+    crops = [
+        (str(p), ImageDetections(p.name, [[40.0, 50.0]], [[41.0, 50.0], [100.0, 20.0]], [0.9, 0.8], 8.0))
+        for p in (wide, square)
+    ]
+    out = detection_montage(crops, 0.5, tmp_path / "m.png", window_px=24, columns=2)
+    picture = np.asarray(Image.open(out))
+    assert picture.shape[1] == 2 * (150 * 3 + 4) and picture.shape[0] > 128 * 3

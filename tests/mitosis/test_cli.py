@@ -36,7 +36,7 @@ def test_detect_mitoses_on_images_and_refusals(tmp_path):
     assert (tmp_path / "out" / "command.yaml").is_file()
     far = runner.invoke(app, ["detect-mitoses", str(tmp_path / "a.png"), "--checkpoint", str(detector),
                               "--out", str(tmp_path / "o2"), "--mpp", "0.5", "--device", "cpu"])  # fmt: skip
-    assert far.exit_code == 2 and "--resample" in far.output
+    assert far.exit_code == 2 and "--allow-resample" in far.output
     plain = window_checkpoint(tmp_path / "p.pt", classes=("0", "1"))
     wrong = runner.invoke(app, ["detect-mitoses", str(tmp_path / "a.png"), "--checkpoint", str(plain),
                                 "--out", str(tmp_path / "o3"), "--device", "cpu"])  # fmt: skip

@@ -63,7 +63,7 @@ def test_nms_keeps_the_best_of_close_points():
 
 def test_far_resolution_is_refused_unless_resampled(detector):
     img = disks(size=(64, 64), centres=((20, 20), (45, 40)), radius=4)  # the same disks at 0.5 um/px
-    with pytest.raises(DataError, match="0.5 um/px is far from the detector's 0.25.*--resample"):
+    with pytest.raises(DataError, match="0.5 um/px is far from the detector's 0.25.*--allow-resample"):
         detector.detect(img, 0.5)
     found = detector.detect(img, 0.5, resample=True)  # upsampled x2 inside, reported in the image's pixels
     assert np.abs(np.array(as_set(found)) - [(20, 20), (45, 40)]).max() <= 1

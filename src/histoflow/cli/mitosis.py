@@ -49,7 +49,10 @@ def register(app: typer.Typer) -> None:
         mpp: Optional[float] = typer.Option(None, help="Images: microns per pixel [default: the detector's]."),
         slide_mpp: Optional[float] = slide_mpp_option(),
         resample: bool = typer.Option(
-            False, help="Resize inputs far from the detector's resolution instead of refusing them."
+            False,
+            "--allow-resample",
+            "--resample",  # its first name; --allow-resample as in predict-slide and embed, and in the refusal
+            help="Resize inputs far from the detector's resolution instead of refusing them.",
         ),
         atypia_checkpoint: Optional[Path] = typer.Option(
             None, help="Normal-vs-atypical checkpoint (histoflow mitosis atypia-cv): adds p_atypical."
@@ -61,7 +64,7 @@ def register(app: typer.Typer) -> None:
         tile_px: int = typer.Option(512, help="Slides: tile side at the detector's resolution."),
         tissue_threshold: float = typer.Option(0.5, help="Slides: tiles with at least this tissue fraction."),
         config: Optional[Path] = config_option("Grading config (GradingConfig keys: area_mm2, cuts, heatmap_um)"),
-        set_: Optional[list[str]] = set_option("cuts=[10,20]"),
+        set_: Optional[list[str]] = set_option("cuts=[10,21]"),
         device: Optional[str] = device_option(),
         engine: str = engine_option(),
         spark_master: str = spark_master_option(),
@@ -207,7 +210,8 @@ def evaluate(
     for name, result in results["methods"].items():
         test = result["test"]
         console.print(
-            f"{name:>13}: test F1 {test['f1']:.3f}  precision {test['precision'] or 0:.3f}  recall {test['recall']:.3f}"
+            f"{name:>13}: test F1 {test['f1'] or 0:.3f}  precision {test['precision'] or 0:.3f}  "
+            f"recall {test['recall'] or 0:.3f}"
             f"  AP {test['ap'] or 0:.3f}  (threshold {result['threshold']:.3f} from val)",
             highlight=False,
         )

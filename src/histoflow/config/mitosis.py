@@ -87,7 +87,7 @@ class GradingConfig(Strict):
     fields of 0.50 mm diameter (0.196 mm^2 each), for which the field-area table of the Nottingham
     method (reproduced in the RCPath and CAP breast reporting protocols) gives score 1 for 0-7
     mitoses, 2 for 8-14 and 3 for 15 or more. `cuts` are the counts at which scores 2 and 3 begin;
-    change them with `area_mm2` (CAP's 0.59 mm example: 2.74 mm^2 and cuts 10, 20)."""
+    change them with `area_mm2` (CAP's 0.59 mm fields: 2.74 mm^2 and cuts 10, 21, i.e. >20 is 3)."""
 
     area_mm2: PositiveFloat = 2.0
     cuts: tuple[PositiveInt, PositiveInt] = (8, 15)

@@ -87,6 +87,13 @@ def label_candidates(candidates: np.ndarray, mitoses: np.ndarray, positive_px: f
     return np.where(distance <= positive_px, 1, np.where(distance >= match_px, 0, -1))
 
 
+def in_box(points: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Which (x, y) points lie inside box (x0, y0, x1, y1)."""
+    x0, y0, x1, y1 = box
+    points = np.asarray(points, dtype=float).reshape(-1, 2)
+    return (points[:, 0] >= x0) & (points[:, 0] < x1) & (points[:, 1] >= y0) & (points[:, 1] < y1)
+
+
 def crop_windows(
     rgb: np.ndarray, mitoses: np.ndarray, mpp: float, cfg: MitosisWindowsConfig, negatives: np.ndarray | None = None
 ) -> dict:
@@ -99,13 +106,12 @@ def crop_windows(
     mask = candidate_mask(rgb.shape[:2], box, cfg.window_px, cfg.border)
     candidates = nucleus_candidates(rgb, mpp, cfg.candidates, mask=mask)
     labels = label_candidates(candidates, mitoses, cfg.positive_radius_um / mpp, cfg.match_radius_um / mpp)
-    evaluated = fits(mitoses, box, cfg.window_px) if cfg.border == "inside" else np.ones(len(mitoses), bool)
     negatives = np.zeros((0, 2)) if negatives is None else np.asarray(negatives, dtype=float).reshape(-1, 2)
-    if cfg.border == "reflect":  # mirroring needs the point inside the valid area
-        x0, y0, x1, y1 = box
-        negatives = negatives[
-            (negatives[:, 0] >= x0) & (negatives[:, 0] < x1) & (negatives[:, 1] >= y0) & (negatives[:, 1] < y1)
-        ]
+    if cfg.border == "inside":
+        evaluated = fits(mitoses, box, cfg.window_px)
+    else:  # mirroring needs the point inside the valid area (a figure in black slide-edge fill is not)
+        evaluated = in_box(mitoses, box)
+        negatives = negatives[in_box(negatives, box)]
     far = (
         label_candidates(negatives, mitoses, 0.0, cfg.match_radius_um / mpp) == 0
         if len(negatives)

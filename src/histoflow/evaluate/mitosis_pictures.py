@@ -117,9 +117,9 @@ def detection_montage(
         rgb, shown, whole = focus(read_image(p), item, threshold)
         tiles.append(draw_crop(rgb, shown, threshold, window_px, frame=whole))
         any_frame |= whole
-    size = max(t.shape[0] for t in tiles)
+    height, width = max(t.shape[0] for t in tiles), max(t.shape[1] for t in tiles)  # fields need not be square
     tiles = [
-        cv2.copyMakeBorder(t, 2, 2 + size - t.shape[0], 2, 2 + size - t.shape[1], cv2.BORDER_CONSTANT) for t in tiles
+        cv2.copyMakeBorder(t, 2, 2 + height - t.shape[0], 2, 2 + width - t.shape[1], cv2.BORDER_CONSTANT) for t in tiles
     ]
     while len(tiles) % columns:
         tiles.append(np.zeros_like(tiles[0]))

@@ -122,7 +122,7 @@ class MitosisDetector:
         if not resample:
             raise DataError(
                 f"image at {mpp:g} um/px is far from the detector's {self.mpp:g} um/px "
-                f"(tolerance {self.cfg.mpp_tolerance:.0%}); pass --resample to resize it first"
+                f"(tolerance {self.cfg.mpp_tolerance:.0%}); pass --allow-resample to resize it first"
             )
         return ratio
 

@@ -160,3 +160,11 @@ def test_amibr_crops_know_every_mitosis_inside_them():
     manifest = ami.atypia_manifest()
     assert manifest.class_names == ["normal", "atypical"] and manifest.group_column() == "slide"
     assert np.isin(manifest.frame["label"], ["normal", "atypical"]).all()
+
+
+def test_a_slide_column_beside_a_file_name_column_is_not_taken_for_the_image(tmp_path):
+    from histoflow.data.points import read_points_csv
+
+    (tmp_path / "p.csv").write_text("file_name,slide,x,y\na.png,S1,5,6\nb.png,S1,7,8\n")
+    points = read_points_csv(tmp_path / "p.csv")
+    assert sorted(points.points["image"].unique()) == ["a.png", "b.png"]

@@ -30,13 +30,19 @@ from histoflow.config.mitosis import MITOSIS_LABELS, NEGATIVE_LABELS
 from histoflow.core.errors import DataError
 from histoflow.core.images import is_image_file
 from histoflow.data.manifest import Manifest
-from histoflow.data.points import SHOWN, OnDuplicate, PointSet, check_inside, read_points_coco, read_points_csv
+from histoflow.data.points import (
+    IMAGE_COLUMNS,
+    SHOWN,
+    OnDuplicate,
+    PointSet,
+    check_inside,
+    read_points_coco,
+    read_points_csv,
+)
 
 BboxFormat = Literal["xyxy", "xywh"]
 
 log = logging.getLogger(__name__)
-
-CSV_IMAGE_COLUMNS = ("image", "file_name", "filename", "path", "slide")  # `slide` names the image only when alone
 
 
 def normal_label(text: str) -> str:
@@ -121,9 +127,9 @@ def _read(
         raise DataError(f"{path}: file not found") from exc
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{path}: not a readable CSV ({exc})") from exc
-    image_col = next((c for c in CSV_IMAGE_COLUMNS if c in header.columns), None)
+    image_col = next((c for c in IMAGE_COLUMNS if c in header.columns), None)
     if image_col is None:
-        raise DataError(f"{path}: no image column; expected one of {list(CSV_IMAGE_COLUMNS)}, found {list(header)}")
+        raise DataError(f"{path}: no image column; expected one of {list(IMAGE_COLUMNS)}, found {list(header)}")
     slide_of: dict[str, str] = {}
     if image_col != "slide" and "slide" in header.columns:
         pairs = header[[image_col, "slide"]].drop_duplicates()

@@ -28,7 +28,8 @@ from histoflow.core.errors import DataError
 
 log = logging.getLogger(__name__)
 
-IMAGE_COLUMNS = ("image", "slide", "file_name", "filename", "path")
+# `slide` names the image only when no other column does (beside one, it is the grouping key)
+IMAGE_COLUMNS = ("image", "file_name", "filename", "path", "slide")
 LABEL_COLUMNS = ("label", "majority_atypical", "category")
 OnDuplicate = Literal["raise", "drop"]
 SHOWN = 10  # rows named in one error message

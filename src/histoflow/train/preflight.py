@@ -111,16 +111,11 @@ def check_run_config(cfg: RunConfig, data_given: bool = False) -> None:
         raise ConfigError(f"the config has {len(problems)} problems:\n  " + "\n  ".join(problems))
 
 
-class _DropTips(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.getMessage()).startswith("💡 Tip")
-
-
-_TIP_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning_utilities.core.rank_zero")
 # Lightning's INFO lines: "GPU available: False, used: False", "TPU/HPU available", "LOCAL_RANK: 0 -
 # CUDA_VISIBLE_DEVICES", "`Trainer.fit` stopped: `max_epochs=1` reached", "Loading `train_dataloader`
-# to estimate number of stepping batches", the "💡 Tip" adverts. All go through these two loggers
-# (each has its own stderr handler); histoflow logs what it chose itself, so only their warnings stay.
+# to estimate number of stepping batches", the "💡 Tip" adverts. All go through these loggers or
+# their children (the tips' rank_zero logger is a child of lightning.pytorch); histoflow logs what
+# it chose itself, so only their warnings stay.
 _LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
 
 
@@ -129,10 +124,6 @@ def quiet_lightning() -> Iterator[None]:
     """While Lightning runs, its INFO lines (device summary, "fit stopped", advertising tips) and
     torch's pytree `LeafSpec` deprecation (raised inside Lightning, nothing a user can act on) are
     dropped, with or without --quiet; Lightning's warnings and errors still show."""
-    drop = _DropTips()
-    tips = [logging.getLogger(name) for name in _TIP_LOGGERS]
-    for lg in tips:
-        lg.addFilter(drop)
     loggers = [logging.getLogger(name) for name in _LIGHTNING_LOGGERS]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
@@ -144,7 +135,5 @@ def quiet_lightning() -> Iterator[None]:
             )
             yield
     finally:
-        for lg in tips:
-            lg.removeFilter(drop)
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)

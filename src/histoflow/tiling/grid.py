@@ -35,6 +35,17 @@ __all__ = [
 ]
 log = logging.getLogger(__name__)
 MPP_TOLERANCE = 0.02  # up to 2% finer than level 0 is scanner rounding (0.5 vs 0.499), not upsampling
+BOX_RESIDUAL = 0.1  # box-then-interpolate when read_px / tile_px is within 10% of a whole number >= 2
+
+
+def box_factor(read_px: int, tile_px: int) -> int:
+    """The whole-number box reduction tiling.read does before a small final resize, or 1 for
+    none (there: why, and the other paths)."""
+    r = read_px / tile_px
+    f = round(r)
+    if f < 2 or read_px == f * tile_px or abs(r / f - 1) > BOX_RESIDUAL:
+        return 1
+    return f
 
 
 class TileSpec(NamedTuple):
@@ -114,6 +125,12 @@ def resolve_geometry(slide, cfg: TileConfig, allow_upsample: bool = False) -> tu
     if abs(read_px - cfg.tile_px) <= 1 and abs(downsample / slide.level_downsamples[level] - 1) < 0.01:
         read_px = cfg.tile_px  # level already at the requested resolution: no resampling
     stride_px0 = max(1, round((cfg.tile_px - cfg.overlap_px) * downsample))
+    f = box_factor(read_px, cfg.tile_px)
+    if f > 1 and stride_px0 < region_px0:
+        # overlapping tiles on whole box cells share one box reduction per block read (tiling.read);
+        # the stride moves by under f level px
+        unit = f * max(1, round(slide.level_downsamples[level]))
+        stride_px0 = max(unit, unit * round(stride_px0 / unit))
     w, h = slide.dimensions
     if region_px0 > w or region_px0 > h:
         raise DataError(

@@ -1,43 +1,51 @@
 """Slide prediction throughput: slide file -> probabilities, vs the model alone on the same tiles.
 
 Run: PYTHONPATH=src python bench/bench_slide_predict.py [--checkpoint CKPT] [--repeats 9]
-Prints one JSON line. For each case it times, as interleaved pairs (end to end, then model
-alone; the next pair in the other order, so neither always runs first), `--repeats` times:
-  end to end   tiles read and decoded from the slide file by the reader threads, batched and
-               scored: predict-slide's tile stream and model loop (predict.model_loop.run_model
-               over predict.pipeline.SlideTileSource), with readers opened as predict-slide opens them
+Prints one JSON line. For each case, `--repeats` rounds; each round runs one untimed model-alone
+pass (the first run after an idle wait is slow while the vCPUs wake up), then times
+  end to end   tiles read and decoded from the slide file and scored: predict-slide's tile
+               stream and model loop (predict.model_loop.run_model over
+               predict.pipeline.SlideTileSource), readers opened as predict-slide opens them, with
+               predict-slide's reader threads (--workers; default predict.pipeline.reader_threads:
+               none on a CPU host whose cores the model's threads fill, so tiles are read between
+               batches)
   model alone  the same model on the same tiles preloaded as one uint8 array (same batch size,
                same process, same threads)
-and reports the median tiles/s of each, the median of the per-pair ratios (model alone time /
-end-to-end time; 1.0 = reading costs nothing) with its min and max, and every run. A pair sees
-the same machine load, so the per-pair ratio is far steadier than either tiles/s figure.
+as A B B A (B A A B in odd rounds), so a drift in the machine's speed within the round hits both.
+It reports the median of the per-round ratios (model alone time / end-to-end time; 1.0 =
+reading costs nothing) with its min and max, the median tiles/s of each, and every round.
 
 Cases (same slide, 96 px tiles, 48 px overlap so there are enough tiles to time, tissue
 threshold 0 = every grid position):
   resampled (the headline, `ratio`): 0.972 um/px, what a PCam-trained model needs: each tile
-    is a 187 px region of level 0 (0.499 um/px) area-resized to 96 px; 660 tiles
+    is a 187 px region of level 0 (0.499 um/px), box-averaged 2 x 2 and interpolated to 96 px
+    (tiling.read; bench/bench_resample.py compares it with area interpolation); 713 tiles
   native: 0.5 um/px, the slide's own level 0, no resizing; 2,700 tiles
 Planning (tissue mask, grid) and the preloading are not timed. Model: the checkpoint given,
 else an untrained PCam-sized simple_cnn (widths 16-128, depth 1): throughput does not depend
-on the weights. `--serial` adds end-to-end runs with no reader threads (workers=0) to each
-round, which shows what the overlap buys. Other processes' share of the CPUs during each pair
-is reported (`others_cpu_share`, from /proc); `--quiet 0.15` waits before each pair until they
-use under 15% (at most `--quiet-wait-s`), for figures from a shared machine.
+on the weights. `--serial` adds end-to-end runs with workers=0 to each round (with `--workers 2`:
+reader threads and reading between batches in one run). Other processes' share of the CPUs
+during each round is reported (`others_cpu_share`, from /proc); `--quiet 0.15` waits before each
+round until they use under 15% (at most `--quiet-wait-s`), for figures from a shared machine.
 
-Measured on 2026-12-01 (2-core AMD EPYC, other jobs' CPU share 0.00-0.01 during the pairs,
-`--repeats 7 --quiet 0.15`), CMU-1-Small-Region, untrained simple_cnn, 2 torch threads, 2 reader
-threads:
-  resampled 0.972 um/px: ratio 0.746 (0.706-0.803), 806 vs 1,080 tiles/s  (target 0.9: NOT met)
-  native 0.5 um/px:      ratio 0.952 (0.677-1.216), 996 vs 1,153 tiles/s
-Where a resampled tile's time goes (one thread, this slide): OpenCV's INTER_AREA resize of the
-187 px region to 96 px about 190 us (its non-integer-factor path; an exact 2x factor takes about
-14 us), the region decode about 20 us (neighbouring tiles share one block read), cutting and
-bookkeeping about 75 us; two reader threads read 1.4-1.6x as fast as one. The model alone takes
-about 1.5 ms of CPU a tile, so even perfectly overlapped, reading is ~16% of the work. Reading
-between model batches instead of ahead of them (no thread contention) measured the same within
-noise (0.714 vs 0.724 in the same rounds), and an area resize in float32 gives identical pixels
-only about 20% faster; closing the gap needs a SIMD area resampler or a slide level near the
-target resolution.
+Measured on 2026-12-01, 2-core AMD EPYC host (other jobs' CPU share 0.00-0.01), untrained
+simple_cnn, 2 torch threads, `--repeats 9 --quiet 0.15`, three runs in a row:
+  resampled 0.972 um/px: 0.71, 0.79, 0.79 (e.g. 1,563 vs 2,011 tiles/s)   target 0.9: NOT met
+  native 0.5 um/px:      1.00, 0.90, 0.96
+The same session, before the box path and the reader-thread rule (2 reader threads, area
+interpolation): resampled 0.68 (1,049 vs 1,485 tiles/s), native 0.97. `--workers 2 --serial` in
+one run: 2 reader threads 0.69, reading between batches 0.77 (resampled); 0.83 vs 0.91 (native).
+The model alone ran at 1,400-2,100 tiles/s on this host from one run to the next.
+Where the reading goes at 0.972 um/px (one thread, this slide, 713 tiles, 85-95 ms in all): JPEG
+decode of the level-0 file tiles 38 ms (about 53 us a tile: each output pixel covers four level-0
+pixels), the box path 19 ms (area interpolation took about 120 ms), assembling regions 8 ms,
+opening the reader 8 ms, bookkeeping about 10 ms. The model's threads fill both cores, so reading
+adds its own time to the model's (reader threads running beside it cost more: a preempted torch
+thread stalls its partner at the next barrier). With the model at 0.5 ms a tile, the decode alone
+is a tenth of that: 0.9 needs a cheaper decode (JPEG's DCT-domain 1/2 scaling, which the
+tifffile/imagecodecs path does not expose) or a core the model does not use. A bigger model (a
+ResNet-50 costs tens of ms a tile on CPU) hides reading; beside a GPU the 2 reader threads run
+ahead of the model.
 """
 
 from __future__ import annotations
@@ -59,7 +67,7 @@ import torch  # noqa: E402
 
 from histoflow.config.slides import SlidePredictConfig  # noqa: E402
 from histoflow.predict.model_loop import device_of, run_model  # noqa: E402
-from histoflow.predict.pipeline import SlideTileSource  # noqa: E402
+from histoflow.predict.pipeline import SlideTileSource, reader_threads  # noqa: E402
 from histoflow.predict.tiles import open_reader_factory, plan_tiles  # noqa: E402
 from histoflow.slide import open_slide  # noqa: E402
 from histoflow.tiling.read import read_tile  # noqa: E402
@@ -167,12 +175,20 @@ class Case:
         return model_alone(self.model, self.images, self.args.batch_size, self.device)[0]
 
     def round(self, order: int) -> None:
+        """One pair, timed as A B B A (or B A A B in odd rounds): a drift in the machine's speed
+        during the round then hits both sides alike. An untimed model-alone run first, because
+        the first run after an idle wait (--quiet sleeps) is slow while the vCPUs wake up."""
         if self.args.quiet is not None:
             wait_for_quiet(self.args.quiet, self.args.quiet_wait_s)
+        self.alone()
         steps = [("end_to_end", self.end_to_end), ("model_alone", self.alone)]
+        first, second = steps[::-1] if order % 2 else steps
+        times: dict[str, float] = {"end_to_end": 0.0, "model_alone": 0.0}
         with Others() as others:
-            for key, step in steps[::-1] if order % 2 else steps:
-                self.runs[key].append(step())
+            for key, step in (first, second, second, first):
+                times[key] += step() / 2
+        for key, t in times.items():
+            self.runs[key].append(t)
         self.others.append(others.share)
         if self.args.serial:
             self.runs["serial"].append(self.end_to_end(workers=0))
@@ -213,7 +229,12 @@ def main() -> None:
     ap.add_argument("--tile-px", type=int, default=96)
     ap.add_argument("--overlap-px", type=int, default=48)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--workers", type=int, default=SlidePredictConfig().workers)
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="reader threads [default: predict-slide's, predict.pipeline.reader_threads]",
+    )
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--cases", default=",".join(CASES), help="comma-separated, of: " + ", ".join(CASES))
     ap.add_argument("--serial", action="store_true", help="also time workers=0 (no reader threads)")
@@ -259,7 +280,7 @@ def main() -> None:
         "device": str(device),
         "reader": f"{type(reader).__name__} ({getattr(reader, 'decoder', reader.backend)})",
         "torch_threads": torch.get_num_threads(),
-        "reader_threads": args.workers,
+        "reader_threads": reader_threads(cases[0].cfg.workers, device),
         "batch_size": args.batch_size,
         "repeats": args.repeats,
         "cpu_count": os.cpu_count(),

@@ -321,8 +321,9 @@ def test_cli_predict_slide_on_the_real_slide(tmp_path):
 def test_streamed_tiles_are_the_tile_by_tile_openslide_pixels(mpp):
     """The fast path (a batch's neighbouring tiles cut from one region read, level 0 of an
     Aperio slide decoded by tifffile, batches filled in place) must give exactly the pixels
-    and probabilities of the old path: each tile read alone by OpenSlide and area-resized
-    (0.972 um/px: 187 px regions of the 0.499 um/px level -> 96 px; 0.5: no resizing)."""
+    and probabilities of the old path: each tile read alone by OpenSlide and resized
+    (0.972 um/px: 187 px regions of the 0.499 um/px level -> 96 px; 0.5: no resizing), with
+    reader threads and without (workers=0: read between batches, the CPU default on 2 cores)."""
     from histoflow.config import ModelConfig
     from histoflow.models.factory import create_model
     from histoflow.predict.model_loop import run_model
@@ -342,8 +343,9 @@ def test_streamed_tiles_are_the_tile_by_tile_openslide_pixels(mpp):
     def source():
         return SlideTileSource(path, plan.specs, open_reader_factory(path, cfg))
 
-    streamed = np.concatenate([b.images for b in stream_batches(source(), 96, cfg.batch_size, cfg.workers)])
-    np.testing.assert_array_equal(streamed, expected)
+    for workers in (2, 0):
+        streamed = np.concatenate([b.images for b in stream_batches(source(), 96, cfg.batch_size, workers)])
+        np.testing.assert_array_equal(streamed, expected)
     torch.manual_seed(0)
     model = create_model(ModelConfig(name="simple_cnn", params={"widths": [8, 16], "depth": 1}), 2).eval()
     res = run_model(model, source(), 96, cfg, torch.device("cpu"))
@@ -352,6 +354,30 @@ def test_streamed_tiles_are_the_tile_by_tile_openslide_pixels(mpp):
         ref = model.probabilities(model.head(model.features(x))).numpy()
     assert res.indices.tolist() == list(range(len(plan.specs))) and not res.errors
     np.testing.assert_allclose(res.probs, ref, rtol=0, atol=1e-6)
+
+
+def test_reader_threads_only_take_cores_a_cpu_model_leaves_free(monkeypatch):
+    """On the CPU, reader threads beside a model whose threads fill every core preempt it
+    (bench_slide_predict measured the contention costing more than the reading): by default
+    there are only as many as the free cores, at most 2. Beside a GPU: 2. Asked for: as asked."""
+    import os
+
+    from histoflow.predict.pipeline import reader_threads
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(2)), raising=False)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert reader_threads(None, cpu) == 0 and reader_threads(None, gpu) == 2
+        torch.set_num_threads(1)
+        assert reader_threads(None, cpu) == 1
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+        assert reader_threads(None, cpu) == 2
+        assert reader_threads(0, gpu) == 0 and reader_threads(3, cpu) == 3
+    finally:
+        torch.set_num_threads(threads)
+    assert SlidePredictConfig().workers is None  # the default is the rule above, not a fixed number
 
 
 @pytest.mark.slow

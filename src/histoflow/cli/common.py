@@ -211,7 +211,10 @@ def device_option() -> Any:
 
 def reader_threads_option() -> Any:
     return typer.Option(
-        2, "--reader-threads", help="Threads reading and decoding tiles ahead of the model (0: no overlap)."
+        None,
+        "--reader-threads",
+        help="Threads reading and decoding tiles ahead of the model (0: read between batches) "
+        "[default: 2 with a GPU; on the CPU, only cores the model's threads leave free].",
     )
 
 

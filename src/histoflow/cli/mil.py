@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
         bags_per_patient: int = typer.Option(10, help="--pcam-bags: bags drawn per patient."),
         seed: int = typer.Option(0, help="--pcam-bags: seed."),
         batch_size: int = batch_size_option(128),
-        reader_threads: int = reader_threads_option(),
+        reader_threads: Optional[int] = reader_threads_option(),
         device: Optional[str] = device_option(),
         engine: str = engine_option(),
         spark_master: str = spark_master_option(),

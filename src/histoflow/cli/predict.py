@@ -109,7 +109,7 @@ def register(app: typer.Typer) -> None:
         overlap_px: int = typer.Option(0, help="Output pixels shared by neighbouring tiles."),
         tissue_threshold: float = typer.Option(0.5, help="Score tiles with at least this tissue fraction."),
         batch_size: int = batch_size_option(64),
-        reader_threads: int = reader_threads_option(),
+        reader_threads: Optional[int] = reader_threads_option(),
         tta: bool = typer.Option(False, help="Average over the 8 flips/rotations."),
         backend: str = typer.Option("auto", help="Slide reader: auto, openslide, tifffile or image."),
         device: Optional[str] = device_option(),

@@ -32,7 +32,8 @@ class SlidePredictConfig(FrozenConfig):
     tissue_threshold: float = Field(default=0.5, ge=0, le=1)
     mask_um_per_px: PositiveFloat = 4.0
     batch_size: PositiveInt = 64
-    workers: NonNegativeInt = 2  # reader threads (0: read in the model's thread, no overlap)
+    # reader threads (0: read in the model's thread between batches); None: predict.pipeline.reader_threads
+    workers: NonNegativeInt | None = None
     prefetch: PositiveInt = 4  # batches decoded ahead of the model
     tta: bool = False
     positive_class: str | None = None  # class shown in heatmaps and scored; default: last class

@@ -75,7 +75,7 @@ def build_pcam_bags(
     checkpoint: str | Path,
     cfg: BagConfig | None = None,
     batch_size: int = 128,
-    workers: int = 2,
+    workers: int | None = None,
 ) -> dict:
     """Embed the split's patches once with the frozen checkpoint backbone, then write the bags."""
     from histoflow.mil.embed import embed_images, save_npy

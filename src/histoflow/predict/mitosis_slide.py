@@ -40,7 +40,7 @@ from histoflow.core.progress import progress_bar
 from histoflow.predict.mitosis import MitosisDetector, nms
 from histoflow.predict.mitosis_outputs import AtypiaScorer, point_feature
 from histoflow.predict.outputs import write_npy
-from histoflow.predict.pipeline import SlideTileSource, stream_batches
+from histoflow.predict.pipeline import SlideTileSource, reader_threads, stream_batches
 from histoflow.predict.scale import ScaleOut, SlideJob, each_slide, run_slides
 from histoflow.predict.slide import SPEED_ONLY, is_complete
 from histoflow.predict.tiles import open_reader_factory, plan_tiles
@@ -221,7 +221,8 @@ def detect_slide(
         rows, windows_scored, model_s = [], 0, 0.0
         box = (0, 0, tile_px, tile_px)
         loop_started = time.perf_counter()
-        batches = stream_batches(source, tile_px, tiles_per_batch, cfg.workers, cfg.prefetch)
+        threads = reader_threads(cfg.workers, detector.device)
+        batches = stream_batches(source, tile_px, tiles_per_batch, threads, cfg.prefetch)
         with progress_bar(len(plan.specs), slide_id, quiet=not progress, unit="tiles") as bar:
             for batch, prepared in prepared_batches(batches, detector, box):
                 windows = [w for _, w in prepared]

@@ -14,7 +14,7 @@ import torch
 
 from histoflow.config.slides import SlidePredictConfig
 from histoflow.core.progress import progress_bar
-from histoflow.predict.pipeline import stream_batches
+from histoflow.predict.pipeline import reader_threads, stream_batches
 
 
 @dataclass
@@ -54,7 +54,7 @@ def run_model(
     idx, probs, feats, errors = [], [], [], []
     model_s = wait_s = 0.0
     t0 = time.perf_counter()
-    batches = stream_batches(source, tile_px, cfg.batch_size, cfg.workers, cfg.prefetch)
+    batches = stream_batches(source, tile_px, cfg.batch_size, reader_threads(cfg.workers, device), cfg.prefetch)
     with progress_bar(len(source), description, quiet=not progress, unit="tiles") as bar:
         while True:
             tw = time.perf_counter()

@@ -8,12 +8,14 @@ caches are not shared between threads).
 
 `stream_batches` keeps up to `prefetch` batches in flight: while the model consumes batch i,
 readers are already decoding batches i+1..i+prefetch, so the model never waits for I/O unless
-decoding is slower than the model overall.
+decoding is slower than the model overall. How many reader threads by default: see
+`reader_threads` (none when a CPU model already uses every core).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -24,6 +26,25 @@ from typing import Protocol
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+
+def reader_threads(requested: int | None, device) -> int:
+    """Reader threads for a tile stream: `requested`, or by default 2 beside a GPU model, and
+    on the CPU only as many as the cores torch's own threads leave free (at most 2).
+
+    Why not always 2: a CPU model's intra-op threads already fill their cores, so a reader
+    thread preempts one of them and the other then idles at the next barrier. On a 2-core host
+    that contention cost more than the reading itself (bench/bench_slide_predict.py, one run:
+    0.83 of the model alone's speed with 2 reader threads, 0.91 reading between batches).
+    """
+    if requested is not None:
+        return requested
+    if getattr(device, "type", str(device)) != "cpu":
+        return 2
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(2, cores - torch.get_num_threads()))
 
 
 @dataclass

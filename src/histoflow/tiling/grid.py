@@ -4,7 +4,8 @@ TileConfig (the schema) lives in histoflow.config.tiling and is re-exported here
 
 A tile is requested as `tile_px` output pixels at `mpp` microns per pixel (or `tile_um`, or
 a magnification). The grid lives in level-0 pixels; each tile is read from the pyramid level
-just finer than the requested resolution and resized (area interpolation) to `tile_px`, which
+just finer than the requested resolution and resized to `tile_px` (tiling.read: area
+interpolation, or a box average and a small interpolation near whole factors), which
 is what a pathologist's "256 px at 0.5 um/px" means whatever the scanner's native resolution.
 
 This is the one tile planner: the tiling engines and slide prediction (predict.tiles) both

@@ -148,3 +148,32 @@ def test_embed_with_a_foundation_encoder_on_two_worker_processes(inputs, tmp_pat
         assert res.exit_code == 0, res.output
     assert_same_outputs("embed", tmp_path / "one", tmp_path / "two")
     assert json.loads((tmp_path / "two" / SLIDE_IDS[0] / "embed.json").read_text())["encoder"] == "vit-s16-imagenet"
+
+
+@pytest.mark.parametrize("verb", ["predict-slide", "embed", "detect-mitoses"])
+def test_every_slide_reader_a_verb_opens_is_closed(inputs, tmp_path, monkeypatch, verb):
+    """The planning reader, the reader threads' readers and the pictures' reader: all closed by
+    the time the verb returns (embed used to leave its planning reader open)."""
+    import histoflow.slide.open as slide_open
+
+    opened: list = []
+    real_open = slide_open.open_slide
+
+    def recording_open(*args, **kwargs):
+        reader = real_open(*args, **kwargs)
+        real_close = reader.close
+        reader.closed_by_test = False
+
+        def close():
+            reader.closed_by_test = True
+            real_close()
+
+        reader.close = close
+        opened.append(reader)
+        return reader
+
+    monkeypatch.setattr(slide_open, "open_slide", recording_open)
+    run_verb(verb, inputs, tmp_path / "out")
+    assert opened, "the verb should open the slides through open_slide"
+    left_open = [r.path for r in opened if not r.closed_by_test]
+    assert not left_open, left_open

@@ -380,6 +380,45 @@ def test_reader_threads_only_take_cores_a_cpu_model_leaves_free(monkeypatch):
     assert SlidePredictConfig().workers is None  # the default is the rule above, not a fixed number
 
 
+def test_a_model_error_mid_stream_stops_the_reader_threads():
+    """run_model closes its tile stream when the model raises, so no reader thread is left
+    decoding into a slide the caller is about to close."""
+    import threading
+
+    from histoflow.config import ModelConfig
+    from histoflow.models.factory import create_model
+    from histoflow.predict.model_loop import run_model
+    from histoflow.predict.pipeline import SlideTileSource
+    from histoflow.predict.tiles import open_reader_factory, plan_tiles
+    from histoflow.slide import open_slide
+
+    path = str(need_data("wsi", "cmu-1-small-region.svs"))
+    cfg = SlidePredictConfig(mpp=0.5, tissue_threshold=0, batch_size=8, workers=2, prefetch=4)
+    with open_slide(path) as slide:
+        plan = plan_tiles(slide, 96, 0.5, cfg)
+    model = create_model(ModelConfig(name="simple_cnn", params={"widths": [8], "depth": 1}), 2).eval()
+    calls = {"n": 0}
+    features = model.features
+
+    def failing(x):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("model failed on batch 2")
+        return features(x)
+
+    model.features = failing
+    source = SlideTileSource(path, plan.specs, open_reader_factory(path, cfg))
+    try:
+        run_model(model, source, 96, cfg, torch.device("cpu"))
+    except RuntimeError as exc:  # checked while the error (and run_model's frame) is alive, as in
+        assert "batch 2" in str(exc)  # a caller's `finally: source.close()`
+        alive = [t.name for t in threading.enumerate() if t.name.startswith("tile-reader")]
+    else:
+        pytest.fail("the model's error should propagate")
+    source.close()
+    assert not alive, alive
+
+
 @pytest.mark.slow
 def test_pcam_model_heatmap_reproduces_a_montage_of_real_patches(tmp_path):
     """Train a small PCam model (a few minutes under load), stitch real held-out PCam patches

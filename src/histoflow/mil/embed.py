@@ -36,7 +36,7 @@ from histoflow.predict.model_loop import device_of, run_model
 from histoflow.predict.outputs import write_parquet
 from histoflow.predict.scale import ScaleOut, SlideJob, run_slides
 from histoflow.predict.slide import Predictor, each_slide, load_predictor
-from histoflow.predict.tiles import open_reader_factory, plan_tiles, shard_tiles
+from histoflow.predict.tiles import open_reader_factory, plan_tiles, shard_tiles, slide_reader
 from histoflow.tiling.readers import slide_id_for
 
 if TYPE_CHECKING:
@@ -158,8 +158,8 @@ def embed_slide(emb: Embedder | Predictor, slide_path: str, out: Path, progress:
     if cfg.tiles_dir:
         _, plan, source = shard_tiles(cfg.tiles_dir, slide_id, pred.tile_px, pred.mpp)
     else:
-        slide = open_reader_factory(str(slide_path), cfg)()
-        plan = plan_tiles(slide, pred.tile_px, pred.mpp, cfg)
+        with slide_reader(str(slide_path), cfg) as slide:
+            plan = plan_tiles(slide, pred.tile_px, pred.mpp, cfg)
         source = SlideTileSource(str(slide_path), plan.specs, open_reader_factory(str(slide_path), cfg))
     try:
         res = run_model(

@@ -26,7 +26,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator
 from functools import partial
 from pathlib import Path
 
@@ -43,7 +43,7 @@ from histoflow.predict.outputs import write_npy
 from histoflow.predict.pipeline import SlideTileSource, reader_threads, stream_batches
 from histoflow.predict.scale import ScaleOut, SlideJob, each_slide, run_slides
 from histoflow.predict.slide import SPEED_ONLY, is_complete
-from histoflow.predict.tiles import open_reader_factory, plan_tiles
+from histoflow.predict.tiles import open_reader_factory, plan_tiles, slide_reader
 from histoflow.tiling.readers import slide_id_for
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ def top_detections_picture(slide, table: pd.DataFrame, slide_mpp: float, path: P
         cv2.imwrite(str(tmp), grid[:, :, ::-1])
 
 
-def prepared_batches(batches, detector: MitosisDetector, box) -> Iterator[tuple]:
+def prepared_batches(batches, detector: MitosisDetector, box) -> Generator[tuple, None, None]:
     """(batch, [(proposals, windows) per tile]) with the next batch's proposals found in a
     worker thread while the caller scores this one: candidate finding (scikit-image, scipy) and
     the model (torch) release the GIL, so on two cores they overlap."""
@@ -214,8 +214,7 @@ def detect_slide(
         return {**done, "resumed": True}
     window = detector.window_px
     cfg = SlidePredictConfig(**{**cfg.to_dict(), "mpp": detector.mpp, "overlap_px": window})
-    slide = open_reader_factory(slide_path, cfg)()
-    try:
+    with slide_reader(slide_path, cfg) as slide:
         plan = plan_tiles(slide, tile_px, detector.mpp, cfg)
         source = SlideTileSource(slide_path, plan.specs, open_reader_factory(slide_path, cfg))
         rows, windows_scored, model_s = [], 0, 0.0
@@ -223,24 +222,29 @@ def detect_slide(
         loop_started = time.perf_counter()
         threads = reader_threads(cfg.workers, detector.device)
         batches = stream_batches(source, tile_px, tiles_per_batch, threads, cfg.prefetch)
-        with progress_bar(len(plan.specs), slide_id, quiet=not progress, unit="tiles") as bar:
-            for batch, prepared in prepared_batches(batches, detector, box):
-                windows = [w for _, w in prepared]
-                tm = time.perf_counter()
-                scores = detector.score_windows(np.concatenate(windows)) if windows else np.zeros(0)
-                model_s += time.perf_counter() - tm
-                windows_scored += len(scores)
-                offsets = np.cumsum([0] + [len(w) for w in windows])
-                for i, (found, _) in enumerate(prepared):
-                    spec = plan.specs[batch.indices[i]]
-                    frame = detector.finish(found, scores[offsets[i] : offsets[i + 1]], detector.mpp)
-                    frame = frame[frame["score"] >= detector.threshold]
-                    factor = spec.size_px0 / tile_px
-                    for x, y, s in zip(frame["x"], frame["y"], frame["score"]):
-                        rows.append((spec.x + x * factor, spec.y + y * factor, float(s)))
-                bar.advance(len(batch.indices) + len(batch.errors))
+        prepared = prepared_batches(batches, detector, box)
+        try:
+            with progress_bar(len(plan.specs), slide_id, quiet=not progress, unit="tiles") as bar:
+                for batch, found_windows in prepared:
+                    windows = [w for _, w in found_windows]
+                    tm = time.perf_counter()
+                    scores = detector.score_windows(np.concatenate(windows)) if windows else np.zeros(0)
+                    model_s += time.perf_counter() - tm
+                    windows_scored += len(scores)
+                    offsets = np.cumsum([0] + [len(w) for w in windows])
+                    for i, (found, _) in enumerate(found_windows):
+                        spec = plan.specs[batch.indices[i]]
+                        frame = detector.finish(found, scores[offsets[i] : offsets[i + 1]], detector.mpp)
+                        frame = frame[frame["score"] >= detector.threshold]
+                        factor = spec.size_px0 / tile_px
+                        for x, y, s in zip(frame["x"], frame["y"], frame["score"]):
+                            rows.append((spec.x + x * factor, spec.y + y * factor, float(s)))
+                    bar.advance(len(batch.indices) + len(batch.errors))
+        finally:  # stop and join the reader threads, then close their slides, even on an error
+            prepared.close()
+            batches.close()
+            source.close()
         detect_s = time.perf_counter() - loop_started
-        source.close()
         slide_mpp = slide.mpp or cfg.slide_mpp
         if not slide_mpp:
             from histoflow.core.errors import DataError
@@ -273,8 +277,6 @@ def detect_slide(
         write_npy(out_dir / "density.npy", grid)
         heatmap_picture(slide, grid, spot, slide_mpp, out_dir / "heatmap.png", table[["x", "y"]].to_numpy(float))
         top_detections_picture(slide, table, slide_mpp, out_dir / "top_detections.png")
-    finally:
-        slide.close()
     total = time.perf_counter() - started
     tissue_mm2 = len(plan.specs) * ((tile_px - window) * detector.mpp / 1000.0) ** 2
     report = {

@@ -55,32 +55,35 @@ def run_model(
     model_s = wait_s = 0.0
     t0 = time.perf_counter()
     batches = stream_batches(source, tile_px, cfg.batch_size, reader_threads(cfg.workers, device), cfg.prefetch)
-    with progress_bar(len(source), description, quiet=not progress, unit="tiles") as bar:
-        while True:
-            tw = time.perf_counter()
-            batch = next(batches, None)
-            wait_s += time.perf_counter() - tw
-            if batch is None:
-                break
-            errors += batch.errors
-            bar.advance(len(batch.indices) + len(batch.errors))
-            if not len(batch.indices):
-                continue
-            tm = time.perf_counter()
-            x = torch.from_numpy(batch.images).permute(0, 3, 1, 2)  # NHWC view -> NCHW, no copy
-            x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            with autocast_for(device):
-                f = model.features(x)
-                if want_probs:
-                    if cfg.tta:  # average over the 8 dihedral views (features stay the plain view's)
-                        p = torch.stack([model.probabilities(model(v)) for v in dihedral_views(x)]).mean(0)
-                    else:
-                        p = model.probabilities(model.head(f))
-                    probs.append(p.float().cpu().numpy())
-            if want_features:
-                feats.append(f.float().cpu().numpy())
-            idx.append(batch.indices)
-            model_s += time.perf_counter() - tm
+    try:
+        with progress_bar(len(source), description, quiet=not progress, unit="tiles") as bar:
+            while True:
+                tw = time.perf_counter()
+                batch = next(batches, None)
+                wait_s += time.perf_counter() - tw
+                if batch is None:
+                    break
+                errors += batch.errors
+                bar.advance(len(batch.indices) + len(batch.errors))
+                if not len(batch.indices):
+                    continue
+                tm = time.perf_counter()
+                x = torch.from_numpy(batch.images).permute(0, 3, 1, 2)  # NHWC view -> NCHW, no copy
+                x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                with autocast_for(device):
+                    f = model.features(x)
+                    if want_probs:
+                        if cfg.tta:  # average over the 8 dihedral views (features stay the plain view's)
+                            p = torch.stack([model.probabilities(model(v)) for v in dihedral_views(x)]).mean(0)
+                        else:
+                            p = model.probabilities(model.head(f))
+                        probs.append(p.float().cpu().numpy())
+                if want_features:
+                    feats.append(f.float().cpu().numpy())
+                idx.append(batch.indices)
+                model_s += time.perf_counter() - tm
+    finally:  # an error mid-stream: stop and join the reader threads before the caller closes the slides
+        batches.close()
     n_cls = model.num_classes
     return ModelOutput(
         indices=np.concatenate(idx) if idx else np.zeros(0, np.int64),

@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -155,7 +155,9 @@ def _read_batch(source, positions: range, tile_px: int) -> Batch:
     return Batch(np.asarray(ok, np.int64), images[: len(ok)], errors)
 
 
-def stream_batches(source, tile_px: int, batch_size: int = 64, workers: int = 2, prefetch: int = 4) -> Iterator[Batch]:
+def stream_batches(
+    source, tile_px: int, batch_size: int = 64, workers: int = 2, prefetch: int = 4
+) -> Generator[Batch, None, None]:
     """Batches of decoded tiles in source order, read `prefetch` batches ahead by `workers` threads."""
     n = len(source)
     starts = list(range(0, n, batch_size))

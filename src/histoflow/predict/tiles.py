@@ -9,6 +9,8 @@ for the picture, and errors that name the model's resolution.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +58,18 @@ def plan_tiles(slide, tile_px: int, mpp: float, cfg: SlidePredictConfig) -> Tile
     geom = GridGeometry(0, 0, grid.stride_px0, grid.region_px0, grid.rows, grid.cols)
     specs = grid.specs if cfg.max_tiles is None else grid.specs[: cfg.max_tiles]
     return TilePlan(specs, geom, mask.mask, mask.downsample, grid.level, grid.read_px, upsampled)
+
+
+@contextmanager
+def slide_reader(path: str, cfg: SlidePredictConfig) -> Iterator:
+    """The slide opened for planning (and pictures), closed afterwards unless it is an
+    in-memory slide, which every reader shares."""
+    slide = open_reader_factory(path, cfg)()
+    try:
+        yield slide
+    finally:
+        if in_memory_slide(path) is None:
+            slide.close()
 
 
 def open_reader_factory(path: str, cfg: SlidePredictConfig):

@@ -168,3 +168,34 @@ def test_a_slide_column_beside_a_file_name_column_is_not_taken_for_the_image(tmp
     (tmp_path / "p.csv").write_text("file_name,slide,x,y\na.png,S1,5,6\nb.png,S1,7,8\n")
     points = read_points_csv(tmp_path / "p.csv")
     assert sorted(points.points["image"].unique()) == ["a.png", "b.png"]
+
+
+def test_amibr_votes_read_the_same_in_the_folder_reader_and_point_csvs(tmp_path):
+    """1/0 and True/False mean the same in AMI-BR.csv (read_amibr) as in a point CSV: the folder
+    reader used to call a "1" normal. An unknown vote is an error naming the file."""
+    import pandas as pd
+
+    from histoflow.data.amibr import crop_points, read_amibr
+    from histoflow.data.points import atypia_labels
+
+    votes = pd.Series(["True", "1", "false", "0", " TRUE "])
+    assert atypia_labels(votes, "t.csv").tolist() == ["atypical", "atypical", "normal", "normal", "atypical"]
+    crops = pd.DataFrame(
+        {"slide": ["d/s"], "dataset": ["d"], "uid": [1], "x": [100], "y": [100], "image": ["d_1.png"], "mpp": [0.25]}
+    )
+    everything = pd.DataFrame(
+        {"slide": ["d/s", "d/s"], "dataset": ["d", "d"], "uid": [1, 2], "x": [100, 110], "y": [100, 90]}
+    )
+    points = crop_points(crops, everything.assign(majority_atypical=["1", "0"])).points
+    assert sorted(points["label"]) == ["atypical", "normal"]
+    with pytest.raises(DataError, match="AMI-BR-all.csv.*maybe"):
+        crop_points(crops, everything.assign(majority_atypical=["1", "maybe"]))
+    root = tmp_path / "ami"
+    (root / "atypical").mkdir(parents=True)
+    (root / "normal").mkdir()
+    table = ",slide,dataset,uid,x,y,majority_atypical\n0,002.tiff,MIDOG21,1,100,100,1\n1,002.tiff,MIDOG21,2,400,400,0\n"
+    for name in ("AMI-BR.csv", "AMI-BR-all.csv"):
+        (root / name).write_text(table)
+    (root / "atypical" / "MIDOG21_1.png").write_bytes(b"")
+    (root / "normal" / "MIDOG21_2.png").write_bytes(b"")
+    assert read_amibr(root).crops["label"].tolist() == ["atypical", "normal"]

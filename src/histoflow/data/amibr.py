@@ -23,7 +23,7 @@ import pandas as pd
 
 from histoflow.core.errors import DataError
 from histoflow.data.manifest import Manifest
-from histoflow.data.points import PointSet
+from histoflow.data.points import PointSet, atypia_labels
 
 CROP_PX = 128
 TUPAC16_MPP = 0.25
@@ -41,7 +41,7 @@ def scanner_of(dataset: str, slide: str) -> tuple[str, float]:
     """(scanner, nominal mpp) of an AMi-Br slide."""
     if dataset == "TUPAC16":
         return "TUPAC16", TUPAC16_MPP
-    if dataset == "MIDOG21":
+    if dataset == "MIDOG21" and Path(slide).stem.isdigit():
         case = int(Path(slide).stem)
         for first, last, scanner, mpp in MIDOG21_SCANNERS:
             if first <= case <= last:
@@ -84,7 +84,7 @@ def read_amibr(root: str | Path, crop_px: int = CROP_PX) -> AmiBr:
     root = Path(root)
     crops = _read_table(root / "AMI-BR.csv")
     everything = _read_table(root / "AMI-BR-all.csv")
-    crops["label"] = np.where(crops["majority_atypical"].astype(str).str.lower() == "true", "atypical", "normal")
+    crops["label"] = atypia_labels(crops["majority_atypical"], str(root / "AMI-BR.csv"))
     crops["image"] = crops["dataset"] + "_" + crops["uid"].astype(str) + ".png"
     crops["path"] = [str(root / lbl / name) for lbl, name in zip(crops["label"], crops["image"])]
     missing = [p for p in crops["path"] if not Path(p).is_file()]
@@ -107,8 +107,7 @@ def crop_points(crops: pd.DataFrame, everything: pd.DataFrame, crop_px: int = CR
     (and rows likewise), so a mitosis at (x + dx, y + dy) lies at crop pixel
     (crop_px/2 + dx, crop_px/2 + dy) when that is inside [0, crop_px)."""
     half = crop_px // 2
-    labels = np.where(everything["majority_atypical"].astype(str).str.lower() == "true", "atypical", "normal")
-    everything = everything.assign(label=labels)
+    everything = everything.assign(label=atypia_labels(everything["majority_atypical"], "AMI-BR-all.csv"))
     by_slide = {slide: rows for slide, rows in everything.groupby("slide")}
     rows = []
     for crop in crops.itertuples(index=False):

@@ -81,13 +81,20 @@ def _first_present(columns, candidates, what: str, source: str, required: bool =
     return None
 
 
-def _label_text(values: pd.Series, column: str) -> pd.Series:
-    if column == "majority_atypical":  # AMi-Br: the experts' majority vote, True = atypical
-        truth = values.astype(str).str.strip().str.lower()
-        unknown = ~truth.isin(["true", "false", "1", "0"])
-        if unknown.any():
-            raise DataError(f"majority_atypical: expected True/False, got {sorted(set(truth[unknown]))[:5]}")
-        return truth.isin(["true", "1"]).map({True: "atypical", False: "normal"})
+def atypia_labels(votes: pd.Series, source: str) -> pd.Series:
+    """AMi-Br's `majority_atypical` (the experts' majority vote: True/1 = atypical) as
+    "atypical"/"normal"; anything else is an error naming `source`. The one reading of that
+    column, for point CSVs and for the AMi-Br folder reader alike."""
+    truth = votes.astype(str).str.strip().str.lower()
+    unknown = ~truth.isin(["true", "false", "1", "0"])
+    if unknown.any():
+        raise DataError(f"{source}: majority_atypical: expected True/False, got {sorted(set(truth[unknown]))[:5]}")
+    return truth.isin(["true", "1"]).map({True: "atypical", False: "normal"})
+
+
+def _label_text(values: pd.Series, column: str, source: str) -> pd.Series:
+    if column == "majority_atypical":
+        return atypia_labels(values, source)
     return values.fillna("").astype(str).str.strip()
 
 
@@ -148,7 +155,7 @@ def read_points_csv(
     points = points.rename(columns={image_col: "image"})
     points["x"] = _numbers(table, "x", str(path))
     points["y"] = _numbers(table, "y", str(path))
-    points["label"] = _label_text(table[label_col], label_col) if label_col else ""
+    points["label"] = _label_text(table[label_col], label_col, str(path)) if label_col else ""
     points["line"] = table.index.to_numpy() + 2  # CSV line of each point, for error messages
     if "mpp" in mpp_rows.columns:
         point_mpp = _numbers(mpp_rows, "mpp", str(path))

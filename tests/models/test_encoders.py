@@ -129,11 +129,29 @@ def test_weights_of_another_architecture_name_the_mismatch(tmp_path):
         build_encoder("uni", tmp_path / "missing.bin")
 
 
+# (blocks, width, patch, register tokens, position embeddings) as the model cards describe them:
+# UNI a ViT-L/16 at 224 px; UNI2-h a ViT-H/14 with 8 register tokens; Virchow a ViT-H/14 of
+# width 1280; H-optimus-0 a ViT-g/14 with 4 register tokens (UNI2-h's and H-optimus-0's
+# position embeddings skip the class token).
+CARD_LAYOUTS = {
+    "uni": (24, 1024, 16, 0, 197),
+    "uni2-h": (24, 1536, 14, 8, 256),
+    "virchow": (32, 1280, 14, 0, 257),
+    "h-optimus-0": (40, 1536, 14, 4, 256),
+}
+
+
 def test_giant_key_layouts_checked_without_allocating():
-    """UNI2-h's layout is not UNI's, Virchow's or H-optimus's; each matches itself exactly."""
-    layouts = {n: shapes_of(_meta_backbone(n).model.state_dict()) for n in ("uni", "uni2-h", "virchow", "h-optimus-0")}
-    for name, shapes in layouts.items():
-        check_state_dict(get_encoder_spec(name), shapes, shapes, f"{name}.bin")  # exact: no error
+    """Each giant, built on the meta device, has its card's layout; UNI's file is refused for
+    UNI2-h and H-optimus-0's for Virchow, naming what differs."""
+    layouts = {n: shapes_of(_meta_backbone(n).model.state_dict()) for n in CARD_LAYOUTS}
+    for name, (blocks, width, patch, registers, positions) in CARD_LAYOUTS.items():
+        shapes = layouts[name]
+        assert len({k.split(".")[1] for k in shapes if k.startswith("blocks.")}) == blocks, name
+        assert shapes["patch_embed.proj.weight"] == (width, 3, patch, patch), name
+        assert shapes.get("reg_token", (1, 0, width))[1] == registers, name
+        assert shapes["pos_embed"] == (1, positions, width), name
+        check_state_dict(get_encoder_spec(name), shapes, shapes, f"{name}.bin")  # its own layout loads
     with pytest.raises(CheckpointError, match=r"uni\.bin: not the weights of encoder 'uni2-h'.*missing.*reg_token"):
         check_state_dict(get_encoder_spec("uni2-h"), layouts["uni"], layouts["uni2-h"], "uni.bin")
     with pytest.raises(CheckpointError, match="shape mismatches.*hf-hub:paige-ai/Virchow"):

@@ -108,19 +108,17 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
 
-WHOLE_SLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".btf", ".svslide", ".dcm")
-
-
 def is_slide(path: Path) -> bool:
     """A whole-slide format (or a folder holding one, or a DICOM series folder); plain TIFF/PNG/JPEG
     count as images unless --kind slides."""
     from histoflow.slide.dicom import is_dicom_series
+    from histoflow.slide.files import WHOLE_SLIDE_ONLY_SUFFIXES
 
     if path.is_dir():
         return is_dicom_series(path) or any(
-            p.suffix.lower() in WHOLE_SLIDE_SUFFIXES or (p.is_dir() and is_dicom_series(p)) for p in path.iterdir()
+            p.suffix.lower() in WHOLE_SLIDE_ONLY_SUFFIXES or (p.is_dir() and is_dicom_series(p)) for p in path.iterdir()
         )
-    return path.suffix.lower() in WHOLE_SLIDE_SUFFIXES
+    return path.suffix.lower() in WHOLE_SLIDE_ONLY_SUFFIXES
 
 
 @mitosis_app.command("windows")

@@ -28,6 +28,11 @@ SLIDE_SUFFIXES = (
     ".jpg",
     ".jpeg",
 )
+# suffixes that only whole-slide files carry (a .tif, .png or .jpg may as well be a plain image);
+# DICOM WSI instances (.dcm) come as series folders, listed here for single files
+WHOLE_SLIDE_ONLY_SUFFIXES = tuple(s for s in SLIDE_SUFFIXES if s not in (".tif", ".tiff", ".png", ".jpg", ".jpeg")) + (
+    ".dcm",
+)
 
 
 def expand_slides(items) -> list[Path]:

@@ -15,6 +15,7 @@ from histoflow.core.errors import ConfigError, SlideReadError
 from histoflow.slide.base import BACKENDS, BaseSlide
 from histoflow.slide.dicom import DicomSlide, is_dicom_file
 from histoflow.slide.files import check_companions
+from histoflow.slide.openslide import same_level0_pixels
 
 log = logging.getLogger(__name__)
 
@@ -25,36 +26,6 @@ TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".ome.tif", ".ome.tiff")
 def _is_tiff(path: Path) -> bool:
     with open(path, "rb") as fh:
         return fh.read(4) in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-
-
-def same_level0_pixels(slide) -> BaseSlide | None:
-    """A tifffile reader of an OpenSlide slide's level 0 when it decodes exactly OpenSlide's
-    pixels, else None. Aperio slides store level 0 as JPEG tiles in a TIFF; OpenSlide's region
-    reads cost ~3x decoding those tiles directly (CMU-1-Small-Region, whole level: ~30 ns a pixel
-    even with OpenSlide's cache warm, ~11 by tifffile), and 20x slides are read at level 0 for
-    PCam's 0.972 um/px. Both decode with libjpeg-turbo; a probe where four file tiles meet is
-    compared pixel for pixel on every open, so a file the two decode differently keeps OpenSlide."""
-    from histoflow.slide.tiff import TiffSlide
-
-    try:
-        tiff = TiffSlide(slide.path, mpp_override=slide.mpp or 1.0)  # metadata stays OpenSlide's
-    except SlideReadError:
-        return None
-    try:
-        tile = tiff.jpeg_tile_size(0)
-        if tile is None or tiff.level_dimensions[0] != slide.level_dimensions[0]:
-            raise SlideReadError("not the same JPEG-tiled level 0")
-        w, h = slide.level_dimensions[0]
-        x = max(0, min(w - 64, (w // tile[0] // 2) * tile[0] - 32))
-        y = max(0, min(h - 64, (h // tile[1] // 2) * tile[1] - 32))
-        size = (min(64, w), min(64, h))
-        if not np.array_equal(tiff.read_region((x, y), 0, size), slide.openslide_region(x, y, 0, *size)):
-            raise SlideReadError("tifffile and OpenSlide decode level 0 differently")
-    except SlideReadError as exc:
-        log.debug("%s: level 0 stays OpenSlide's (%s)", slide.path, exc)
-        tiff.close()
-        return None
-    return tiff
 
 
 def open_slide(path: str | Path, backend: str = "auto", mpp: float | None = None) -> BaseSlide:

@@ -32,6 +32,8 @@ Measured on 2026-12-01, 2-core AMD EPYC host (other jobs' CPU share 0.00-0.01), 
 simple_cnn, 2 torch threads, `--repeats 9 --quiet 0.15`, three runs in a row:
   resampled 0.972 um/px: 0.71, 0.79, 0.79 (e.g. 1,563 vs 2,011 tiles/s)   target 0.9: NOT met
   native 0.5 um/px:      1.00, 0.90, 0.96
+and a clean clone (git clone, make setup, then this command) right after: 0.82 (1,165 vs 1,458
+tiles/s) and 0.99.
 The same session, before the box path and the reader-thread rule (2 reader threads, area
 interpolation): resampled 0.68 (1,049 vs 1,485 tiles/s), native 0.97. `--workers 2 --serial` in
 one run: 2 reader threads 0.69, reading between batches 0.77 (resampled); 0.83 vs 0.91 (native).

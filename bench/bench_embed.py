@@ -24,6 +24,9 @@ Measured on 2026-12-02, CMU-1-Small-Region, 117 tiles of 224 px at 0.5 um/px, Vi
   end to end vs 1,430 MB encoder alone (the process: torch, the model and the reader threads).
 The three pairs on a quiet machine gave 0.897, 0.821, 0.994; the two loaded ones 0.516 and 1.15.
 An earlier `--repeats 3` run under load (others' share 0.57) gave 1.186 (0.697-1.441), 7 tiles/s.
+Since 2026-12-01 the CPU default reads tiles between batches on a 2-core host (no reader threads:
+predict.pipeline.reader_threads); one quiet run of `--repeats 5` then gave 0.983 (0.923-1.004),
+22.1 vs 22.8 tiles/s, peak RSS 1,398 vs 1,389 MB.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from bench_slide_predict import Others  # noqa: E402
 
 from histoflow.config.slides import SlidePredictConfig  # noqa: E402
 from histoflow.mil.embed import embed_slide, encoder_embedder  # noqa: E402
+from histoflow.predict.pipeline import reader_threads  # noqa: E402
 from histoflow.predict.tiles import plan_tiles  # noqa: E402
 from histoflow.slide import open_slide  # noqa: E402
 from histoflow.tiling.read import read_tile  # noqa: E402
@@ -88,7 +92,9 @@ def main() -> None:
     ap.add_argument("--slide", default=str(DATA / "wsi" / "cmu-1-small-region.svs"))
     ap.add_argument("--encoder", default="vit-s16-imagenet")
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--workers", type=int, default=SlidePredictConfig().workers)
+    ap.add_argument(
+        "--workers", type=int, default=None, help="reader threads [default: embed's, predict.pipeline.reader_threads]"
+    )
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
 
@@ -152,7 +158,7 @@ def main() -> None:
         "runs_s": {k: [round(v, 3) for v in vs] for k, vs in runs.items()},
         "note": "end to end includes the tissue mask, grid, reading, decoding and writing the outputs",
         "torch_threads": torch.get_num_threads(),
-        "reader_threads": args.workers,
+        "reader_threads": reader_threads(args.workers, emb.device),
         "batch_size": args.batch_size,
         "repeats": args.repeats,
         "cpu_count": os.cpu_count(),

@@ -2,7 +2,7 @@
 
 Run: PYTHONPATH=src python bench/bench_slide_predict.py [--checkpoint CKPT] [--repeats 9]
 Prints one JSON line. For each case, `--repeats` rounds; each round runs one untimed model-alone
-pass (the first run after an idle wait is slow while the vCPUs wake up), then times
+pass (after the idle wait, the second run of a plain pair tended to be the faster), then times
   end to end   tiles read and decoded from the slide file and scored: predict-slide's tile
                stream and model loop (predict.model_loop.run_model over
                predict.pipeline.SlideTileSource), readers opened as predict-slide opens them, with
@@ -178,8 +178,8 @@ class Case:
 
     def round(self, order: int) -> None:
         """One pair, timed as A B B A (or B A A B in odd rounds): a drift in the machine's speed
-        during the round then hits both sides alike. An untimed model-alone run first, because
-        the first run after an idle wait (--quiet sleeps) is slow while the vCPUs wake up."""
+        during the round then hits both sides alike. An untimed model-alone run first: with plain
+        alternating pairs, whichever ran second after the --quiet sleep tended to be faster."""
         if self.args.quiet is not None:
             wait_for_quiet(self.args.quiet, self.args.quiet_wait_s)
         self.alone()

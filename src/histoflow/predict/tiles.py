@@ -64,12 +64,17 @@ def plan_tiles(slide, tile_px: int, mpp: float, cfg: SlidePredictConfig) -> Tile
 def slide_reader(path: str, cfg: SlidePredictConfig) -> Iterator:
     """The slide opened for planning (and pictures), closed afterwards unless it is an
     in-memory slide, which every reader shares."""
-    slide = open_reader_factory(path, cfg)()
+    shared = in_memory_slide(path)
+    if shared is not None:
+        yield shared
+        return
+    from histoflow.slide.open import open_slide
+
+    slide = open_slide(path, backend=cfg.backend, mpp=cfg.slide_mpp)
     try:
         yield slide
     finally:
-        if in_memory_slide(path) is None:
-            slide.close()
+        slide.close()
 
 
 def open_reader_factory(path: str, cfg: SlidePredictConfig):

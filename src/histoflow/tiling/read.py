@@ -13,11 +13,11 @@ How a region becomes tile_px (`resize_tile`), by the factor r = read_px / tile_p
                     an exact f x f box average (a virtual pyramid level f times coarser,
                     as a scanner would store it), then linear interpolation by the small
                     remaining factor r / f. OpenCV's area interpolation at a factor that is
-                    not whole runs a scalar loop, about 190 us for a 187 px region (13 times
-                    its whole-factor path); this takes about 38 us, which is what lets slide
-                    prediction keep the model busy on 2 cores (bench/bench_slide_predict.py).
-                    Its pixels differ from area interpolation by about 1.3 grey levels on
-                    average (slightly softer: the interpolation spans two box cells).
+                    not whole runs a scalar loop, about 170-190 us for a 187 px region (13
+                    times its whole-factor path); this takes about 38 us. On tissue its pixels
+                    are about 4 grey levels from area interpolation's and a little softer
+                    (0.84 of its neighbour contrast: the interpolation spans two box cells);
+                    bench/bench_resample.py measures both.
 The tiler, slide prediction and embedding all read through here, so a model sees the same
 resampling in training and in use. The second path reads a slightly larger window than
 read_px (`window_px`: whole box cells plus one for the interpolation's last neighbour).
@@ -54,7 +54,7 @@ def resize_tile(img: np.ndarray, spec: TileSpec) -> np.ndarray:
     if f == 1:
         interp = cv2.INTER_AREA if spec.read_px > spec.tile_px else cv2.INTER_CUBIC
         return cv2.resize(img, (spec.tile_px, spec.tile_px), interpolation=interp)
-    return finish_boxed(box_reduce(img, f), spec)
+    return finish_boxed(box_reduce(img, f), spec, f)
 
 
 def box_reduce(img: np.ndarray, f: int) -> np.ndarray:
@@ -67,14 +67,14 @@ def box_reduce(img: np.ndarray, f: int) -> np.ndarray:
     return cv2.resize(img[: h * f, : w * f], (w, h), interpolation=cv2.INTER_AREA)  # whole factor: exact
 
 
-def finish_boxed(cells: np.ndarray, spec: TileSpec) -> np.ndarray:
+def finish_boxed(cells: np.ndarray, spec: TileSpec, f: int) -> np.ndarray:
     """tile_px from a tile's window_px / f box cells: linear interpolation by read_px / f / tile_px."""
     import cv2
 
     # fx/fy (not a size) set the sampling step to exactly read_px / f / tile_px cells, so output
     # pixel j is centred at (j + 0.5) * read_px / tile_px window px, as in area interpolation.
     # The result has a column and a row more than tile_px, which are cut off.
-    scale = spec.tile_px * box_factor(spec.read_px, spec.tile_px) / spec.read_px
+    scale = spec.tile_px * f / spec.read_px
     out = cv2.resize(cells, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
     return np.ascontiguousarray(out[: spec.tile_px, : spec.tile_px])
 
@@ -209,4 +209,4 @@ class BlockCutter:
         if phase not in self.reduced:
             self.reduced[phase] = box_reduce(self.region[phase[1] :, phase[0] :], f)
         n, cx, cy = self.side // f, ox // f, oy // f
-        return finish_boxed(self.reduced[phase][cy : cy + n, cx : cx + n], spec)
+        return finish_boxed(self.reduced[phase][cy : cy + n, cx : cx + n], spec, f)

@@ -48,6 +48,17 @@ is a tenth of that: 0.9 needs a cheaper decode (JPEG's DCT-domain 1/2 scaling, w
 tifffile/imagecodecs path does not expose) or a core the model does not use. A bigger model (a
 ResNet-50 costs tens of ms a tile on CPU) hides reading; beside a GPU the 2 reader threads run
 ahead of the model.
+Tried on 2026-12-01 and not adopted (same host):
+  - DCT-domain 1/2 decode (simplejpeg/TurboJPEG, which needs an Adobe marker added to Aperio's
+    RGB JPEG tiles): 119 us a 240 px file tile vs 149 us full decode + 16 us box average. Entropy
+    decoding dominates, so it saves about 6 ms of the ~90 ms of reading.
+  - One reader thread instead of none (`--workers 1 --serial`, three runs): 0.82, 0.85, 0.80 vs
+    0.90, 0.91, 0.78 reading between batches. No gain.
+  - OMP_WAIT_POLICY=PASSIVE with one reader thread, the reader filling the gaps where torch's
+    threads would spin: over 8 processes the ratio's median rose to 0.94 (0.88 without, 9
+    processes), but end-to-end tiles/s did not (1,143 vs 1,123). The model alone slowed instead.
+    It also slowed training the default simple_cnn by about a fifth (637 vs 820 images/s; 4
+    processes each).
 """
 
 from __future__ import annotations

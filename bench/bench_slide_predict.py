@@ -44,8 +44,8 @@ pixels), the box path 19 ms (area interpolation took about 120 ms), assembling r
 opening the reader 8 ms, bookkeeping about 10 ms. The model's threads fill both cores, so reading
 adds its own time to the model's (reader threads running beside it cost more: a preempted torch
 thread stalls its partner at the next barrier). With the model at 0.5 ms a tile, the decode alone
-is a tenth of that: 0.9 needs a cheaper decode (JPEG's DCT-domain 1/2 scaling, which the
-tifffile/imagecodecs path does not expose) or a core the model does not use. A bigger model (a
+is a tenth of that: 0.9 needs a core the model does not use (a cheaper decode does not get
+there: see below). A bigger model (a
 ResNet-50 costs tens of ms a tile on CPU) hides reading; beside a GPU the 2 reader threads run
 ahead of the model.
 Tried on 2026-12-01 and not adopted (same host):

@@ -39,7 +39,7 @@ def _embed(args, expect=0):
     return res
 
 
-def test_embed_with_an_encoder_records_it_and_resumes(tmp_path, slides):
+def test_embed_with_an_encoder_records_it_and_resumes(tmp_path, slides, monkeypatch):
     spec = get_encoder_spec("vit-s16-imagenet")
     torch.manual_seed(3)
     torch.save(build_architecture(spec).state_dict(), tmp_path / "pytorch_model.bin")
@@ -51,6 +51,11 @@ def test_embed_with_an_encoder_records_it_and_resumes(tmp_path, slides):
     e = np.load(tmp_path / "emb" / "s0" / "embeddings.npy")
     assert e.shape == (rep["tiles"], 384) and rep["tiles"] > 0 and np.isfinite(e).all()
     assert json.loads(_embed(args).output)["resumed"] == ["s0", "s1"]
+    # another tile grid is another embedding too, and so is another resampling of the pixels
+    assert json.loads(_embed([*args, "--tissue-threshold", "0"]).output)["resumed"] == []
+    assert json.loads(_embed([*args, "--tissue-threshold", "0"]).output)["resumed"] == ["s0", "s1"]
+    monkeypatch.setattr("histoflow.predict.slide.PIXELS_VERSION", -1)
+    assert json.loads(_embed([*args, "--tissue-threshold", "0"]).output)["resumed"] == []
     # other weights are another embedding: nothing resumes
     torch.save(build_architecture(spec).state_dict(), tmp_path / "other.bin")
     args[args.index(tmp_path / "pytorch_model.bin")] = tmp_path / "other.bin"

@@ -199,7 +199,7 @@ def predict_slides_one(tmp_path, path):
     return one(predictor(SlidePredictConfig(mpp=1.0, workers=2, batch_size=8)), str(path), tmp_path / "out")
 
 
-def test_interrupted_run_resumes_without_recomputing(tmp_path):
+def test_interrupted_run_resumes_without_recomputing(tmp_path, monkeypatch):
     paths = [
         write_pyramid_tiff(
             tmp_path / f"s{i}.tif", pattern_image(np.roll(PATTERN, i, 1)), mpp=1.0, tile_px=64, min_level_px=128
@@ -220,6 +220,10 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path):
     # other settings: the old result does not count as done
     pred2 = predictor(SlidePredictConfig(mpp=1.0, aggregate=AggregateConfig(method="max")))
     assert not predict_slide(pred2, paths[0], out).get("resumed")
+    # outputs made from pixels another resampling produced (tiling.read.PIXELS_VERSION): redone
+    assert predict_slide(pred, paths[1], out).get("resumed")
+    monkeypatch.setattr("histoflow.predict.slide.PIXELS_VERSION", -1)
+    assert not predict_slide(pred, paths[1], out).get("resumed")
 
 
 def test_tiles_from_an_existing_tiling_run(tmp_path):

@@ -154,6 +154,30 @@ def test_resume_skips_complete_slides_and_finished_shards(tmp_path, pyramid):
         extract_tiles([pyramid], tmp_path, TileConfig(tile_px=64, mpp=1.0), workers=1, progress=False)
 
 
+def test_a_folder_tiled_by_an_older_resampler_is_not_resumed_into(tmp_path, pyramid):
+    """Tiles whose pixels came from another resampling (tiling.read.PIXELS_VERSION) are never
+    mixed with this version's: such a folder is refused by name, and its reports are not
+    taken for complete slides."""
+    from histoflow.tiling.read import PIXELS_VERSION
+
+    cfg = TileConfig(tile_px=64, mpp=1.0, tiles_per_shard=4)
+    extract_tiles([pyramid], tmp_path, cfg, workers=1, progress=False)
+    config, report = tmp_path / "config.json", tmp_path / "slides" / "pyr" / "report.json"
+    assert json.loads(config.read_text())["pixels_version"] == PIXELS_VERSION
+    assert json.loads(report.read_text())["pixels_version"] == PIXELS_VERSION
+    # what histoflow wrote before the version was recorded
+    for path in (config, report):
+        older = json.loads(path.read_text())
+        del older["pixels_version"]
+        path.write_text(json.dumps(older))
+    with pytest.raises(ConfigError, match=f"{tmp_path}: holds tiles made by an older histoflow.*pixels version 1"):
+        extract_tiles([pyramid], tmp_path, cfg, workers=1, progress=False)
+    # a folder whose config is current but whose report is older: that slide is redone
+    config.write_text(json.dumps({**json.loads(config.read_text()), "pixels_version": PIXELS_VERSION}))
+    again = extract_tiles([pyramid], tmp_path, cfg, workers=1, progress=False)
+    assert again["skipped"] == [] and json.loads(report.read_text())["pixels_version"] == PIXELS_VERSION
+
+
 # -- bad input -----------------------------------------------------------------------------------------
 def _corrupt_tiles(src, dst):
     """Copy a pyramid and smash the JPEG headers of every tile but the lowest level's: the

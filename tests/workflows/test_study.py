@@ -105,6 +105,19 @@ def test_a_second_run_skips_every_stage_and_a_changed_setting_redoes_only_its_de
     assert yaml.safe_load((out / "mil" / "config.yaml").read_text())["train"]["epochs"] == 2
 
 
+def test_tiles_from_another_resampling_redo_the_tile_stage(first_run, monkeypatch):
+    """The tile stage's settings carry tiling.read.PIXELS_VERSION: a study tiled by a histoflow
+    that resampled differently is retiled (and every later stage redone), not reused."""
+    from histoflow.workflows.study import run as study_run
+    from histoflow.workflows.study.stages import fingerprint
+
+    path = first_run[0]
+    cfg = resolve_paths(load_model_config(StudyConfig, path, None), path.parent)
+    before = fingerprint(study_run._tiling_settings(cfg))
+    monkeypatch.setattr(study_run, "PIXELS_VERSION", -1)
+    assert fingerprint(study_run._tiling_settings(cfg)) != before
+
+
 def test_an_interrupted_stage_resumes_with_its_own_resume(first_run):
     path, out, _ = first_run
     marker = out / "mil" / "stage.json"

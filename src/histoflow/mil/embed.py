@@ -35,7 +35,7 @@ from histoflow.core.io import atomic_write_bytes, atomic_write_json
 from histoflow.predict.model_loop import device_of, run_model
 from histoflow.predict.outputs import write_parquet
 from histoflow.predict.scale import ScaleOut, SlideJob, run_slides
-from histoflow.predict.slide import Predictor, each_slide, load_predictor
+from histoflow.predict.slide import Predictor, each_slide, load_predictor, settings_fingerprint
 from histoflow.predict.tiles import open_reader_factory, plan_tiles, shard_tiles, slide_reader
 from histoflow.tiling.readers import slide_id_for
 
@@ -43,6 +43,9 @@ if TYPE_CHECKING:
     from histoflow.predict.pipeline import TileSource
 
 log = logging.getLogger(__name__)
+# Slide-prediction settings that change scores or pictures, not embeddings: a change to them
+# keeps a slide's embeddings (every other setting, bar the speed-only ones, redoes it).
+NOT_IN_EMBEDDINGS = ("tta", "positive_class", "aggregate", "mil_checkpoint", "thumbnail_px")
 
 
 def save_npy(path: Path, arr: np.ndarray) -> None:
@@ -148,11 +151,10 @@ def embed_slide(emb: Embedder | Predictor, slide_path: str, out: Path, progress:
     slide_id = slide_id_for(str(slide_path))
     out_dir = Path(out) / slide_id
     done = out_dir / "embed.json"
+    fp = settings_fingerprint(pred.fingerprint, cfg, pred.tile_px, pred.mpp, ignore=NOT_IN_EMBEDDINGS)
     if done.is_file():
         rep = json.loads(done.read_text())
-        same = rep.get("embedding_fingerprint", rep.get("checkpoint_fingerprint")) == pred.fingerprint
-        same = same and rep.get("tile_px") == pred.tile_px and rep.get("mpp") == pred.mpp
-        if same and rep.get("status") == "complete":
+        if rep.get("settings_fingerprint") == fp and rep.get("status") == "complete":
             return {**rep, "resumed": True}
     source: TileSource
     if cfg.tiles_dir:
@@ -207,6 +209,7 @@ def embed_slide(emb: Embedder | Predictor, slide_path: str, out: Path, progress:
         "grid": g.to_dict(),
         **pred.record,
         "embedding_fingerprint": pred.fingerprint,
+        "settings_fingerprint": fp,  # the embedder, tiling settings and pixels version: the resume key
         "seconds": round(time.perf_counter() - t0, 3),
     }
     atomic_write_json(done, rep)

@@ -40,6 +40,7 @@ from histoflow.predict.outputs import write_outputs
 from histoflow.predict.pipeline import SlideTileSource, TileSource
 from histoflow.predict.scale import ScaleOut, SlideJob, each_slide, run_slides
 from histoflow.predict.tiles import open_reader_factory, plan_tiles, shard_tiles
+from histoflow.tiling.read import PIXELS_VERSION
 from histoflow.tiling.readers import in_memory_slide, slide_id_for
 
 __all__ = [
@@ -103,14 +104,23 @@ def load_predictor(
 SPEED_ONLY = ("batch_size", "workers", "prefetch", "device")  # change how fast, not what comes out
 
 
-def run_fingerprint(pred: Predictor) -> str:
-    cfg = {k: v for k, v in pred.cfg.to_dict().items() if k not in SPEED_ONLY}
+def settings_fingerprint(
+    model_fingerprint: str, cfg: SlidePredictConfig, tile_px: int, mpp: float, ignore: Sequence[str] = ()
+) -> str:
+    """What a slide's outputs depend on: the model, every setting but the SPEED_ONLY ones and
+    `ignore`, the tile geometry, and how tile pixels are resampled (tiling.read.PIXELS_VERSION).
+    A resumed run reuses a slide's outputs only when this is unchanged."""
+    kept = {k: v for k, v in cfg.to_dict().items() if k not in SPEED_ONLY and k not in ignore}
     blob = json.dumps(
-        {"checkpoint": pred.fingerprint, "cfg": cfg, "tile_px": pred.tile_px, "mpp": pred.mpp},
+        {"checkpoint": model_fingerprint, "cfg": kept, "tile_px": tile_px, "mpp": mpp, "pixels": PIXELS_VERSION},
         sort_keys=True,
         default=str,
     )
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def run_fingerprint(pred: Predictor) -> str:
+    return settings_fingerprint(pred.fingerprint, pred.cfg, pred.tile_px, pred.mpp)
 
 
 def is_complete(out_dir: Path, fingerprint: str) -> dict | None:

@@ -28,6 +28,7 @@ from histoflow.core.io import atomic_write_bytes, atomic_write_json
 from histoflow.core.version import __version__
 from histoflow.tiling.local import LocalEngine
 from histoflow.tiling.plan import SlidePlan
+from histoflow.tiling.read import PIXELS_VERSION
 from histoflow.tiling.readers import register_in_memory, slide_id_for
 from histoflow.tiling.shards import shard_path, shard_stats, slide_dir, write_manifest
 
@@ -64,13 +65,22 @@ def _check_config(out: Path, cfg: TileConfig) -> None:
     path = out / "config.json"
     if path.exists():
         previous = json.loads(path.read_text())
+        made_by = previous.get("pixels_version", 1)  # folders from before the field: version 1
+        if made_by != PIXELS_VERSION:
+            raise ConfigError(
+                f"{out}: holds tiles made by an older histoflow whose resampling gives other pixels "
+                f"(pixels version {made_by}, this one makes {PIXELS_VERSION}); resuming would mix "
+                "the two: use a new --out folder"
+            )
         if previous.get("fingerprint") != cfg.fingerprint():
             changed = sorted(k for k, v in cfg.to_dict().items() if previous.get("tile", {}).get(k) != v)
             raise ConfigError(
                 f"{out}: holds tiles made with a different config (changed: {changed}); use a new --out folder"
             )
     else:
-        atomic_write_json(path, {"fingerprint": cfg.fingerprint(), "tile": cfg.to_dict()})
+        atomic_write_json(
+            path, {"fingerprint": cfg.fingerprint(), "pixels_version": PIXELS_VERSION, "tile": cfg.to_dict()}
+        )
 
 
 def _report_complete(out: Path, slide_id: str, cfg: TileConfig) -> bool:
@@ -81,7 +91,11 @@ def _report_complete(out: Path, slide_id: str, cfg: TileConfig) -> bool:
         report = json.loads(path.read_text())
     except ValueError:
         return False
-    return report.get("status") == "complete" and report.get("fingerprint") == cfg.fingerprint()
+    return (
+        report.get("status") == "complete"
+        and report.get("fingerprint") == cfg.fingerprint()
+        and report.get("pixels_version", 1) == PIXELS_VERSION
+    )
 
 
 def extract_tiles(
@@ -227,6 +241,7 @@ def _slide_report(plan: SlidePlan, shards: list[dict], cfg: TileConfig, extract_
         "error": error,
         "warning": warning,
         "fingerprint": cfg.fingerprint(),
+        "pixels_version": PIXELS_VERSION,
         "histoflow_version": __version__,
         "candidates": plan.n_candidates,
         "kept": sum(s.get("kept", 0) for s in shards if not s.get("failed")),

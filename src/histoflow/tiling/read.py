@@ -33,6 +33,11 @@ import numpy as np
 
 from histoflow.tiling.grid import TileSpec, box_factor
 
+# Which resampling made a tile's pixels. Bump it whenever this module gives different pixels for
+# the same settings: tiling folders, predict-slide and embed outputs record it, so a run resumed
+# by a newer histoflow redoes its work instead of mixing old and new pixels.
+# 1: area interpolation at every factor; 2 (2026-12-01): the box path near whole factors.
+PIXELS_VERSION = 2
 MAX_BLOCK_PX = 4096  # widest / tallest region read at once for neighbouring tiles (level px)
 MAX_BLOCK_AREA = 4096 * 2048  # 32 MB of RGBA at most per block read
 

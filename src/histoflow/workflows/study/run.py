@@ -29,6 +29,7 @@ from histoflow.data.manifest import class_order
 from histoflow.data.tiles import read_slide_labels
 from histoflow.slide.base import slide_id_of
 from histoflow.slide.files import expand_slides
+from histoflow.tiling.read import PIXELS_VERSION
 from histoflow.workflows.study.stages import StageResult, Stages, fingerprint
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,8 @@ def _tiling_settings(cfg: StudyConfig) -> dict:
     if cfg.slide_mpp is not None:
         settings.setdefault("slide_mpp", cfg.slide_mpp)
     tile_cfg = TileConfig(**settings)  # a bad key fails here, before any work
-    return {"tile": tile_cfg.to_dict()}
+    # the pixels version too: a study tiled by an older histoflow is retiled, and all that follows redone
+    return {"tile": tile_cfg.to_dict(), "pixels_version": PIXELS_VERSION}
 
 
 def _tile(cfg: StudyConfig, slides: list[Path], folder: Path, quiet: bool) -> dict:

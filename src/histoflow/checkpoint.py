@@ -136,6 +136,12 @@ class Checkpoint:
         return float(mpp) if mpp else None
 
     @property
+    def pixels_version(self) -> int | None:
+        """tiling.read.PIXELS_VERSION of the tiles it was trained on (None: not trained on tiles)."""
+        version = self._blob.get("pixels_version")
+        return int(version) if version is not None else None
+
+    @property
     def mean(self) -> list[float]:
         return list(self._blob["mean"])
 

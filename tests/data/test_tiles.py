@@ -351,6 +351,26 @@ def test_slides_tiled_at_two_resolutions_are_refused_naming_them(tiled, labels, 
     assert (tc.mpp, tc.tile_px) == (COHORT_MPP, COHORT_TILE_PX) and tc.excluded["no label"] == again
 
 
+def test_slides_tiled_by_different_resamplings_are_refused_naming_them(tiled, labels, tmp_path):
+    """The cohort knows which resampling its tiles came from (the checkpoint keeps it); a folder
+    merged by hand from tiling runs of two histoflow versions is refused, naming the slides."""
+    from histoflow.tiling.read import PIXELS_VERSION
+
+    cohort, tiles = tiled
+    assert read_tile_cohort(tiles, cohort / "labels.csv").pixels_version == PIXELS_VERSION
+    merged = tmp_path / "merged"
+    shutil.copytree(tiles, merged)
+    report = merged / "slides" / "pcam-val-001" / "report.json"
+    older = json.loads(report.read_text())
+    del older["pixels_version"]  # as histoflow wrote reports before the version was recorded
+    report.write_text(json.dumps(older))
+    mixed = rf"resample differently.*version 1: pcam-val-001; version {PIXELS_VERSION}: pcam-test-001"
+    with pytest.raises(DataError, match=mixed):
+        read_tile_cohort(merged, cohort / "labels.csv")
+    labels[labels["slide"] != "pcam-val-001"].to_csv(tmp_path / "rest.csv", index=False)
+    assert read_tile_cohort(merged, tmp_path / "rest.csv").pixels_version == PIXELS_VERSION
+
+
 @pytest.mark.parametrize(
     "change, words",
     [

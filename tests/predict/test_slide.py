@@ -104,6 +104,22 @@ def test_checkpoint_resolution_never_guesses_mpp():
     assert checkpoint_resolution(Checkpoint("pcam.pt", {**meta, "mpp": 0.5, "tile_px": 256}), None) == (256, 0.5)
 
 
+def test_a_model_trained_on_otherwise_resampled_tiles_is_warned_about(caplog):
+    from histoflow.tiling.read import PIXELS_VERSION
+
+    meta = {"image_px": 96, "run_config": {}, "mpp": 0.972}
+    with caplog.at_level("WARNING"):
+        checkpoint_resolution(Checkpoint("tiles.pt", {**meta, "pixels_version": PIXELS_VERSION}), None)
+        checkpoint_resolution(Checkpoint("patches.pt", meta), None)  # not trained on tiles: nothing to say
+    assert caplog.records == []
+    with caplog.at_level("WARNING"):
+        checkpoint_resolution(Checkpoint("old.pt", {**meta, "pixels_version": PIXELS_VERSION - 1}), None)
+    assert (
+        f"old.pt: trained on tiles that an older histoflow resampled (pixels version {PIXELS_VERSION - 1}"
+        in caplog.text
+    )
+
+
 # -- the grid reproduces the slide ---------------------------------------------------------------------
 def test_grid_heatmap_and_geojson_reproduce_the_pattern(tmp_path, pattern_slide):
     cfg = SlidePredictConfig(

@@ -18,6 +18,7 @@ from histoflow.cli.common import state
 from histoflow.config import load_config
 from histoflow.core.errors import ConfigError, DataError
 from histoflow.data.samplers import SlideEpochSampler
+from histoflow.tiling.read import PIXELS_VERSION
 from histoflow.train.data import build_run_data, train_sampler
 from histoflow.train.preflight import check_run_config
 from tests.helpers import COHORT_MPP, COHORT_TILE_PX, TINY_CLI_RUN, sets, tiled_pcam_cohort
@@ -59,6 +60,7 @@ def test_run_records_the_tiles_resolution(tile_run):
     assert data["mpp"] == COHORT_MPP and data["image_px"] == COHORT_TILE_PX and data["tiles_per_slide"] == 8
     ckpt = Checkpoint.read(tile_run / "checkpoints" / "best.pt")
     assert (ckpt.mpp, ckpt.tile_px, ckpt.image_px) == (COHORT_MPP, COHORT_TILE_PX, COHORT_TILE_PX)
+    assert ckpt.pixels_version == PIXELS_VERSION  # predict-slide warns when it reads tiles otherwise
     assert ckpt.class_names == ["0", "1"]
 
 

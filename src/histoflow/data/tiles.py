@@ -50,6 +50,9 @@ class TileCohort:
     slides: list[str]  # slides with labelled tiles
     excluded: dict[str, list[str]] = field(default_factory=dict)  # why -> slide ids
     notes: list[str] = field(default_factory=list)
+    # the resampling its tiles' pixels came from (tiling.read.PIXELS_VERSION; 1 for reports written
+    # before it was recorded, None without reports); the checkpoint keeps it for predict-slide
+    pixels_version: int | None = None
 
 
 def _listed(ids) -> str:
@@ -194,7 +197,23 @@ def read_tile_cohort(tiles_dir: str | Path, labels: str | Path, class_names: lis
         raise DataError(f"{labels}: no labelled tiles in {tiles_dir}")
     mpp = float(table["mpp"].iloc[0]) if len(table) and table["mpp"].iloc[0] > 0 else None
     tile_px = int(table["tile_px"].iloc[0])
-    return TileCohort(manifest, tiles_dir, mpp, tile_px, sorted(set(frame["slide"])), excluded, notes)
+    slides = sorted(set(frame["slide"]))
+    return TileCohort(manifest, tiles_dir, mpp, tile_px, slides, excluded, notes, _pixels_version(reports, slides))
+
+
+def _pixels_version(reports: dict[str, dict], slides: list[str]) -> int | None:
+    """The one resampling the cohort's tiles came from; refuses slides from different ones
+    (tiling folders refuse to mix them, but folders can be merged by hand)."""
+    by_version: dict[int, list[str]] = {}
+    for sid in slides:
+        if sid in reports:
+            by_version.setdefault(int(reports[sid].get("pixels_version", 1)), []).append(sid)
+    if len(by_version) > 1:
+        described = "; ".join(f"version {v}: {_listed(ids)}" for v, ids in sorted(by_version.items()))
+        raise DataError(
+            f"slides tiled by histoflows that resample differently are mixed ({described}); tile them again together"
+        )
+    return next(iter(by_version), None)
 
 
 def _tile_labels(table: pd.DataFrame, label_frame: pd.DataFrame) -> list[str]:

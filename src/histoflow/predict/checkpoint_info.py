@@ -11,6 +11,7 @@ import logging
 from histoflow.checkpoint import Checkpoint
 from histoflow.core.errors import ConfigError
 from histoflow.tiling.grid import MPP_TOLERANCE
+from histoflow.tiling.read import PIXELS_VERSION
 
 log = logging.getLogger(__name__)
 PCAM_MPP_HINT = "PCam patches are 96 px at about 0.972 um/px (10x)"
@@ -19,6 +20,14 @@ PCAM_MPP_HINT = "PCam patches are 96 px at about 0.972 um/px (10x)"
 def checkpoint_resolution(ckpt: Checkpoint, mpp: float | None) -> tuple[int, float]:
     """(tile_px, mpp) to predict at: the checkpoint's, or `mpp` when given (warning if it differs)."""
     tile_px, stored, name = ckpt.tile_px, ckpt.mpp, ckpt.path
+    if ckpt.pixels_version is not None and ckpt.pixels_version != PIXELS_VERSION:
+        log.warning(
+            "%s: trained on tiles that an older histoflow resampled (pixels version %d; this one reads "
+            "version %d): the tiles it is shown now differ slightly; tile again and retrain for the same pixels",
+            name,
+            ckpt.pixels_version,
+            PIXELS_VERSION,
+        )
     if mpp is not None:
         if not mpp > 0:
             raise ConfigError(f"--mpp must be > 0, got {mpp}")

@@ -69,7 +69,8 @@ def training_resolution(cfg: RunConfig, data: RunData, source_size: list[int] | 
     if cfg.data.mpp is None:
         return {}
     if data.cohort is not None:
-        return {"mpp": cfg.data.mpp, "tile_px": data.cohort.tile_px}
+        pixels = {} if data.cohort.pixels_version is None else {"pixels_version": data.cohort.pixels_version}
+        return {"mpp": cfg.data.mpp, "tile_px": data.cohort.tile_px, **pixels}
     square = source_size is not None and source_size[0] == source_size[1]
     return {"mpp": cfg.data.mpp, "tile_px": source_size[0] if square and source_size else cfg.data.image_px}
 

@@ -115,7 +115,7 @@ def test_a_model_trained_on_otherwise_resampled_tiles_is_warned_about(caplog):
     with caplog.at_level("WARNING"):
         checkpoint_resolution(Checkpoint("old.pt", {**meta, "pixels_version": PIXELS_VERSION - 1}), None)
     assert (
-        f"old.pt: trained on tiles that an older histoflow resampled (pixels version {PIXELS_VERSION - 1}"
+        f"old.pt: trained on tiles that another histoflow version resampled (pixels version {PIXELS_VERSION - 1}"
         in caplog.text
     )
 

@@ -22,8 +22,8 @@ def checkpoint_resolution(ckpt: Checkpoint, mpp: float | None) -> tuple[int, flo
     tile_px, stored, name = ckpt.tile_px, ckpt.mpp, ckpt.path
     if ckpt.pixels_version is not None and ckpt.pixels_version != PIXELS_VERSION:
         log.warning(
-            "%s: trained on tiles that an older histoflow resampled (pixels version %d; this one reads "
-            "version %d): the tiles it is shown now differ slightly; tile again and retrain for the same pixels",
+            "%s: trained on tiles that another histoflow version resampled (pixels version %d; this one "
+            "reads version %d): the tiles it is shown now differ slightly; tile again and retrain for the same pixels",
             name,
             ckpt.pixels_version,
             PIXELS_VERSION,

@@ -68,7 +68,7 @@ def _check_config(out: Path, cfg: TileConfig) -> None:
         made_by = previous.get("pixels_version", 1)  # folders from before the field: version 1
         if made_by != PIXELS_VERSION:
             raise ConfigError(
-                f"{out}: holds tiles made by an older histoflow whose resampling gives other pixels "
+                f"{out}: holds tiles made by another histoflow version whose resampling gives other pixels "
                 f"(pixels version {made_by}, this one makes {PIXELS_VERSION}); resuming would mix "
                 "the two: use a new --out folder"
             )

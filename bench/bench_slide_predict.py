@@ -54,11 +54,18 @@ Tried on 2026-12-01 and not adopted (same host):
     decoding dominates, so it saves about 6 ms of the ~90 ms of reading.
   - One reader thread instead of none (`--workers 1 --serial`, three runs): 0.82, 0.85, 0.80 vs
     0.90, 0.91, 0.78 reading between batches. No gain.
-  - OMP_WAIT_POLICY=PASSIVE with one reader thread, the reader filling the gaps where torch's
-    threads would spin: over 8 processes the ratio's median rose to 0.94 (0.88 without, 9
-    processes), but end-to-end tiles/s did not (1,143 vs 1,123). The model alone slowed instead.
-    It also slowed training the default simple_cnn by about a fifth (637 vs 820 images/s; 4
-    processes each).
+  - OpenMP threads that sleep soon when idle, plus one reader thread that runs in their gaps.
+    The OpenMP setting is read once, when torch loads, so it would be set process-wide by the
+    predict-slide, embed and detect-mitoses verbs. Bench processes were interleaved with default
+    ones (0 reader threads, OpenMP's default spin of 300,000):
+      GOMP_SPINCOUNT=10000, 15 processes vs 19 default ones: ratio median 0.94 vs 0.90; end to
+        end 1,242 vs 1,151 tiles/s; model alone 1,221 vs 1,245.
+      The last 7 strict A/B pairs of those: 0.89 vs 0.91 (5 of the 7 pairs favoured the short
+        spin).
+      OMP_WAIT_POLICY=PASSIVE, 8 processes: 0.94, but end to end 1,143 vs 1,123 tiles/s (the
+        model alone slowed instead).
+    The gain is within this host's noise. Training the default simple_cnn was slower under
+    either setting: 708 (spin 10000) and 637 (passive) vs 820 images/s, 4 processes each.
 """
 
 from __future__ import annotations

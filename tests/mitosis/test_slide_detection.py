@@ -32,7 +32,7 @@ def detector(tmp_path, monkeypatch):
     return det
 
 
-def test_every_disk_once_in_level0_pixels_with_hotspot_and_score(tmp_path, detector):
+def test_every_disk_once_in_level0_pixels_with_hotspot_and_score(tmp_path, detector, monkeypatch):
     image = disks(size=(720, 488), centres=CENTRES, radius=8)
     path = register_in_memory(ArraySlide(image, mpp=0.25, slide_id="disks"))
     grading = GradingConfig(area_mm2=0.0025, cuts=(2, 3))  # a 50 um square: the two close disks
@@ -48,6 +48,10 @@ def test_every_disk_once_in_level0_pixels_with_hotspot_and_score(tmp_path, detec
         assert (tmp_path / "out" / "disks" / name).is_file()
     again = detect_slides(detector, [path], tmp_path / "out", tiles, grading, tile_px=256, progress=False)
     assert again["resumed"] == ["disks"]
+    # tiles another version of tiling.read would resample differently: the slide is redone
+    monkeypatch.setattr("histoflow.predict.mitosis_slide.PIXELS_VERSION", -1)
+    redone = detect_slides(detector, [path], tmp_path / "out", tiles, grading, tile_px=256, progress=False)
+    assert redone["resumed"] == [] and redone["mitoses"] == 5
 
 
 def test_a_coarse_slide_is_refused_unless_resampling_is_asked(tmp_path, detector):

@@ -44,6 +44,7 @@ from histoflow.predict.pipeline import SlideTileSource, reader_threads, stream_b
 from histoflow.predict.scale import ScaleOut, SlideJob, each_slide, run_slides
 from histoflow.predict.slide import SPEED_ONLY, is_complete
 from histoflow.predict.tiles import open_reader_factory, plan_tiles, slide_reader
+from histoflow.tiling.read import PIXELS_VERSION
 from histoflow.tiling.readers import slide_id_for
 
 log = logging.getLogger(__name__)
@@ -184,6 +185,7 @@ def fingerprint(detector: MitosisDetector, cfg: SlidePredictConfig, grading: Gra
             "tiles": {k: v for k, v in cfg.to_dict().items() if k not in SPEED_ONLY},
             "grading": grading.model_dump(mode="json"),
             "atypia": atypia,
+            "pixels": PIXELS_VERSION,  # how tiles were resampled (tiling.read): another version redoes the slide
         },
         sort_keys=True,
         default=str,

@@ -61,11 +61,16 @@ def _slide_paths(slides: Iterable) -> list[str]:
     return paths
 
 
+def _pixels_version_of(record: dict) -> int:
+    """The PIXELS_VERSION a config.json or report.json was written with (1: before it was recorded)."""
+    return int(record.get("pixels_version", 1))
+
+
 def _check_config(out: Path, cfg: TileConfig) -> None:
     path = out / "config.json"
     if path.exists():
         previous = json.loads(path.read_text())
-        made_by = previous.get("pixels_version", 1)  # folders from before the field: version 1
+        made_by = _pixels_version_of(previous)
         if made_by != PIXELS_VERSION:
             raise ConfigError(
                 f"{out}: holds tiles made by another histoflow version whose resampling gives other pixels "
@@ -94,7 +99,7 @@ def _report_complete(out: Path, slide_id: str, cfg: TileConfig) -> bool:
     return (
         report.get("status") == "complete"
         and report.get("fingerprint") == cfg.fingerprint()
-        and report.get("pixels_version", 1) == PIXELS_VERSION
+        and _pixels_version_of(report) == PIXELS_VERSION
     )
 
 
